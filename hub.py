@@ -10,25 +10,38 @@ Only torch, tqdm and the standard library are used: safetensors is parsed by han
     path = hf_hub_download("roberta-base", "config.json")    # cached like huggingface_hub
 """
 import contextlib
+import hashlib
+import http.client
 import json
 import os
+import pickle
+import re
+import secrets
+import shutil
+import stat
 import sys
 import tempfile
-from pathlib import Path
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import torch
+from tqdm import tqdm
 
 # -----------------------------------------------------------------------------
 # safetensors: [u64 little-endian N][N bytes of JSON header][raw little-endian data]
 # header: {name: {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]},
 #          "__metadata__": {str: str}}, offsets relative to the end of the header.
 
-DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
+DTYPES = {  # in the official library's Dtype order, which its writer sorts by (item size grows)
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
+    "F16": torch.float16, "BF16": torch.bfloat16, "I32": torch.int32, "F32": torch.float32,
+    "F64": torch.float64, "I64": torch.int64,
 }
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+_DTYPE_RANK = {dtype: rank for rank, dtype in enumerate(DTYPES.values())}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the official library's limit too
 _UMASK = os.umask(0o022)  # read the process umask once (os has no getter) and put it back
 os.umask(_UMASK)
@@ -131,8 +144,9 @@ def read_safetensors_metadata(path):
 
 def write_safetensors(path, tensors, metadata=None):
     """Write {name: tensor} as a .safetensors file the official library reads, atomically.
-    As the official writer does: data ordered by (alignment desc, name) so every tensor
-    starts at a multiple of its item size, header padded with spaces to a multiple of 8."""
+    As the official writer does: data ordered by dtype (largest item size first), then by
+    name, so every tensor starts at a multiple of its item size; header padded with spaces
+    to a multiple of 8. Without metadata the bytes equal the official writer's."""
     if not isinstance(tensors, dict):
         raise ValueError(f"tensors must be a dict of name -> torch.Tensor, got {type(tensors).__name__}")
     metadata = {} if metadata is None else metadata
@@ -147,7 +161,7 @@ def write_safetensors(path, tensors, metadata=None):
         if t.dtype not in DTYPE_NAMES:
             raise ValueError(f"tensors[{name!r}] has dtype {t.dtype}, which safetensors here does not "
                              f"support (supported: {', '.join(str(d) for d in DTYPE_NAMES)})")
-    order = sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k))
+    order = sorted(tensors, key=lambda k: (-_DTYPE_RANK[tensors[k].dtype], k))
     header, blobs, offset = {}, [], 0
     if metadata:
         header["__metadata__"] = metadata
@@ -158,7 +172,7 @@ def write_safetensors(path, tensors, metadata=None):
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     head += b" " * (-len(head) % 8)
     with atomic_write(path) as f:
         f.write(len(head).to_bytes(8, "little"))
@@ -190,3 +204,278 @@ def atomic_write(path, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# -----------------------------------------------------------------------------
+# downloads (urllib only)
+
+class DownloadError(OSError):
+    """A download failed: HTTP error, connection cut off, wrong size or sha256. It is an
+    OSError, so `except OSError` catches every network and file problem; nothing is left
+    at the destination."""
+
+
+class HubOfflineError(OSError):
+    """The hub cannot be reached (or HF_HUB_OFFLINE=1) and the file is not in the cache."""
+
+
+class EntryNotFoundError(FileNotFoundError):
+    """The repository has no such file (HTTP 404), e.g. no model.safetensors: callers may
+    fall back to another file."""
+
+
+TIMEOUT = 60  # seconds a connection may stay silent before we give up
+CHUNK = 1 << 20
+
+
+def check_endpoint(url, explicit=False):
+    """Return `url` without its trailing slash if its scheme is allowed: https always,
+    http only for an endpoint the user set explicitly (e.g. a local mirror)."""
+    allowed = ("https", "http") if explicit else ("https",)
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in allowed or not parts.netloc:
+        hint = "" if explicit else (" (http:// is accepted only for an endpoint set explicitly, "
+                                    "e.g. HF_ENDPOINT=http://127.0.0.1:8080)")
+        raise ValueError(f"endpoint {url!r} must be a URL starting with "
+                         f"{' or '.join(s + '://' for s in allowed)}{hint}")
+    return url.rstrip("/")
+
+
+class _KeepRedirectHeaders(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, keeping each hop's headers: the hub puts X-Repo-Commit and
+    X-Linked-Etag on its redirect to the CDN, not on the CDN's final answer."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise DownloadError(f"{req.full_url}: refusing a redirect to {newurl}")
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            req.hops.append(headers)
+            new.hops = req.hops  # one list shared along the chain of redirects
+        return new
+
+
+_opener = urllib.request.build_opener(_KeepRedirectHeaders)
+
+
+def _open(url):
+    """GET `url`; returns (response, [headers of every redirect, then the final response's])."""
+    req = urllib.request.Request(url, headers={"User-Agent": "spectral-ft"})
+    req.hops = []
+    resp = _opener.open(req, timeout=TIMEOUT)
+    return resp, req.hops + [resp.headers]
+
+
+def _save(resp, dest, url, expected_size=None, expected_sha256=None, desc=None):
+    """Stream an open response into `dest` atomically, checking size and sha256."""
+    length = resp.headers.get("Content-Length", "")
+    length = int(length) if length.isdigit() else None
+    if None not in (length, expected_size) and length != expected_size:
+        raise DownloadError(f"{url}: server announces {length} bytes, expected {expected_size}")
+    total = expected_size if expected_size is not None else length
+    sha, done = hashlib.sha256(), 0
+    try:
+        with atomic_write(dest) as f, tqdm(total=total, desc=desc or Path(dest).name, unit="B",
+                                           unit_scale=True, unit_divisor=1024) as bar:
+            while chunk := resp.read(CHUNK):
+                f.write(chunk)
+                sha.update(chunk)
+                done += len(chunk)
+                bar.update(len(chunk))
+            if total is not None and done != total:
+                raise DownloadError(f"{url}: download cut off after {done} of {total} bytes; "
+                                    f"nothing was saved to {dest}, run again to retry")
+            if expected_sha256 and sha.hexdigest() != expected_sha256.lower():
+                raise DownloadError(f"{url}: sha256 {sha.hexdigest()} does not match the expected "
+                                    f"{expected_sha256}; nothing was saved to {dest}")
+    except DownloadError:
+        raise
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"{url}: download failed after {done} bytes ({e!r}); "
+                            f"nothing was saved to {dest}") from e
+
+
+def download_url(url, dest, *, expected_size=None, expected_sha256=None, desc=None):
+    """Download `url` (http or https; which schemes a user may choose is check_endpoint's
+    job) to `dest` with a progress bar, atomically; verify size and sha256 when known.
+    Raises DownloadError (an OSError) on any failure, leaving nothing at `dest`."""
+    if urllib.parse.urlsplit(str(url)).scheme not in ("http", "https"):
+        raise ValueError(f"url {url!r} must start with https:// or http://")
+    dest = Path(dest)
+    try:
+        resp, _ = _open(url)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"{url}: cannot connect ({e!r})") from e
+    with resp:
+        _save(resp, dest, url, expected_size, expected_sha256, desc)
+    return dest
+
+
+# -----------------------------------------------------------------------------
+# the Hugging Face hub, cached in huggingface_hub's layout so caches are shared:
+#   {cache}/models--{org}--{name}/blobs/{etag}                    the bytes
+#   {cache}/models--{org}--{name}/snapshots/{commit}/{filename}   -> ../../blobs/{etag}
+#   {cache}/models--{org}--{name}/refs/{revision}                 the commit hash
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def hf_cache_dir():
+    """$HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub (as huggingface_hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return Path(os.environ.get("HF_HOME") or xdg / "huggingface").expanduser() / "hub"
+
+
+def _relative_path(value, what):
+    """Check that `value` is a relative path without '..' that is safe to join to a folder."""
+    parts = PurePosixPath(value).parts if isinstance(value, str) else ()
+    if not parts or value.startswith("/") or "\\" in value or any(p in (".", "..") for p in parts):
+        raise ValueError(f"{what} {value!r} must be a relative path like 'config.json' or "
+                         f"'onnx/model.onnx', without '..' or backslashes")
+
+
+def hf_hub_download(repo_id, filename, *, endpoint=None, cache_dir=None, revision="main"):
+    """Path of `filename` from the model repo `repo_id`, downloaded into the Hugging Face
+    cache if it is not there yet for `revision`. Raises EntryNotFoundError (404),
+    HubOfflineError (no network / HF_HUB_OFFLINE=1 and not cached), DownloadError."""
+    if not (isinstance(repo_id, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id)
+            and ".." not in repo_id and "--" not in repo_id):
+        raise ValueError(f"repo_id {repo_id!r} must look like 'roberta-base' or 'org/name' "
+                         f"(letters, digits, '-', '_', '.'; no '--' or '..')")
+    _relative_path(filename, "filename")
+    _relative_path(revision, "revision")
+    explicit = endpoint is not None or bool(os.environ.get("HF_ENDPOINT"))
+    endpoint = check_endpoint(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co",
+                              explicit)
+    repo_dir = Path(cache_dir).expanduser() if cache_dir is not None else hf_cache_dir()
+    repo_dir = repo_dir / ("models--" + repo_id.replace("/", "--"))
+    ref_file = repo_dir / "refs" / revision
+
+    # 1. In the cache for this revision? Then no network at all.
+    commit = revision if _COMMIT.fullmatch(revision) else None
+    if commit is None and ref_file.is_file():
+        commit = ref_file.read_text().strip()
+    if commit and _COMMIT.fullmatch(commit):
+        if (repo_dir / "snapshots" / commit / filename).is_file():
+            return repo_dir / "snapshots" / commit / filename
+        if (repo_dir / ".no_exist" / commit / filename).exists():  # a 404 remembered
+            raise EntryNotFoundError(f"{repo_id} has no file {filename!r} at revision "
+                                     f"{revision} (remembered in {repo_dir / '.no_exist'})")
+
+    # 2. Ask the hub.
+    url = f"{endpoint}/{repo_id}/resolve/{urllib.parse.quote(revision, safe='')}/" \
+          f"{urllib.parse.quote(filename)}"
+    offline = (f"{filename!r} of the model {repo_id!r} is not in the Hugging Face cache "
+               f"{repo_dir} and {{}}. Download it from {url} (with the model's other files) "
+               f"into a local directory and pass that directory's path instead of {repo_id!r}, "
+               f"or run once with network access so that it is cached under {repo_dir}.")
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise HubOfflineError(offline.format("HF_HUB_OFFLINE is set, so the network is not used"))
+    try:
+        resp, hops = _open(url)
+    except urllib.error.HTTPError as e:
+        error_code = e.headers.get("X-Error-Code", "EntryNotFound")
+        if e.code == 404 and error_code == "EntryNotFound":
+            commit = e.headers.get("X-Repo-Commit", "")
+            if _COMMIT.fullmatch(commit):  # remember the 404 as huggingface_hub does
+                with atomic_write(repo_dir / ".no_exist" / commit / filename):
+                    pass
+            raise EntryNotFoundError(f"{repo_id} has no file {filename!r} at revision "
+                                     f"{revision} ({url}: HTTP 404)") from None
+        if e.code in (401, 404):
+            raise FileNotFoundError(f"{url}: HTTP {e.code}: the repository {repo_id!r} or revision "
+                                    f"{revision!r} does not exist, or is private or gated (no token is "
+                                    f"sent); download the files yourself and pass their directory") from None
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise HubOfflineError(offline.format(f"{endpoint} cannot be reached ({e!r})")) from e
+
+    # 3. Store the bytes as blobs/{etag}; the hub's own answer (before any redirect to a
+    #    CDN) carries the commit, the etag (sha256 for LFS files) and the size.
+    with resp:
+        hub = next((h for h in hops if h.get("X-Repo-Commit")), None)
+        if hub is None:
+            raise DownloadError(f"{url}: no X-Repo-Commit header in the answer; {endpoint} does "
+                                f"not behave like a Hugging Face hub")
+        commit = hub["X-Repo-Commit"]
+        etag = (hub.get("X-Linked-Etag") or hub.get("ETag") or "").removeprefix("W/").strip('"')
+        size = hub.get("X-Linked-Size", "")
+        if not _COMMIT.fullmatch(commit) or not re.fullmatch(r"[\w-]{1,128}", etag):
+            raise DownloadError(f"{url}: bad X-Repo-Commit {commit!r} or ETag {etag!r} from the hub")
+        blob = repo_dir / "blobs" / etag
+        if not blob.is_file():
+            _save(resp, blob, url, expected_size=int(size) if size.isdigit() else None,
+                  expected_sha256=etag if _SHA256.fullmatch(etag) else None, desc=filename)
+
+    # 4. Point snapshots/{commit}/{filename} at the blob, then refs/{revision} at the commit.
+    pointer = repo_dir / "snapshots" / commit / filename
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pointer.with_name(f"{pointer.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.symlink(os.path.relpath(blob, pointer.parent), tmp)
+        os.replace(tmp, pointer)
+    except OSError:  # no symlinks here (e.g. Windows without developer mode): copy
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        with open(blob, "rb") as src, atomic_write(pointer) as dst:
+            shutil.copyfileobj(src, dst)
+    if revision != commit:
+        with atomic_write(ref_file, "w") as f:
+            f.write(commit)
+    return pointer
+
+
+# -----------------------------------------------------------------------------
+# zips and torch checkpoints: untrusted input, checked before use
+
+def safe_extract_zip(zip_path, target_dir):
+    """Extract `zip_path` into `target_dir` and return the files written. Every entry is
+    checked first, so nothing is written if one is refused: absolute paths, drive letters,
+    paths that resolve outside target_dir, symlinks."""
+    target = Path(target_dir).resolve()
+    with zipfile.ZipFile(zip_path) as z:
+        plan = []  # (entry, destination)
+        for info in z.infolist():
+            name = info.filename.replace("\\", "/")
+            dest = (target / name).resolve()
+            if stat.S_ISLNK(info.external_attr >> 16):
+                problem = "is a symbolic link"
+            elif name.startswith("/") or re.match(r"[A-Za-z]:", name):
+                problem = "has an absolute path"
+            elif dest != target and target not in dest.parents:
+                problem = f"would be written outside {target}"
+            else:
+                plan.append((info, dest))
+                continue
+            raise ValueError(f"{zip_path}: refusing zip entry {info.filename!r}: it {problem}; "
+                             f"nothing was extracted")
+        written = []
+        for info, dest in plan:
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            with z.open(info) as src, atomic_write(dest) as dst:
+                shutil.copyfileobj(src, dst)
+            written.append(dest)
+    return written
+
+
+def load_torch_checkpoint(path):
+    """Load a torch.save'd state dict ({name: tensor}) safely: weights_only=True, never
+    anything that could run code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        needs = f" (it needs {needs.group(1)})" if needs else ""
+        raise ValueError(f"{path}: refused: the file holds Python objects other than tensors"
+                         f"{needs}, and loading it could run code") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict {{name: tensor}}, got {type(state).__name__} "
+                         f"with non-tensor values")
+    return dict(state)
