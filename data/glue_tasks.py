@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -174,7 +175,7 @@ def load_glue(task: str, split: str, data_dir=None, *, download: bool = True,
     t = get_task(task)
     if split not in t.splits:
         raise ValueError(f"split={split!r} is not a split of {t.name}; choose one of {list(t.splits)}")
-    data_dir = Path(data_dir) if data_dir is not None else DEFAULT_ROOT / t.folder
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else DEFAULT_ROOT / t.folder
     path = data_dir / t.splits[split]
     if not path.is_file():
         if not download:
@@ -195,8 +196,7 @@ def _urls(t: Task, url: str | None) -> dict:
     if base is not None:
         from hub import check_endpoint
 
-        base = base.rstrip("/")
-        check_endpoint(base, True)
+        base = check_endpoint(base, True)  # without its trailing slash
         return {name: f"{base}/{name}" for name in ((t.zip_name,) if t.zip_name else MRPC_RAW_FILES)}
     if t.zip_name is not None:
         return {t.zip_name: f"{GLUE_BASE_URL}/{t.zip_name}"}
@@ -208,7 +208,7 @@ def _help(t: Task, data_dir: Path, url: str | None) -> str:
     """One paragraph telling a user without network which files to put where."""
     need = sorted(set(t.splits.values()))
     try:
-        sources = ", ".join(f"{u}" for u in _urls(t, url).values())
+        sources = ", ".join(_urls(t, url).values())
     except ValueError as e:  # a bad url= is reported by the caller anyway
         sources = f"(the given url is unusable: {e})"
     if t.zip_name is not None:
@@ -234,7 +234,7 @@ def download_glue(task: str, data_dir=None, url: str | None = None) -> Path:
     from hub import download_url, safe_extract_zip
 
     t = get_task(task)
-    data_dir = Path(data_dir) if data_dir is not None else DEFAULT_ROOT / t.folder
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else DEFAULT_ROOT / t.folder
     need = sorted(set(t.splits.values()))
     if all((data_dir / name).is_file() for name in need):
         return data_dir
@@ -242,9 +242,9 @@ def download_glue(task: str, data_dir=None, url: str | None = None) -> Path:
     urls = _urls(t, url)
     try:
         for name, u in urls.items():
-            if not (data_dir / name).is_file():
+            if t.zip_name is not None or not (data_dir / name).is_file():  # MRPC: reuse local files
                 download_url(u, data_dir / name, desc=f"{t.folder}: {name}")
-    except OSError as e:  # urllib's URLError is an OSError: no network, DNS, refused, 404...
+    except OSError as e:  # hub.DownloadError is an OSError: no network, DNS, refused, 404...
         raise OSError(f"Could not download {t.name} ({e}). " + _help(t, data_dir, url)) from e
 
     if t.zip_name is None:
@@ -253,7 +253,10 @@ def download_glue(task: str, data_dir=None, url: str | None = None) -> Path:
         zip_path = data_dir / t.zip_name
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=data_dir))
         try:
-            safe_extract_zip(zip_path, tmp)
+            try:
+                safe_extract_zip(zip_path, tmp)
+            except zipfile.BadZipFile as e:
+                raise ValueError(f"{zip_path} from {urls[t.zip_name]} is not a zip file ({e})") from e
             inner = tmp / t.folder
             if not inner.is_dir():
                 found = sorted(p.name for p in tmp.iterdir())
@@ -262,9 +265,9 @@ def download_glue(task: str, data_dir=None, url: str | None = None) -> Path:
             for p in inner.iterdir():
                 if p.is_file():
                     os.replace(p, data_dir / p.name)
-        finally:
+        finally:  # the TSVs are what we keep; the zip (MNLI: 300 MB) is not needed
             shutil.rmtree(tmp, ignore_errors=True)
-        zip_path.unlink()  # the TSVs are what we keep; the zip (MNLI: 300 MB) is not needed
+            zip_path.unlink(missing_ok=True)
     missing = [name for name in need if not (data_dir / name).is_file()]
     if missing:
         raise ValueError(f"after downloading {t.name}, {data_dir}/ still lacks {missing}. "
@@ -283,7 +286,7 @@ def build_mrpc(data_dir) -> None:
     with open(ids_src, encoding="utf-8") as f:
         dev_ids = {tuple(row.strip().split("\t")) for row in f}
 
-    def rows(src):  # (header line, [(lineno, 5 fields)]) of a Microsoft file
+    def rows(src):  # (header line as read, [5 fields per row]) of a Microsoft file
         with open(src, encoding="utf-8") as f:
             header, out = f.readline(), []
             for lineno, row in enumerate(f, start=2):
