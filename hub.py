@@ -385,6 +385,9 @@ def hf_hub_download(repo_id, filename, *, endpoint=None, cache_dir=None, revisio
             if _COMMIT.fullmatch(commit):  # remember the 404 as huggingface_hub does
                 with atomic_write(repo_dir / ".no_exist" / commit / filename):
                     pass
+                if revision != commit:
+                    with atomic_write(ref_file, "w") as f:
+                        f.write(commit)
             raise EntryNotFoundError(f"{repo_id} has no file {filename!r} at revision "
                                      f"{revision} ({url}: HTTP 404)") from None
         if e.code in (401, 404):
