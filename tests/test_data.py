@@ -157,9 +157,13 @@ def test_any_text_without_tab_or_newline_round_trips(tmp_path_factory, rows):
     assert read_glue_tsv(path, "rte") == [Example(a, b, labels.index(y)) for a, b, y in rows]
 
 
-def test_crlf_line_endings_are_stripped(tmp_path):
-    write(tmp_path / "dev.tsv", "index\tsentence1\tsentence2\tlabel\r\n0\tA\tB\tentailment\r\n")
-    assert load_glue("rte", "dev", tmp_path, download=False) == [Example("A", "B", 0)]
+def test_only_the_line_ending_is_stripped(tmp_path):
+    # CRLF endings go; a '\r', U+2028 or U+0085 inside a sentence, or its trailing space, stay.
+    odd = "A\rB\u2028C\x85D "
+    write(tmp_path / "dev.tsv", f"index\tsentence1\tsentence2\tlabel\r\n0\t{odd}\tB \tentailment\r\n")
+    assert load_glue("rte", "dev", tmp_path, download=False) == [Example(odd, "B ", 0)]
+    write(tmp_path / "train.tsv", f"gj04\t1\t\t{odd}\n")  # CoLA: the sentence ends the line
+    assert load_glue("cola", "train", tmp_path, download=False) == [Example(odd, None, 1)]
 
 
 def test_malformed_row_names_file_line_and_expected_columns(tmp_path):
