@@ -67,7 +67,8 @@ def _read_header(path, f):
         raise ValueError(f"{path}: header is not valid UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: header must be a JSON object, got {type(header).__name__}")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
         raise ValueError(f"{path}: __metadata__ must map strings to strings, got {metadata!r}")
 
@@ -478,7 +479,9 @@ def load_torch_checkpoint(path):
         needs = f" (it needs {needs.group(1)})" if needs else ""
         raise ValueError(f"{path}: refused: the file holds Python objects other than tensors"
                          f"{needs}, and loading it could run code") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict {{name: tensor}}, got {type(state).__name__} "
-                         f"with non-tensor values")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict {{name: tensor}}, got a {type(state).__name__}")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: expected a state dict {{name: tensor}}, but {bad[:5]} are not tensors")
     return dict(state)
