@@ -417,7 +417,8 @@ class DFoRA(FoRA):
 class _LoCADelta(torch.autograd.Function):
     """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1), S zero but coefficients at rounded locations.
 
-    Forward: a sum of n rank-1 products of DCT basis rows, O(n·out·in), S never formed.
+    Forward: for n < out + in a sum of n rank-1 products of DCT basis rows, O(n·out·in),
+    S never formed; otherwise the dense product C_outᵀ S C_in, O(out·in·(out + in)).
     Backward: with G = ∂L/∂ΔW, one DCT D = C_out G C_inᵀ gives (eq. 3-5)
         ∂L/∂s_k   = alpha · D[r_k, c_k]
         ∂L/∂row_k = alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2   (columns alike),
@@ -427,11 +428,13 @@ class _LoCADelta(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coefficients, locations, C_out, C_in, alpha):
         rows, cols = _grid_indices(locations, C_out.shape[0], C_in.shape[0])
-        basis_out = C_out[rows]  # (n, out)
-        basis_in = C_in[cols]  # (n, in)
         ctx.save_for_backward(coefficients, rows, cols, C_out, C_in)
         ctx.alpha = alpha
-        return alpha * (basis_out.T * coefficients) @ basis_in  # (out, in)
+        if len(coefficients) < C_out.shape[0] + C_in.shape[0]:
+            return alpha * (C_out[rows].T * coefficients) @ C_in[cols]  # (out, n) @ (n, in)
+        S = torch.zeros(C_out.shape[0], C_in.shape[0], dtype=coefficients.dtype, device=coefficients.device)
+        S.index_put_((rows, cols), coefficients, accumulate=True)  # (out, in); colliding locations add
+        return alpha * C_out.T @ S @ C_in
 
     @staticmethod
     def backward(ctx, grad):

@@ -1,0 +1,204 @@
+"""
+bench.py: what each PEFT method costs per training step, measured.
+
+Builds a RoBERTa-shaped encoder with random weights (no download), feeds random token ids
+(never zeros), and times one full training step per iteration: forward under bf16
+autocast, backward, AdamW step. Prints one row per configuration: median step time,
+tokens/s, peak GPU memory, trainable parameters, and the time as a ratio to two baselines
+measured in the same run:
+
+    floor  frozen backbone and a trainable head, with the gradient still flowing through
+           every layer down to the embeddings: the least any adapter on q, v can cost
+    lora   LoRA at its paper setting
+
+Then a second table (LoCA Appendix J): the cost of computing ΔW (forward and backward) for
+a d x d matrix with n coefficients by FFT (FourierFT), dense DCT (C_outᵀ S C_in) and
+sparse DCT (n rank-1 products of DCT basis rows), and LoCA's own autograd.Function
+(sparse below n = out + in, dense above, plus the location gradient).
+
+    python bench.py                                  # roberta-base, batch 32 x 128, GPU
+    python bench.py --model roberta-large --batch 16
+    python bench.py --device cpu --layers 2 --hidden 32 --batch 2 --seq 16 --steps 2 --warmup 1   # smoke test
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import spectral_ft
+from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
+
+ROWS = ["floor", "head", "full", *spectral_ft.METHODS]
+# Paper settings do not fit a --hidden 16 smoke-test model; these do.
+SMALL = {"vera": {"r": 8}, "fourierft": {"n": 32}, "fora": {"n": 16, "r": 4}, "dfora": {"n": 16, "r": 4},
+         "loca": {"n": 32}, "foura": {"r": 4}, "spectral_a": {"r": 4}, "spectral_r": {"r": 4}}
+
+
+def build(args, row, device):
+    """The model of one row with exactly that row's tensors trainable."""
+    torch.manual_seed(0)
+    overrides = {"num_hidden_layers": args.layers} if args.layers else {}
+    if args.hidden:  # a narrow model for smoke tests: 2 heads, 4x feed-forward, small vocabulary
+        overrides.update(hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_attention_heads=2, vocab_size=1000)
+    config = ModelConfig.from_json(dict(KNOWN_CONFIGS[args.model], **overrides))
+    model = SequenceClassifier(config, num_labels=2)
+    if row in spectral_ft.METHODS:
+        spectral_ft.inject(model, row, targets=("query", "value"), **(SMALL.get(row, {}) if args.hidden else {}))
+    elif row in ("floor", "head"):
+        model.requires_grad_(False)
+    if row == "floor":  # make the gradient flow from the head down to the embeddings
+        model.embeddings.register_forward_hook(lambda module, inputs, output: output.requires_grad_())
+    if row != "full":
+        for name, p in model.named_parameters():
+            if name in model.head_parameter_names():
+                p.requires_grad_(True)
+    return model.to(device)
+
+
+def time_steps(args, row, device):
+    model = build(args, row, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    head = set(model.head_parameter_names())
+    adapter_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    vocab = model.config.vocab_size
+    batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator).to(device),
+                torch.randint(0, 2, (args.batch,), generator=generator).to(device)) for _ in range(4)]
+    mask = torch.ones(args.batch, args.seq, dtype=torch.long, device=device)
+    cuda = device.type == "cuda"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
+
+    def step(i):
+        ids, labels = batches[i % len(batches)]
+        with torch.autocast(device.type, dtype=dtype, enabled=args.precision != "fp32"):
+            loss = F.cross_entropy(model(ids, mask).float(), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for i in range(args.warmup):
+        step(i)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.steps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step(i)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            step(i)
+            times.append((time.perf_counter() - t0) * 1e3)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+    ms = statistics.median(times)
+    del model, optimizer
+    if cuda:
+        torch.cuda.empty_cache()
+    return {"row": row, "ms": ms, "tokens_per_s": args.batch * args.seq / ms * 1e3, "peak_mib": peak,
+            "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
+
+
+def delta_cost(d, n, path, device, repeats):
+    """Median ms of ΔW forward + backward for a d x d matrix with n coefficients."""
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(n, generator=generator).to(device).requires_grad_(True)
+    indices = spectral_ft.random_locations(n, d, d, generator).to(device)
+    locations = (indices.float() / (d - 1)).requires_grad_(path == "loca")
+    G = torch.randn(d, d, generator=generator).to(device)
+    C = spectral_ft.dct_matrix(d, torch.float32, device)
+
+    def run():
+        if path == "fft":
+            delta = spectral_ft.sparse_idft2_real(values, indices, (d, d))
+        elif path == "dense_dct":
+            S = torch.zeros(d, d, device=device).index_put((indices[0], indices[1]), values)
+            delta = C.T @ S @ C
+        elif path == "sparse_dct":
+            delta = (C[indices[0]].T * values) @ C[indices[1]]  # (d, n) @ (n, d)
+        else:  # LoCA's autograd.Function, with the location gradient
+            delta = spectral_ft._LoCADelta.apply(values, locations, C, C, 1.0)
+        (delta * G).sum().backward()
+        values.grad = locations.grad = None
+
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="roberta-base", choices=sorted(KNOWN_CONFIGS))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=0, help="override the layer count (0: the model's)")
+    parser.add_argument("--methods", default=",".join(ROWS), help=f"comma-separated rows among {','.join(ROWS)}")
+    parser.add_argument("--hidden", type=int, default=0, help="override the width (0: the model's); for smoke tests")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--delta-sizes", default="256,512,1024,2048,4096", help="d for the ΔW table ('' to skip)")
+    parser.add_argument("--delta-n", default="100,1000,10000")
+    parser.add_argument("--json", help="also write every number to this file")
+    args = parser.parse_args(argv)
+    rows = [r.strip() for r in args.methods.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; allowed {', '.join(ROWS)}")
+    rows = ["floor", "lora"] + [r for r in rows if r not in ("floor", "lora")]  # the baselines come first
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"# {args.model}, batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW; "
+          f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}")
+
+    results = [time_steps(args, row, device) for row in rows]
+    floor, lora = results[0]["ms"], results[1]["ms"]
+    print(f"{'row':<11} {'ms/step':>8} {'spread':>7} {'tokens/s':>10} {'peak MiB':>9} {'trainable':>10} {'x floor':>8} {'x lora':>7}")
+    for r in results:
+        r["x_floor"], r["x_lora"] = r["ms"] / floor, r["ms"] / lora
+        print(f"{r['row']:<11} {r['ms']:8.2f} {r['spread_ms']:7.2f} {r['tokens_per_s']:10.0f} {r['peak_mib']:9.0f} "
+              f"{r['trainable_adapter']:10d} {r['x_floor']:8.3f} {r['x_lora']:7.3f}")
+
+    deltas = []
+    sizes = [int(d) for d in args.delta_sizes.split(",") if d]
+    if sizes:
+        print("\n# ΔW forward + backward, ms (median); d x d matrix, n coefficients")
+        paths = ("fft", "dense_dct", "sparse_dct", "loca")
+        print(f"{'d':>5} {'n':>6} {'fft':>8} {'dense_dct':>10} {'sparse_dct':>11} {'loca':>8}")
+        for d in sizes:
+            for n in [int(n) for n in args.delta_n.split(",")]:
+                if n > d * d:
+                    continue
+                costs = {p: delta_cost(d, n, p, device, repeats=max(3, args.steps // 3)) for p in paths}
+                deltas.append({"d": d, "n": n, **costs})
+                print(f"{d:5d} {n:6d} {costs['fft']:8.3f} {costs['dense_dct']:10.3f} {costs['sparse_dct']:11.3f} {costs['loca']:8.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "device": name, "steps": results, "delta": deltas}, f, indent=1)
+    return results, deltas
+
+
+if __name__ == "__main__":
+    main()
