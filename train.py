@@ -1,0 +1,631 @@
+"""
+Fine-tune a BERT / RoBERTa classifier on a GLUE task with a spectral PEFT method, end to end.
+
+    python train.py --method loca --model roberta-base --task rte    # LoCA's RTE run (GPU + internet)
+    python train.py --model tiny                                      # offline pipeline check, CPU, < 1 min
+    python train.py --method fora --n 250 --count-params              # trainable parameters, no download
+    python train.py --resume runs/loca-rte-0                          # continue a stopped run, bit for bit
+
+A run, top to bottom: configuration (the papers' settings for (method, model size, task), then the
+flags), data (GLUE TSVs, tokenized once, padded per batch), model (a pretrained encoder with
+spectral_ft adapters), optimizer (AdamW with adapter / head / LoCA-location groups, linear warmup then
+linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints), evaluation on dev after
+every epoch, and the files in --out: log.jsonl, checkpoint.pt, adapter.safetensors, results.json.
+Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input, named in one line.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import spectral_ft
+from data import RTE_SAMPLE_DIR, TASKS, compute_metrics, load_glue, main_metric
+from hub import atomic_write, hf_hub_download, write_safetensors
+from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier, load_pretrained, save_pretrained, tiny_config
+from tokenization import WordPieceTokenizer
+
+# -----------------------------------------------------------------------------
+# The papers' settings, keyed by (method, RoBERTa size, task). Only rows checked against a paper's
+# table (and, where released, the authors' scripts); any other combination gets GENERIC, and the
+# printed configuration says so. Every flag overrides. Method hyperparameters (n, r, alpha, ...)
+# not in a row take spectral_ft's defaults, which are the papers' RoBERTa-base GLUE settings.
+
+PAPER_SETTINGS = {
+    # LoCA (ICLR 2025) Table 6, RoBERTa-base RTE; B_a, B_l, T_s from §4.4.
+    ("loca", "base", "rte"): dict(source="LoCA (ICLR 2025) Table 6", epochs=80, batch_size=32, lr=5e-3,
+                                  lr_head=6e-3, lr_locations=1e-4, weight_decay=0.0, warmup_ratio=0.06,
+                                  max_length=512, n=1000, alpha=1.0, B_a=10, B_l=20, T_s=600),
+    # FoRA ("LoRA Unleashed", ICLR 2025 submission) Table 6, RoBERTa-base RTE, n=500 (--n 250 for the
+    # other row). The paper states no weight decay: 0.
+    ("fora", "base", "rte"): dict(source="FoRA (LoRA Unleashed) Table 6", epochs=100, batch_size=32, lr=3e-2,
+                                  lr_head=3e-4, weight_decay=0.0, warmup_ratio=0.06, max_length=512, n=500, r=32),
+    # LoRA (Hu et al. 2021) Table 9, RoBERTa-base RTE; the head trains at the same rate. Weight decay
+    # 0.1 as in microsoft/LoRA examples/NLU/roberta_base_rte.sh (which starts from their MNLI adapter;
+    # we start from the pretrained model, as the spectral papers' LoRA rows do).
+    ("lora", "base", "rte"): dict(source="LoRA Table 9", epochs=80, batch_size=16, lr=5e-4, lr_head=5e-4,
+                                  weight_decay=0.1, warmup_ratio=0.06, max_length=512, r=8, alpha=8.0),
+    # VeRA (Kopiczko et al. 2024) Table 8, RoBERTa-base RTE.
+    ("vera", "base", "rte"): dict(source="VeRA Table 8", epochs=160, batch_size=64, lr=4e-3, lr_head=1e-2,
+                                  weight_decay=0.0, warmup_ratio=0.06, max_length=512, r=1024, d_initial=0.1),
+    # FourierFT (Gao et al. 2024) appendix hyperparameter table, RTE; equal to the authors'
+    # experiments/GLUE/rte-{base,large}-best.sh (weight decay 0 there).
+    ("fourierft", "base", "rte"): dict(source="FourierFT appendix table", epochs=90, batch_size=32, lr=9e-2,
+                                       lr_head=1.1e-2, weight_decay=0.0, warmup_ratio=0.06, max_length=512,
+                                       n=1000, scaling=110.0),
+    ("fourierft", "large", "rte"): dict(source="FourierFT appendix table", epochs=60, batch_size=32, lr=8e-2,
+                                        lr_head=5e-3, weight_decay=0.0, warmup_ratio=0.06, max_length=512,
+                                        n=1000, scaling=90.0),
+}
+# Not a paper's setting: a starting point. Adapter learning rates are of the order each method's paper
+# uses; T_s=None means 10% of the training steps, LoCA's rule of thumb (§4.4).
+GENERIC = dict(source="generic defaults, not a paper's setting", epochs=20, batch_size=32, lr_head=5e-3,
+               lr_locations=1e-4, weight_decay=0.0, warmup_ratio=0.06, max_length=512, B_a=10, B_l=20, T_s=None)
+GENERIC_LR = dict(lora=5e-4, vera=4e-3, fourierft=5e-2, fora=3e-2, dfora=3e-2, loca=5e-3, foura=5e-4,
+                  spectral_a=5e-4, spectral_r=5e-4, full=2e-5, head=None)
+TINY = dict(GENERIC, source="tiny offline demo (checks the pipeline, not accuracy)", epochs=10,
+            batch_size=16, max_length=128)
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "lr_locations", "weight_decay", "warmup_ratio",
+                 "max_length", "B_a", "B_l", "T_s")
+HYPERPARAMETER_DESTS = {"r": "r", "n": "n", "alpha": "alpha", "scaling": "scaling", "dropout": "dropout",
+                        "d_initial": "d_initial", "transform": "transform", "gate": "gate",
+                        "adapter_seed": "seed"}  # argparse dest -> spectral_ft's name (--seed is the run's seed)
+RESUME_MAY_CHANGE = ("resume", "out", "device", "precision", "save_every", "eval_every")
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LOG_EVERY = 10  # steps between progress-bar updates (and non-finite checks) on a GPU
+
+
+class UsageError(Exception):
+    """Bad input. Reported as one line naming the argument and what is allowed; exit status 2."""
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or a weight stopped being finite; exit status 1, last good checkpoint untouched."""
+
+
+# -----------------------------------------------------------------------------
+# command line
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump; main() callers get an exception
+        raise UsageError(message)
+
+
+def number(kind, low, high=None, strict=False):
+    """An argparse type: an int or float in [low, high) (or (low, high) with strict)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if not (math.isfinite(value) and (value > low if strict else value >= low) and (high is None or value < high)):
+            bound = f"{'>' if strict else '>='} {low}" + ("" if high is None else f" and < {high}")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+def build_parser():
+    p = Parser(description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog="Paper rows (method, size, task): " + "; ".join(
+                   f"{m}/{s}/{t} ({row['source']})" for (m, s, t), row in PAPER_SETTINGS.items())
+               + ". Other combinations use generic defaults. Every flag overrides.")
+    a = p.add_argument
+    a("--method", choices=[*spectral_ft.METHODS, "full", "head"], help="default loca; full: every weight trains, head: classifier only")
+    a("--targets", help="comma-separated suffixes of the linear layers to adapt (default query,value)")
+    a("--r", type=int), a("--n", type=int), a("--alpha", type=float), a("--scaling", type=float)
+    a("--dropout", type=float), a("--d-initial", type=float), a("--transform")
+    a("--gate", action=argparse.BooleanOptionalAction, help="FouRA's rank gate")
+    a("--adapter-seed", type=int, help="the method's own seed (locations, random projections)")
+    a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny' builds a tiny random BERT offline")
+    a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
+    a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, downloaded if missing)")
+    a("--epochs", type=number(int, 1)), a("--max-steps", type=number(int, 1), help="overrides --epochs")
+    a("--batch-size", type=number(int, 1)), a("--max-length", type=number(int, 4))
+    a("--lr", type=number(float, 0, strict=True), help="adapter learning rate (every weight for --method full)")
+    a("--lr-head", type=number(float, 0, strict=True)), a("--lr-locations", type=number(float, 0))
+    a("--weight-decay", type=number(float, 0)), a("--warmup-ratio", type=number(float, 0, 1))
+    a("--B-a", type=number(int, 0), help="LoCA: coefficient steps per cycle")
+    a("--B-l", type=number(int, 0), help="LoCA: location steps per cycle")
+    a("--T-s", type=number(int, 0), help="LoCA: steps of location search, then locations freeze")
+    a("--precision", choices=["bf16", "fp16", "fp32"], help="default bf16 on a GPU that has it, else fp32")
+    a("--device", help="cpu, cuda, cuda:1, ... (default cuda if available)")
+    a("--seed", type=number(int, 0, 2**32), help="the run's seed (default 0)")
+    a("--out", help="output folder (default runs/<method>-<task>-<seed>)")
+    a("--save-every", type=number(int, 1), help="checkpoint every N steps (always at each epoch end)")
+    a("--eval-every", type=number(int, 1), help="evaluate every N steps (default: each epoch)")
+    a("--resume", help="continue the run whose checkpoint.pt is in this folder")
+    a("--count-params", action="store_true", default=None, help="print trainable parameters and exit")
+    return p
+
+
+def flag(dest):
+    return "--gate/--no-gate" if dest == "gate" else "--" + dest.replace("_", "-")
+
+
+def model_size(name):
+    """'base' or 'large' for RoBERTa checkpoints (the papers' models), else None."""
+    stem = Path(str(name)).name.lower()
+    return next((s for s in ("base", "large") if "roberta" in stem and s in stem), None)
+
+
+def resolve_config(args, saved=None):
+    """The run's full configuration: a paper row (or GENERIC), then the flags. With `saved` (a
+    checkpoint's configuration) the run keeps it, and only RESUME_MAY_CHANGE flags may differ."""
+    explicit = {k: v for k, v in vars(args).items() if v is not None}
+    if saved is not None:
+        for key, value in explicit.items():
+            old = saved["hyperparameters"].get(HYPERPARAMETER_DESTS[key]) if key in HYPERPARAMETER_DESTS else saved.get(key)
+            same = {"targets": lambda: value.split(",") == old,
+                    "data_dir": lambda: old is not None and Path(value).resolve() == Path(old).resolve()}.get(key, lambda: value == old)
+            if key not in RESUME_MAY_CHANGE and not same():
+                raise UsageError(f"{flag(key)} {value} differs from the run being resumed ({old}); a resumed run keeps "
+                                 f"its settings (you may change {', '.join(map(flag, RESUME_MAY_CHANGE[1:]))})")
+        config = dict(saved, **{k: explicit[k] for k in RESUME_MAY_CHANGE[1:] if k in explicit})
+        return finish_device(config, explicit)
+
+    method, model, task = args.method or "loca", args.model or "roberta-base", args.task or "rte"
+    tiny = model == "tiny"
+    row = None if tiny else PAPER_SETTINGS.get((method, model_size(model), task))
+    settings = {**(TINY if tiny else GENERIC), "lr": GENERIC_LR[method], **(row or {})}
+    # Flags only some methods take: refuse the others, naming what the method does take.
+    takes = {} if method in ("full", "head") else spectral_ft.hyperparameters(method)
+    for dest, name in HYPERPARAMETER_DESTS.items():
+        if dest in explicit and name not in takes:
+            allowed = ", ".join(flag(d) for d, h in HYPERPARAMETER_DESTS.items() if h in takes) or "no adapter hyperparameters"
+            raise UsageError(f"{flag(dest)} is not a hyperparameter of --method {method}: it takes {allowed}")
+    unused = {"lr_locations": method != "loca", "B_a": method != "loca", "B_l": method != "loca",
+              "T_s": method != "loca", "lr": method == "head", "lr_head": method == "full",
+              "targets": method in ("full", "head")}
+    for key, refused in unused.items():
+        if refused and key in explicit:
+            raise UsageError(f"--{key.replace('_', '-')} does not apply to --method {method} (LoCA flags are --lr-locations, "
+                             f"--B-a, --B-l, --T-s; --method full trains everything at --lr; head trains at --lr-head)")
+    given = {HYPERPARAMETER_DESTS[d]: v for d, v in explicit.items() if d in HYPERPARAMETER_DESTS}
+    hyperparameters = {name: given.get(name, (row or {}).get(name, default)) for name, default in takes.items()}
+    config = dict(method=method, model=model, task=task, targets=None, hyperparameters=hyperparameters,
+                  settings=settings["source"], data_dir=args.data_dir, max_steps=args.max_steps,
+                  seed=args.seed or 0, save_every=args.save_every, eval_every=args.eval_every)
+    config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
+    if method not in ("full", "head"):
+        config["targets"] = (args.targets or "query,value").split(",")
+    for key, refused in unused.items():
+        if refused and key != "targets":
+            config[key] = None
+    if tiny and config["data_dir"] is None and task == "rte":
+        config["data_dir"] = str(RTE_SAMPLE_DIR)
+    config["out"] = args.out or f"runs/{method}-{task}-{config['seed']}"
+    return finish_device(config, explicit)
+
+
+def finish_device(config, explicit):
+    device = explicit.get("device") or config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: only cpu and cuda are supported")
+    default = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    precision = explicit.get("precision") or (config.get("precision") if "device" not in explicit else None) or default
+    if precision == "fp16" and dev.type == "cpu":
+        raise UsageError("--precision fp16 needs a CUDA device (CPU autocast has no float16 GradScaler); use bf16 or fp32")
+    return dict(config, device=device, precision=precision)
+
+
+# -----------------------------------------------------------------------------
+# small pieces the loop uses
+
+
+def linear_warmup_decay(total_steps, warmup_steps):
+    """LambdaLR factor: 0 -> 1 linearly over warmup_steps, then linearly to 0 at total_steps."""
+    def factor(step):
+        if step < warmup_steps:
+            return step / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+def epoch_permutation(seed, epoch, n):
+    """The order of the n training examples in `epoch`: a function of (seed, epoch) alone."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def pad_batch(encoded, labels, indices, pad_id, regression):
+    """Pad the examples at `indices` to their longest -> input_ids, attention_mask, token_type_ids (B, T), labels (B,)."""
+    rows = [encoded[i] for i in indices]
+    T = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
+    token_types = torch.zeros((len(rows), T), dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)  # (B, T), 1 = token
+    for b, (ids, types) in enumerate(rows):
+        input_ids[b, :len(ids)], token_types[b, :len(ids)], mask[b, :len(ids)] = torch.tensor(ids), torch.tensor(types), 1
+    y = torch.tensor([labels[i] for i in indices], dtype=torch.float32 if regression else torch.long)  # (B,)
+    return input_ids, mask, token_types, y
+
+
+def rng_state():
+    """Every random generator's state, as tensors / lists / numbers that torch.load(weights_only=True) reads."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+            "python": [py_version, list(py_internal), py_gauss]}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    py_version, py_internal, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_internal), py_gauss))
+
+
+def trainable_state(model, method):
+    """What a run learns: the adapters' tensors (spectral_ft.adapter_state_dict) and the head's, or every
+    weight for --method full."""
+    if method == "full":
+        return {name: p.detach() for name, p in model.named_parameters()}
+    head = set(model.head_parameter_names())
+    state = {} if method == "head" else spectral_ft.adapter_state_dict(model)
+    state.update({name: p.detach() for name, p in model.named_parameters() if name in head})
+    return state
+
+
+def load_trainable_state(model, method, state, source):
+    head = set(model.head_parameter_names())
+    if method not in ("full", "head"):
+        spectral_ft.load_adapter_state_dict(model, {k: v for k, v in state.items() if k not in head})
+    params = dict(model.named_parameters())
+    for name in (params if method == "full" else head):
+        if name not in state or state[name].shape != params[name].shape:
+            have = tuple(state[name].shape) if name in state else "nothing"
+            raise ValueError(f"{source}: tensor {name!r} is {have}, the model needs {tuple(params[name].shape)}")
+        with torch.no_grad():
+            params[name].copy_(state[name])
+
+
+def check_finite(state, when):
+    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise NonFiniteError(f"{when}: weights {', '.join(bad[:3])} are not finite; nothing was saved")
+
+
+def count_parameters(model, method):
+    """Trainable parameters outside the head (LoCA: coefficients only, as after T_s) and in the head."""
+    head = set(model.head_parameter_names())
+    outside = [(name, p) for name, p in model.named_parameters() if p.requires_grad and name not in head]
+    counts = {"adapter": sum(p.numel() for name, p in outside if not (method == "loca" and name.endswith(".locations"))),
+              "head": sum(p.numel() for name, p in model.named_parameters() if name in head)}
+    if method == "loca":
+        counts["adapter_during_search"] = sum(p.numel() for _, p in outside)  # coefficients + locations
+    return counts
+
+
+def prepare_model(model, config):
+    """Adapters in, everything else frozen but the head (or nothing frozen for full)."""
+    method = config["method"]
+    if method == "full":
+        return model.requires_grad_(True)
+    model.requires_grad_(False)
+    if method != "head":
+        spectral_ft.inject(model, method, targets=config["targets"], **config["hyperparameters"])
+    head = set(model.head_parameter_names())
+    for name, p in model.named_parameters():
+        if name in head:
+            p.requires_grad_(True)
+    return model
+
+
+def model_config_without_weights(name):
+    """The ModelConfig of --model, downloading at most its config.json (nothing for known names)."""
+    if name == "tiny":
+        return tiny_config("bert", len(SPECIAL_TOKENS))
+    if name in KNOWN_CONFIGS:
+        return ModelConfig.from_json(KNOWN_CONFIGS[name])
+    path = Path(name) / "config.json" if Path(name).is_dir() else hf_hub_download(name, "config.json")
+    return ModelConfig.from_json(json.loads(Path(path).read_text()))
+
+
+def count_params_only(config):
+    """--count-params: build the model on the meta device (no weights), give only the adapted layers
+    random CPU weights (methods such as the Spectral Adapter read them), inject and count."""
+    num_labels = TASKS[config["task"]].num_labels
+    with torch.device("meta"):
+        model = SequenceClassifier(model_config_without_weights(config["model"]), num_labels)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and any(name.endswith("." + t) for t in config["targets"] or ()):
+            model._init_weights(module.to_empty(device="cpu"))
+    counts = count_parameters(prepare_model(model, config), config["method"])
+    print(f"{config['method']} on {config['model']} ({config['task']}, targets {config['targets']}, "
+          f"{config['hyperparameters']}):")
+    print(f"  trainable outside the head: {counts['adapter']:,}")
+    if "adapter_during_search" in counts:
+        print(f"  during LoCA's location search (coefficients + locations): {counts['adapter_during_search']:,}")
+    print(f"  classification head: {counts['head']:,} (not counted in the papers' tables)")
+    return {"config": config, "trainable_parameters": counts}
+
+
+def build_tiny_model(examples, directory, num_labels):
+    """A tiny random BERT (model.tiny_config) whose WordPiece vocabulary is the examples' words,
+    saved in the Hugging Face layout so that the run loads it like any checkpoint."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(directory / "vocab.txt", "w") as f:
+        f.write("\n".join(SPECIAL_TOKENS) + "\n")
+    splitter = WordPieceTokenizer(directory / "vocab.txt")  # specials only: used for BERT's normalizer and splitter
+    texts = [t for ex in examples for t in (ex.text_a, ex.text_b) if t]
+    words = sorted({w for t in texts for w in splitter.split_words(splitter.normalize(t))} - set(SPECIAL_TOKENS))
+    with atomic_write(directory / "vocab.txt", "w") as f:
+        f.write("\n".join(SPECIAL_TOKENS + words) + "\n")
+    save_pretrained(SequenceClassifier(tiny_config("bert", len(SPECIAL_TOKENS) + len(words)), num_labels), directory)
+    return directory
+
+
+@torch.no_grad()
+def evaluate(model, split, examples, encoded, config, pad_id, autocast):
+    """Metrics of one dev split (data.metrics.compute_metrics)."""
+    was_training = model.training
+    model.eval()
+    regression = TASKS[config["task"]].num_labels == 1
+    labels, bs, preds = [ex.label for ex in examples], config["batch_size"], []
+    for start in tqdm(range(0, len(examples), bs), desc=f"eval {split}", leave=False, dynamic_ncols=True):
+        batch = pad_batch(encoded, labels, range(start, min(start + bs, len(examples))), pad_id, regression)
+        input_ids, mask, types, _ = (t.to(config["device"], non_blocking=True) for t in batch)
+        with autocast:
+            logits = model(input_ids, mask, types)  # (B, num_labels)
+        preds.append(logits.float().squeeze(-1) if regression else logits.argmax(-1))
+    model.train(was_training)
+    return compute_metrics(config["task"], torch.cat(preds).cpu().numpy(), np.asarray(labels))
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+
+def main(argv=None):
+    started = time.time()
+    args = build_parser().parse_args(argv)
+    checkpoint = None
+    if args.resume:
+        path = Path(args.resume) / "checkpoint.pt"
+        if not path.is_file():
+            raise UsageError(f"--resume {args.resume}: no checkpoint.pt there (a run writes one at each epoch end and every --save-every steps)")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            saved_config = json.loads(checkpoint["config"])
+        except Exception as e:
+            raise UsageError(f"--resume {args.resume}: {path} is not a checkpoint written by train.py ({type(e).__name__}: {e})") from None
+    config = resolve_config(args, saved_config if checkpoint else None)
+    method, task = config["method"], TASKS[config["task"]]
+    if args.count_params:
+        return count_params_only(config)
+    out = Path(config["out"])
+    if not checkpoint and (out / "checkpoint.pt").exists():
+        raise UsageError(f"--out {out} already holds an earlier run's checkpoint.pt: continue it with --resume {out}, or choose another --out")
+    torch.manual_seed(config["seed"]), random.seed(config["seed"]), np.random.seed(config["seed"])
+    device, regression = torch.device(config["device"]), task.num_labels == 1
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    # ---- data: the task's TSVs; an explicit --data-dir must hold them, the default folder is downloaded into
+    data_dir, download = config["data_dir"], config["data_dir"] is None
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a folder (it should hold {task.name}'s {', '.join(sorted(set(task.splits.values())))})")
+    train_examples = load_glue(task.name, "train", data_dir, download=download)
+    dev_splits = [s for s in task.splits if s != "train"]  # mnli: dev (matched) and dev_mismatched
+    dev_examples = {s: load_glue(task.name, s, data_dir, download=download) for s in dev_splits}
+    steps_per_epoch = math.ceil(len(train_examples) / config["batch_size"])
+    total_steps = config["max_steps"] or config["epochs"] * steps_per_epoch
+    warmup_steps = math.ceil(config["warmup_ratio"] * total_steps)
+    if method == "loca" and config["T_s"] is None:
+        config["T_s"] = max(1, round(0.1 * total_steps))  # LoCA §4.4: location search for ~10% of training
+    print(f"train.py: {method} on {config['model']}, GLUE {task.name} (settings: {config['settings']}; flags override)")
+    for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
+                "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
+                "data_dir", "out", "save_every", "eval_every"):
+        if config.get(key) is not None:
+            print(f"  {key:<16}{config[key]}")
+    print(f"  {len(train_examples)} training examples, {steps_per_epoch} steps/epoch, {total_steps} steps, {warmup_steps} warmup")
+
+    # ---- model and tokenizer: a pretrained checkpoint, or a tiny random BERT built from the data's words
+    if config["model"] == "tiny":
+        print("  --model tiny: a tiny randomly initialised BERT; this run checks the pipeline, not accuracy")
+        directory = build_tiny_model(train_examples + [e for v in dev_examples.values() for e in v], out / "tiny-model", task.num_labels)
+        model, tokenizer = load_pretrained(directory, task.num_labels)
+    else:
+        model, tokenizer = load_pretrained(config["model"], task.num_labels)
+    emb = model.embeddings
+    limit = emb.max_positions - emb.position_offset
+    if config["max_length"] > limit:
+        if args.max_length is not None:
+            raise UsageError(f"--max-length {config['max_length']} is more than {config['model']} takes: allowed at most {limit}")
+        config["max_length"] = limit
+    encode = lambda examples: [tokenizer.encode(e.text_a, e.text_b, max_length=config["max_length"])
+                               for e in tqdm(examples, desc="tokenize", leave=False, dynamic_ncols=True)]
+    train_encoded, train_labels = encode(train_examples), [e.label for e in train_examples]
+    dev_encoded = {s: encode(v) for s, v in dev_examples.items()}
+    counts = count_parameters(prepare_model(model, config), method)
+    print(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} during "
+          f"the location search)" if method == "loca" else "") + f", {counts['head']:,} in the head")
+    model.to(device)
+
+    # ---- optimizer: AdamW groups (adapter at lr, head at lr_head, LoCA locations at lr_locations without
+    # weight decay), linear warmup then linear decay to 0, GradScaler only for float16
+    head = set(model.head_parameter_names())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    is_location = lambda n: method == "loca" and n.endswith(".locations")
+    groups = [dict(name="adapter", params=[p for n, p in named if (n not in head or method == "full") and not is_location(n)],
+                   lr=config["lr"]),
+              dict(name="head", params=[p for n, p in named if n in head and method != "full"], lr=config["lr_head"]),
+              dict(name="locations", params=[p for n, p in named if is_location(n)], lr=config["lr_locations"], weight_decay=0.0)]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, warmup_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
+    schedule = spectral_ft.LoCASchedule(model, config["B_a"], config["B_l"], config["T_s"]) if method == "loca" else None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config["precision"]]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    # ---- where we are: a fresh start, or exactly where the checkpoint left off
+    state = dict(step=0, epoch=0, position=0, permutation=None, best=None, last=None, elapsed=0.0)
+    if checkpoint:
+        try:
+            load_trainable_state(model, method, checkpoint["trainable"], f"--resume {args.resume}")
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise UsageError(f"--resume {args.resume}: the checkpoint does not fit this run: {e}") from None
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint["scaler"] and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint["scaler"])
+        if schedule:
+            schedule.load_state_dict(checkpoint["loca"])
+        state.update({k: checkpoint[k] for k in state})
+        set_rng_state(checkpoint["rng"])
+        print(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, batch {state['position']})")
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "log.jsonl"
+    kept = []  # log lines up to the checkpoint's step: a killed run may have logged past it
+    if checkpoint and log_path.exists():
+        for line in log_path.read_text().splitlines():
+            try:
+                kept += [line] if json.loads(line)["step"] <= state["step"] else []
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut off by the kill
+    with atomic_write(log_path, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+
+    def save_checkpoint():
+        trainable = trainable_state(model, method)
+        check_finite(trainable, f"checkpoint at step {state['step']}")
+        with atomic_write(out / "checkpoint.pt") as f:
+            torch.save(dict(config=json.dumps(config), trainable=trainable, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                            loca=schedule.state_dict() if schedule else None, rng=rng_state(),
+                            **dict(state, elapsed=state["elapsed"] + time.time() - started)), f)
+
+    def run_evaluation(train_loss):
+        metrics = {s: evaluate(model, s, dev_examples[s], dev_encoded[s], config, tokenizer.pad_token_id, autocast)
+                   for s in dev_splits}
+        value, epoch = metrics["dev"][main_metric(task.name)], state["step"] / steps_per_epoch
+        state["last"] = dict(step=state["step"], epoch=epoch, metrics=metrics)
+        if value == value and (state["best"] is None or value > state["best"]["value"]):  # nan never wins
+            state["best"] = dict(value=value, step=state["step"], epoch=epoch, metrics=metrics)
+        line = dict(step=state["step"], epoch=round(epoch, 4), metrics=metrics, loss=train_loss,  # mean since the last line
+                    lr={g["name"]: g["lr"] for g in optimizer.param_groups},
+                    time=round(state["elapsed"] + time.time() - started, 3))
+        with open(log_path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        tqdm.write(f"step {state['step']} epoch {epoch:.2f}: dev {main_metric(task.name)} {value:.4f} "
+                   f"(best {state['best']['value'] if state['best'] else float('nan'):.4f}), train loss {train_loss}")
+
+    # ---- the loop: one optimizer step per batch; the loss is read back from the GPU every LOG_EVERY
+    # steps (every step on the CPU, where it costs nothing), which is also when non-finite losses are caught
+    model.train()
+    check_every = 1 if device.type == "cpu" else LOG_EVERY
+    pending, loss_sum, loss_count = [], 0.0, 0  # losses not yet read back; running sum since the last evaluation
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"{method} {task.name}", dynamic_ncols=True)
+
+    def read_losses():
+        nonlocal pending, loss_sum, loss_count
+        if pending:
+            values = torch.stack([loss for _, loss in pending]).tolist()
+            for (step, _), value in zip(pending, values):
+                if not math.isfinite(value):
+                    raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / steps_per_epoch:.2f}); stopped. "
+                                         f"The last good checkpoint, if any, is {out / 'checkpoint.pt'}; try a lower --lr or --precision fp32")
+            loss_sum, loss_count, pending = loss_sum + sum(values), loss_count + len(values), []
+            bar.set_postfix(loss=f"{values[-1]:.4f}")
+
+    while state["step"] < total_steps:
+        if state["position"] == 0 or state["permutation"] is None:
+            state["permutation"] = epoch_permutation(config["seed"], state["epoch"], len(train_examples))
+        bs, position = config["batch_size"], state["position"]
+        indices = state["permutation"][position * bs:(position + 1) * bs].tolist()
+        input_ids, mask, types, y = (t.to(device, non_blocking=True) for t in
+                                     pad_batch(train_encoded, train_labels, indices, tokenizer.pad_token_id, regression))
+        with autocast:
+            logits = model(input_ids, mask, types)  # (B, num_labels)
+        loss = F.mse_loss(logits.float().squeeze(-1), y) if regression else F.cross_entropy(logits.float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        if schedule:
+            schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
+        state["step"], state["position"] = state["step"] + 1, position + 1
+        pending.append((state["step"], loss.detach()))
+        bar.update(1)
+        epoch_done, last = state["position"] == steps_per_epoch, state["step"] == total_steps
+        if epoch_done:
+            state["epoch"], state["position"], state["permutation"] = state["epoch"] + 1, 0, None
+        evaluate_now = (state["step"] % config["eval_every"] == 0) if config["eval_every"] else epoch_done
+        save_now = epoch_done or last or bool(config["save_every"] and state["step"] % config["save_every"] == 0)
+        if len(pending) >= check_every or evaluate_now or save_now or last:
+            read_losses()
+        if evaluate_now or (last and (state["last"] is None or state["last"]["step"] != state["step"])):
+            run_evaluation(loss_sum / loss_count if loss_count else None)
+            loss_sum, loss_count = 0.0, 0
+        if save_now:
+            save_checkpoint()
+    bar.close()
+
+    # ---- outputs: the learned tensors, the results, a summary
+    if state["last"] is None:  # resumed a finished run whose final evaluation was lost
+        run_evaluation(None)
+    trainable = trainable_state(model, method)
+    check_finite(trainable, "final weights")
+    metadata = dict(format="pt", method=method, hyperparameters=json.dumps(config["hyperparameters"]),
+                    model=config["model"], task=task.name, targets=json.dumps(config["targets"]))
+    write_safetensors(out / "adapter.safetensors", {k: v.contiguous() for k, v in trainable.items()}, metadata)
+    results = dict(config=config, seed=config["seed"], main_metric=main_metric(task.name), best=state["best"],
+                   final=state["last"], trainable_parameters=counts,
+                   wall_time_s=round(state["elapsed"] + time.time() - started, 3),
+                   versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
+                   device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})")
+    with atomic_write(out / "results.json", "w") as f:
+        f.write(json.dumps(results, indent=2) + "\n")
+    best = state["best"]
+    print(f"done: best dev {main_metric(task.name)} {best['value'] if best else float('nan'):.4f}"
+          + (f" at epoch {best['epoch']:.2f} (step {best['step']})" if best else "")
+          + f", final {state['last']['metrics']['dev'][main_metric(task.name)]:.4f}; wrote {out}/")
+    if config["model"] == "tiny":
+        print("note: a tiny random model on a hand-written sample: this checked the pipeline, not accuracy")
+    return results
+
+
+def cli(argv=None):
+    """The command line: main() with errors turned into one line and an exit status."""
+    try:
+        main(argv)
+        return 0
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except NonFiniteError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the network (hub.HubOfflineError, DownloadError), a full disk
+        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train.py: interrupted; continue with --resume <out> from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
