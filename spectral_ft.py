@@ -187,9 +187,15 @@ class Adapter(nn.Module):
 
     @property
     def dtype(self):
-        """The adapter's own precision (follows .double(), .float() and friends)."""
+        """The precision ΔW is computed in: float64 for a float64 adapter, else float32
+        (also after .half() or .bfloat16(), whose tensors are upcast for the computation)."""
         tensor = self._own_tensor()
-        return self._made_in[0] if tensor is None else tensor.dtype
+        own = self._made_in[0] if tensor is None else tensor.dtype
+        return torch.float64 if own == torch.float64 else torch.float32
+
+    def _up(self, *tensors):
+        """The tensors in `self.dtype`: a no-op unless the adapter was cast to half precision."""
+        return [t.to(self.dtype) for t in tensors]
 
     @property
     def device(self):
@@ -247,11 +253,15 @@ class LoRA(Adapter):
 
     @_exact
     def delta_weight(self):
-        return self.scaling * self.lora_B @ self.lora_A  # (out, in)
+        B, A = self._up(self.lora_B, self.lora_A)
+        return self.scaling * B @ A  # (out, in)
 
     def forward(self, x):
-        low_rank = _linear(_linear(self.dropout(x), self.lora_A), self.lora_B)  # (..., out)
-        return _linear(x, self.base.weight, self.base.bias) + self.scaling * low_rank
+        x2 = x.reshape(-1, self.in_features)  # (tokens, in)
+        h = _linear(self.dropout(x2) if self.dropout.p > 0 else x2, self.lora_A)  # (tokens, r)
+        y = _linear(x2, self.base.weight, self.base.bias)  # (tokens, out)
+        y = torch.addmm(y, h, self.lora_B.to(h.dtype).T, alpha=self.scaling)  # y + scaling · h Bᵀ, one GEMM
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 def vera_projections(r, in_features, out_features, seed=0, dtype=torch.float32, device="cpu"):
@@ -259,6 +269,8 @@ def vera_projections(r, in_features, out_features, seed=0, dtype=torch.float32, 
 
     `inject` draws them once at the largest adapted shape; smaller layers take slices.
     """
+    _check_int("r", r)
+    _check_int("seed", seed, low=0)
     generator = torch.Generator().manual_seed(seed)
     A = _kaiming_uniform((r, in_features), in_features, dtype, device, generator)  # (r, in)
     B = _kaiming_uniform((out_features, r), r, dtype, device, generator)  # (out, r)
@@ -292,13 +304,15 @@ class VeRA(Adapter):
 
     @_exact
     def delta_weight(self):
-        return (self.lambda_b.unsqueeze(1) * self.vera_B * self.lambda_d) @ self.vera_A  # (out, in)
+        lambda_b, B, lambda_d, A = self._up(self.lambda_b, self.vera_B, self.lambda_d, self.vera_A)
+        return (lambda_b.unsqueeze(1) * B * lambda_d) @ A  # (out, in)
 
     def forward(self, x):
         if not self.factored:
             return super().forward(x)
-        h = _linear(x, self.vera_A) * self.lambda_d.to(x.dtype)  # (..., r)
-        return _linear(x, self.base.weight, self.base.bias) + _linear(h, self.vera_B) * self.lambda_b.to(x.dtype)
+        h = _linear(x, self.vera_A)  # (..., r)
+        h = _linear(h * self.lambda_d.to(h.dtype), self.vera_B)  # (..., out)
+        return _linear(x, self.base.weight, self.base.bias) + h * self.lambda_b.to(h.dtype)
 
 
 class FourierFT(Adapter):
@@ -325,7 +339,8 @@ class FourierFT(Adapter):
     @_exact
     def delta_weight(self):
         shape = (self.out_features, self.in_features)
-        return self.scaling * sparse_idft2_real(self.spectrum, self.indices, shape)  # (out, in)
+        spectrum, = self._up(self.spectrum)
+        return self.scaling * sparse_idft2_real(spectrum, self.indices, shape)  # (out, in)
 
 
 # -----------------------------------------------------------------------------
@@ -361,15 +376,16 @@ class FoRA(Adapter):
         spectrum_A = _kaiming_uniform((n,), self.in_features, self.dtype, self.device)  # (n,)
         A = sparse_idft2_real(spectrum_A, self.indices_A, (r, self.in_features))  # (r, in)
         variance = A.var(unbiased=False)
-        if variance > 0:  # a lone DC coefficient gives a constant Ã: nothing to match
+        if variance > 1e-6 * A.pow(2).mean():  # a lone DC coefficient gives a constant Ã: nothing to match
             spectrum_A = spectrum_A * torch.sqrt(1.0 / (3 * self.in_features) / variance)
         self.spectrum_A = nn.Parameter(spectrum_A)
 
     @_exact
     def factors(self):
         """(Ã (r, in), B̃ (out, r)), the spatial factors of eq. 3-4."""
-        A = sparse_idft2_real(self.spectrum_A, self.indices_A, (self.r, self.in_features))  # (r, in)
-        B = sparse_idft2_real(self.spectrum_B, self.indices_B, (self.out_features, self.r))  # (out, r)
+        spectrum_A, spectrum_B = self._up(self.spectrum_A, self.spectrum_B)
+        A = sparse_idft2_real(spectrum_A, self.indices_A, (self.r, self.in_features))  # (r, in)
+        B = sparse_idft2_real(spectrum_B, self.indices_B, (self.out_features, self.r))  # (out, r)
         return A, B
 
     @_exact
@@ -399,13 +415,13 @@ class DFoRA(FoRA):
         self.magnitude = nn.Parameter(base.weight.detach().to(self.dtype).norm(dim=1))  # (out,)
 
     @_exact
-    def merged_weight(self):
-        direction = self.base.weight.to(self.dtype) + FoRA.delta_weight(self)  # (out, in)
-        return self.magnitude.unsqueeze(1) * direction / direction.norm(dim=1, keepdim=True)
-
-    @_exact
     def delta_weight(self):
-        return self.merged_weight() - self.base.weight.to(self.dtype)
+        # m ⊙ V / ‖V‖ - W0 written as ΔW + (m / ‖V‖ - 1) ⊙ V: exactly zero at init, where
+        # ΔW = 0 and m = ‖W0‖_row come from the same float operations.
+        update = FoRA.delta_weight(self)  # (out, in)
+        direction = self.base.weight.to(update.dtype) + update  # V (out, in)
+        magnitude, = self._up(self.magnitude)
+        return update + (magnitude / direction.norm(dim=1) - 1).unsqueeze(1) * direction
 
     forward = Adapter.forward
 
@@ -445,18 +461,18 @@ class _LoCADelta(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_coefficients = alpha * D[rows, cols]  # (n,)
         if ctx.needs_input_grad[1]:
-            d_rows = _difference(D, rows, cols, axis=0)  # (n,)
-            d_cols = _difference(D, rows, cols, axis=1)  # (n,)
-            sizes = torch.tensor([C_out.shape[0] - 1, C_in.shape[0] - 1], dtype=D.dtype, device=D.device)
-            grad_locations = alpha * coefficients * torch.stack([d_rows, d_cols]) * sizes.unsqueeze(1)  # (2, n)
+            d_rows = _difference(D, rows, cols, axis=0) * (C_out.shape[0] - 1)  # (n,), per unit of location
+            d_cols = _difference(D, rows, cols, axis=1) * (C_in.shape[0] - 1)  # (n,)
+            grad_locations = alpha * coefficients * torch.stack([d_rows, d_cols])  # (2, n)
         return grad_coefficients, grad_locations, None, None, None
 
 
 def _grid_indices(locations, rows, cols):
     """Continuous locations (2, n) in [0, 1] -> nearest grid points (rows; cols), long."""
-    sizes = torch.tensor([rows - 1, cols - 1], dtype=locations.dtype, device=locations.device)
-    indices = torch.round(locations.detach() * sizes.unsqueeze(1)).long()
-    return indices[0].clamp(0, rows - 1), indices[1].clamp(0, cols - 1)
+    locations = locations.detach()
+    row = torch.round(locations[0] * (rows - 1)).long().clamp_(0, rows - 1)
+    col = torch.round(locations[1] * (cols - 1)).long().clamp_(0, cols - 1)
+    return row, col
 
 
 def _difference(D, rows, cols, axis):
@@ -502,7 +518,8 @@ class LoCA(Adapter):
     def delta_weight(self):
         C_out = dct_matrix(self.out_features, self.dtype, self.locations.device)  # (out, out)
         C_in = dct_matrix(self.in_features, self.dtype, self.locations.device)  # (in, in)
-        return _LoCADelta.apply(self.coefficients, self.locations, C_out, C_in, self.alpha)
+        coefficients, locations = self._up(self.coefficients, self.locations)
+        return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
 
 
 class LoCASchedule:
@@ -602,7 +619,8 @@ class FouRA(Adapter):
         p = torch.softmax(z, dim=-2)
         entropy = -(p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))).sum(dim=-2, keepdim=True)  # (..., 1, r)
         entropy = entropy / math.log(T) if T > 1 else torch.zeros_like(entropy)
-        return torch.sigmoid(self.gate_scale * (entropy - self.gate_shift))
+        scale, shift = self._up(self.gate_scale, self.gate_shift)
+        return torch.sigmoid(scale * (entropy - shift))
 
     def adapter_output(self, x):
         """The adapter's term F_out⁻¹(...) for x (..., in), computed in the adapter's precision."""
@@ -610,13 +628,15 @@ class FouRA(Adapter):
         if self.gate and x.dim() < 2:
             raise ValueError(f"FouRA's rank gate needs x of shape (..., T, in) with a token axis, got {tuple(x.shape)}")
         with torch.autocast(x.device.type, enabled=False):
-            z = forward_transform(x.to(self.dtype)) @ self.foura_A.T  # (..., T, r)
+            A, B = self._up(self.foura_A, self.foura_B)
+            z = forward_transform(x.to(self.dtype)) @ A.T  # (..., T, r)
             if self.gate:
                 z = z * self.rank_gate(z)
-            return inverse_transform(self.scaling * z @ self.foura_B.T)  # (..., out)
+            return inverse_transform(self.scaling * z @ B.T)  # (..., out)
 
     def forward(self, x):
-        return _linear(x, self.base.weight, self.base.bias) + self.adapter_output(x).to(x.dtype)
+        y = _linear(x, self.base.weight, self.base.bias)  # (..., out), autocast's dtype under autocast
+        return y + self.adapter_output(x).to(y.dtype)
 
     @_exact
     def delta_weight(self):
@@ -641,7 +661,9 @@ def cayley(P):
     """Cayley map R = (I + Q)(I - Q)⁻¹ with Q = (P - Pᵀ)/2: exactly orthogonal, R(0) = I."""
     Q = (P - P.T) / 2
     eye = torch.eye(P.shape[0], dtype=P.dtype, device=P.device)
-    return torch.linalg.solve(eye - Q, eye + Q)  # (I - Q)⁻¹ (I + Q), equal since they commute
+    # (I - Q)⁻¹ (I + Q), equal since they commute; I - Q is never singular for skew Q, so the
+    # solver's error check (a GPU synchronisation) is skipped.
+    return torch.linalg.solve_ex(eye - Q, eye + Q)[0]
 
 
 class _SpectralAdapter(Adapter):
@@ -677,9 +699,11 @@ class SpectralAdapterA(_SpectralAdapter):
         self.A_V = nn.Parameter(torch.zeros(self.in_features, r, dtype=self.dtype, device=self.device))  # (in, r)
 
     def factors(self):
-        """ΔW = left @ rightᵀ with left (out, 2r), right (in, 2r)."""
-        left = torch.cat([(self.U1 + self.A_U) * self.S1, -self.U1 * self.S1], dim=1)  # (out, 2r)
-        right = torch.cat([self.V1 + self.A_V, self.V1], dim=1)  # (in, 2r)
+        """ΔW = left @ rightᵀ, left (out, 2r), right (in, 2r), expanded without cancellation:
+        (U1 + A_U) S1 (V1 + A_V)ᵀ - U1 S1 V1ᵀ = U1 S1 A_Vᵀ + A_U S1 (V1 + A_V)ᵀ, exactly 0 at init."""
+        U1, S1, V1, A_U, A_V = self._up(self.U1, self.S1, self.V1, self.A_U, self.A_V)
+        left = torch.cat([U1 * S1, A_U * S1], dim=1)  # (out, 2r)
+        right = torch.cat([A_V, V1 + A_V], dim=1)  # (in, 2r)
         return left, right
 
     @_exact
@@ -710,19 +734,22 @@ class SpectralAdapterR(_SpectralAdapter):
 
     def rotations(self):
         """(R_U, R_V), each (r, r) orthogonal."""
-        return cayley(self.P_U), cayley(self.P_V)
+        P_U, P_V = self._up(self.P_U, self.P_V)
+        return cayley(P_U), cayley(P_V)
 
     def core(self):
         """M (r, r) with ΔW = U1 M V1ᵀ: M = R_U S1 R_Vᵀ - S1."""
         R_U, R_V = self.rotations()
-        return (R_U * self.S1) @ R_V.T - torch.diag(self.S1)
+        S1, = self._up(self.S1)
+        return (R_U * S1) @ R_V.T - torch.diag(S1)
 
     @_exact
     def delta_weight(self):
-        return self.U1 @ self.core() @ self.V1.T  # (out, in)
+        U1, V1 = self._up(self.U1, self.V1)
+        return U1 @ self.core() @ V1.T  # (out, in)
 
     def forward(self, x):
-        h = _linear(_linear(x, self.V1.T), self.core())  # (..., r)
+        h = _linear(_linear(x, self.V1.T), self.core())  # (..., r); _linear casts to x's dtype
         return _linear(x, self.base.weight, self.base.bias) + _linear(h, self.U1)
 
 
