@@ -455,10 +455,6 @@ def main(argv=None):
         if args.max_length is not None:
             raise UsageError(f"--max-length {config['max_length']} is more than {config['model']} takes: allowed at most {limit}")
         config["max_length"] = limit
-    encode = lambda examples: [tokenizer.encode(e.text_a, e.text_b, max_length=config["max_length"])
-                               for e in tqdm(examples, desc="tokenize", leave=False, dynamic_ncols=True)]
-    train_encoded, train_labels = encode(train_examples), [e.label for e in train_examples]
-    dev_encoded = {s: encode(v) for s, v in dev_examples.items()}
     counts = count_parameters(prepare_model(model, config), method)
     print(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} during "
           f"the location search)" if method == "loca" else "") + f", {counts['head']:,} in the head")
@@ -481,7 +477,9 @@ def main(argv=None):
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     # ---- where we are: a fresh start, or exactly where the checkpoint left off
-    state = dict(step=0, epoch=0, position=0, permutation=None, best=None, last=None, elapsed=0.0)
+    state = dict(step=0, epoch=0, position=0, permutation=None, best=None, last=None, elapsed=0.0,
+                 loss_sum=0.0, loss_count=0)  # training loss summed since the last evaluation
+    saved_at = None  # the step of the checkpoint on disk
     if checkpoint:
         try:
             load_trainable_state(model, method, checkpoint["trainable"], f"--resume {args.resume}")
@@ -495,7 +493,14 @@ def main(argv=None):
             schedule.load_state_dict(checkpoint["loca"])
         state.update({k: checkpoint[k] for k in state})
         set_rng_state(checkpoint["rng"])
+        saved_at = state["step"]
         print(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, batch {state['position']})")
+
+    # ---- tokenize once; batches are padded to their longest example as they are drawn
+    encode = lambda examples: [tokenizer.encode(e.text_a, e.text_b, max_length=config["max_length"])
+                               for e in tqdm(examples, desc="tokenize", leave=False, dynamic_ncols=True)]
+    train_encoded, train_labels = encode(train_examples), [e.label for e in train_examples]
+    dev_encoded = {s: encode(v) for s, v in dev_examples.items()}
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
     kept = []  # log lines up to the checkpoint's step: a killed run may have logged past it
@@ -509,6 +514,7 @@ def main(argv=None):
         f.write("".join(line + "\n" for line in kept))
 
     def save_checkpoint():
+        nonlocal saved_at
         trainable = trainable_state(model, method)
         check_finite(trainable, f"checkpoint at step {state['step']}")
         with atomic_write(out / "checkpoint.pt") as f:
@@ -516,6 +522,7 @@ def main(argv=None):
                             scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                             loca=schedule.state_dict() if schedule else None, rng=rng_state(),
                             **dict(state, elapsed=state["elapsed"] + time.time() - started)), f)
+        saved_at = state["step"]
 
     def run_evaluation(train_loss):
         metrics = {s: evaluate(model, s, dev_examples[s], dev_encoded[s], config, tokenizer.pad_token_id, autocast)
@@ -529,60 +536,64 @@ def main(argv=None):
                     time=round(state["elapsed"] + time.time() - started, 3))
         with open(log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
-        tqdm.write(f"step {state['step']} epoch {epoch:.2f}: dev {main_metric(task.name)} {value:.4f} "
-                   f"(best {state['best']['value'] if state['best'] else float('nan'):.4f}), train loss {train_loss}")
+        shown = ", ".join(f"{s} {k} {v:.4f}" for s in dev_splits for k, v in metrics[s].items())
+        tqdm.write(f"step {state['step']} epoch {epoch:.2f}: {shown} (best {main_metric(task.name)} "
+                   f"{state['best']['value'] if state['best'] else float('nan'):.4f}), train loss {train_loss}")
 
     # ---- the loop: one optimizer step per batch; the loss is read back from the GPU every LOG_EVERY
     # steps (every step on the CPU, where it costs nothing), which is also when non-finite losses are caught
     model.train()
     check_every = 1 if device.type == "cpu" else LOG_EVERY
-    pending, loss_sum, loss_count = [], 0.0, 0  # losses not yet read back; running sum since the last evaluation
+    pending = []  # (step, loss) not yet read back from the device
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"{method} {task.name}", dynamic_ncols=True)
 
     def read_losses():
-        nonlocal pending, loss_sum, loss_count
+        nonlocal pending
         if pending:
             values = torch.stack([loss for _, loss in pending]).tolist()
             for (step, _), value in zip(pending, values):
                 if not math.isfinite(value):
-                    raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / steps_per_epoch:.2f}); stopped. "
-                                         f"The last good checkpoint, if any, is {out / 'checkpoint.pt'}; try a lower --lr or --precision fp32")
-            loss_sum, loss_count, pending = loss_sum + sum(values), loss_count + len(values), []
+                    kept = f"{out / 'checkpoint.pt'} (step {saved_at}) is intact" if saved_at is not None else "no checkpoint was written"
+                    raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / steps_per_epoch:.2f}); stopped, {kept}; "
+                                         f"try a lower --lr, or --precision fp32")
+            state["loss_sum"], state["loss_count"], pending = state["loss_sum"] + sum(values), state["loss_count"] + len(values), []
             bar.set_postfix(loss=f"{values[-1]:.4f}")
 
-    while state["step"] < total_steps:
-        if state["position"] == 0 or state["permutation"] is None:
-            state["permutation"] = epoch_permutation(config["seed"], state["epoch"], len(train_examples))
-        bs, position = config["batch_size"], state["position"]
-        indices = state["permutation"][position * bs:(position + 1) * bs].tolist()
-        input_ids, mask, types, y = (t.to(device, non_blocking=True) for t in
-                                     pad_batch(train_encoded, train_labels, indices, tokenizer.pad_token_id, regression))
-        with autocast:
-            logits = model(input_ids, mask, types)  # (B, num_labels)
-        loss = F.mse_loss(logits.float().squeeze(-1), y) if regression else F.cross_entropy(logits.float(), y)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        if schedule:
-            schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
-        state["step"], state["position"] = state["step"] + 1, position + 1
-        pending.append((state["step"], loss.detach()))
-        bar.update(1)
-        epoch_done, last = state["position"] == steps_per_epoch, state["step"] == total_steps
-        if epoch_done:
-            state["epoch"], state["position"], state["permutation"] = state["epoch"] + 1, 0, None
-        evaluate_now = (state["step"] % config["eval_every"] == 0) if config["eval_every"] else epoch_done
-        save_now = epoch_done or last or bool(config["save_every"] and state["step"] % config["save_every"] == 0)
-        if len(pending) >= check_every or evaluate_now or save_now or last:
-            read_losses()
-        if evaluate_now or (last and (state["last"] is None or state["last"]["step"] != state["step"])):
-            run_evaluation(loss_sum / loss_count if loss_count else None)
-            loss_sum, loss_count = 0.0, 0
-        if save_now:
-            save_checkpoint()
-    bar.close()
+    try:
+        while state["step"] < total_steps:
+            if state["position"] == 0 or state["permutation"] is None:
+                state["permutation"] = epoch_permutation(config["seed"], state["epoch"], len(train_examples))
+            bs, position = config["batch_size"], state["position"]
+            indices = state["permutation"][position * bs:(position + 1) * bs].tolist()
+            input_ids, mask, types, y = (t.to(device, non_blocking=True) for t in
+                                         pad_batch(train_encoded, train_labels, indices, tokenizer.pad_token_id, regression))
+            with autocast:
+                logits = model(input_ids, mask, types)  # (B, num_labels)
+            loss = F.mse_loss(logits.float().squeeze(-1), y) if regression else F.cross_entropy(logits.float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if schedule:
+                schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
+            state["step"], state["position"] = state["step"] + 1, position + 1
+            pending.append((state["step"], loss.detach()))
+            bar.update(1)
+            epoch_done, last = state["position"] == steps_per_epoch, state["step"] == total_steps
+            if epoch_done:
+                state["epoch"], state["position"], state["permutation"] = state["epoch"] + 1, 0, None
+            evaluate_now = (state["step"] % config["eval_every"] == 0) if config["eval_every"] else epoch_done
+            save_now = epoch_done or last or bool(config["save_every"] and state["step"] % config["save_every"] == 0)
+            if len(pending) >= check_every or evaluate_now or save_now or last:
+                read_losses()
+            if evaluate_now or (last and (state["last"] is None or state["last"]["step"] != state["step"])):
+                run_evaluation(state["loss_sum"] / state["loss_count"] if state["loss_count"] else None)
+                state["loss_sum"], state["loss_count"] = 0.0, 0
+            if save_now:
+                save_checkpoint()
+    finally:
+        bar.close()  # also when a non-finite loss stops the run
 
     # ---- outputs: the learned tensors, the results, a summary
     if state["last"] is None:  # resumed a finished run whose final evaluation was lost
