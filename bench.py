@@ -101,11 +101,79 @@ def time_steps(args, row, device):
             times.append((time.perf_counter() - t0) * 1e3)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
     ms = statistics.median(times)
+    result = {"row": row, "ms": ms, "tokens_per_s": args.batch * args.seq / ms * 1e3, "peak_mib": peak,
+              "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
+    if args.profile:
+        result.update(profile_steps(step, cuda))
+    if args.graph and cuda:
+        result["graph_ms"] = time_graph(model, optimizer, batches, mask, dtype, args)
     del model, optimizer
     if cuda:
         torch.cuda.empty_cache()
-    return {"row": row, "ms": ms, "tokens_per_s": args.batch * args.seq / ms * 1e3, "peak_mib": peak,
-            "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
+    return result
+
+
+def profile_steps(step, cuda, k=5):
+    """Per step: kernels launched, their summed GPU time, and host-device synchronisations."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for i in range(k):
+            step(i)
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.events()
+    on_gpu = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    syncs = [e for e in events if e.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+             or (e.name.startswith("cudaMemcpy") and "Async" not in e.name)]
+    return {"gpu_busy_ms": sum(e.time_range.elapsed_us() for e in on_gpu) / 1e3 / k,
+            "kernels": len(on_gpu) / k, "syncs": len(syncs) / k}
+
+
+def time_graph(model, optimizer, batches, mask, dtype, args):
+    """Median ms of the same step captured once as a CUDA graph and replayed: the step's cost
+    without Python and kernel-launch overhead. None where capture fails."""
+    ids, labels = (t.clone() for t in batches[0])
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+    for state in optimizer.state.values():  # capturable AdamW keeps its step count on the GPU
+        if "step" in state:
+            state["step"] = state["step"].to(ids.device, torch.float32)
+
+    def step():
+        with torch.autocast("cuda", dtype=dtype, enabled=args.precision != "fp32", cache_enabled=False):
+            loss = F.cross_entropy(model(ids, mask).float(), labels)
+        loss.backward()
+        optimizer.step()
+
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                optimizer.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            step()
+    except Exception as error:  # report, do not hide: the row shows no graph time
+        print(f"  (CUDA graph capture failed: {type(error).__name__}: {str(error).splitlines()[0][:120]})")
+        return None
+    times = []
+    for i in range(args.warmup + args.steps):
+        new_ids, new_labels = batches[i % len(batches)]
+        ids.copy_(new_ids)
+        labels.copy_(new_labels)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        if i >= args.warmup:
+            times.append(start.elapsed_time(end))
+    return statistics.median(times)
 
 
 def delta_cost(d, n, path, device, repeats):
@@ -158,6 +226,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--delta-sizes", default="256,512,1024,2048,4096", help="d for the ΔW table ('' to skip)")
     parser.add_argument("--delta-n", default="100,1000,10000")
+    parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
+    parser.add_argument("--graph", action="store_true", help="also time the step captured as a CUDA graph")
     parser.add_argument("--json", help="also write every number to this file")
     args = parser.parse_args(argv)
     rows = [r.strip() for r in args.methods.split(",") if r.strip()]
@@ -175,11 +245,24 @@ def main(argv=None):
 
     results = [time_steps(args, row, device) for row in rows]
     floor, lora = results[0]["ms"], results[1]["ms"]
-    print(f"{'row':<11} {'ms/step':>8} {'spread':>7} {'tokens/s':>10} {'peak MiB':>9} {'trainable':>10} {'x floor':>8} {'x lora':>7}")
+    print(f"{'row':<11} {'ms/step':>8} {'spread':>7} {'tokens/s':>10} {'peak MiB':>9} {'trainable':>10} {'x floor':>8} {'x lora':>7}"
+          + (f" {'gpu ms':>7} {'kernels':>8} {'syncs':>6}" if args.profile else "")
+          + (f" {'graph ms':>9} {'x floor':>8} {'x lora':>7}" if args.graph else ""))
+    graph_floor, graph_lora = results[0].get("graph_ms"), results[1].get("graph_ms")
     for r in results:
         r["x_floor"], r["x_lora"] = r["ms"] / floor, r["ms"] / lora
-        print(f"{r['row']:<11} {r['ms']:8.2f} {r['spread_ms']:7.2f} {r['tokens_per_s']:10.0f} {r['peak_mib']:9.0f} "
-              f"{r['trainable_adapter']:10d} {r['x_floor']:8.3f} {r['x_lora']:7.3f}")
+        line = (f"{r['row']:<11} {r['ms']:8.2f} {r['spread_ms']:7.2f} {r['tokens_per_s']:10.0f} {r['peak_mib']:9.0f} "
+                f"{r['trainable_adapter']:10d} {r['x_floor']:8.3f} {r['x_lora']:7.3f}")
+        if args.profile:
+            line += f" {r['gpu_busy_ms']:7.2f} {r['kernels']:8.0f} {r['syncs']:6.1f}"
+        if args.graph:
+            g = r.get("graph_ms")
+            if g and graph_floor and graph_lora:
+                r["graph_x_floor"], r["graph_x_lora"] = g / graph_floor, g / graph_lora
+                line += f" {g:9.2f} {g / graph_floor:8.3f} {g / graph_lora:7.3f}"
+            else:
+                line += f" {'-':>9}"
+        print(line)
 
     deltas = []
     sizes = [int(d) for d in args.delta_sizes.split(",") if d]

@@ -149,6 +149,16 @@ def _linear(x, weight, bias=None):
     return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
+def _plus_low_rank(x, base, down, up, scaling=1.0, dropout=None):
+    """x W0ᵀ + b + scaling · (x downᵀ) upᵀ, down (k, in), up (out, k): two GEMMs over the
+    tokens for the base and the down projection, and the up projection and the sum in one addmm."""
+    x2 = x.reshape(-1, x.shape[-1])  # (tokens, in)
+    y = _linear(x2, base.weight, base.bias)  # (tokens, out)
+    h = _linear(x2 if dropout is None else dropout(x2), down)  # (tokens, k)
+    y = torch.addmm(y, h, up.to(h.dtype).T, alpha=scaling)
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
 def _exact(fn):
     """Run fn with autocast off: ΔW is computed in the adapter's own precision."""
 
@@ -257,11 +267,8 @@ class LoRA(Adapter):
         return self.scaling * B @ A  # (out, in)
 
     def forward(self, x):
-        x2 = x.reshape(-1, self.in_features)  # (tokens, in)
-        h = _linear(self.dropout(x2) if self.dropout.p > 0 else x2, self.lora_A)  # (tokens, r)
-        y = _linear(x2, self.base.weight, self.base.bias)  # (tokens, out)
-        y = torch.addmm(y, h, self.lora_B.to(h.dtype).T, alpha=self.scaling)  # y + scaling · h Bᵀ, one GEMM
-        return y.view(*x.shape[:-1], self.out_features)
+        dropout = self.dropout if self.dropout.p > 0 else None
+        return _plus_low_rank(x, self.base, self.lora_A, self.lora_B, self.scaling, dropout)
 
 
 def vera_projections(r, in_features, out_features, seed=0, dtype=torch.float32, device="cpu"):
@@ -310,9 +317,8 @@ class VeRA(Adapter):
     def forward(self, x):
         if not self.factored:
             return super().forward(x)
-        h = _linear(x, self.vera_A)  # (..., r)
-        h = _linear(h * self.lambda_d.to(h.dtype), self.vera_B)  # (..., out)
-        return _linear(x, self.base.weight, self.base.bias) + h * self.lambda_b.to(h.dtype)
+        up = self.lambda_b.unsqueeze(1) * self.vera_B * self.lambda_d  # (out, r)
+        return _plus_low_rank(x, self.base, self.vera_A, up)
 
 
 class FourierFT(Adapter):
@@ -395,7 +401,7 @@ class FoRA(Adapter):
 
     def forward(self, x):
         A, B = self.factors()
-        return _linear(x, self.base.weight, self.base.bias) + self.scaling * _linear(_linear(x, A), B)
+        return _plus_low_rank(x, self.base, A, B, self.scaling)
 
 
 class DFoRA(FoRA):
@@ -658,9 +664,10 @@ def top_singular(weight, r):
 
 
 def cayley(P):
-    """Cayley map R = (I + Q)(I - Q)⁻¹ with Q = (P - Pᵀ)/2: exactly orthogonal, R(0) = I."""
-    Q = (P - P.T) / 2
-    eye = torch.eye(P.shape[0], dtype=P.dtype, device=P.device)
+    """Cayley map R = (I + Q)(I - Q)⁻¹ with Q = (P - Pᵀ)/2: exactly orthogonal, R(0) = I.
+    P (..., r, r): a batch of matrices maps in one call."""
+    Q = (P - P.mT) / 2
+    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
     # (I - Q)⁻¹ (I + Q), equal since they commute; I - Q is never singular for skew Q, so the
     # solver's error check (a GPU synchronisation) is skipped.
     return torch.linalg.solve_ex(eye - Q, eye + Q)[0]
@@ -713,7 +720,7 @@ class SpectralAdapterA(_SpectralAdapter):
 
     def forward(self, x):
         left, right = self.factors()
-        return _linear(x, self.base.weight, self.base.bias) + _linear(_linear(x, right.T), left)
+        return _plus_low_rank(x, self.base, right.T, left)
 
 
 class SpectralAdapterR(_SpectralAdapter):
@@ -733,9 +740,9 @@ class SpectralAdapterR(_SpectralAdapter):
         self.P_V = nn.Parameter(torch.zeros(r, r, dtype=self.dtype, device=self.device))  # (r, r)
 
     def rotations(self):
-        """(R_U, R_V), each (r, r) orthogonal."""
-        P_U, P_V = self._up(self.P_U, self.P_V)
-        return cayley(P_U), cayley(P_V)
+        """(R_U, R_V), each (r, r) orthogonal (one batched Cayley map for both)."""
+        R = cayley(torch.stack(self._up(self.P_U, self.P_V)))  # (2, r, r)
+        return R[0], R[1]
 
     def core(self):
         """M (r, r) with ΔW = U1 M V1ᵀ: M = R_U S1 R_Vᵀ - S1."""
@@ -749,8 +756,9 @@ class SpectralAdapterR(_SpectralAdapter):
         return U1 @ self.core() @ V1.T  # (out, in)
 
     def forward(self, x):
-        h = _linear(_linear(x, self.V1.T), self.core())  # (..., r); _linear casts to x's dtype
-        return _linear(x, self.base.weight, self.base.bias) + _linear(h, self.U1)
+        V1, = self._up(self.V1)
+        down = self.core() @ V1.T  # (r, in): ΔW = U1 (M V1ᵀ)
+        return _plus_low_rank(x, self.base, down, self.U1)
 
 
 # -----------------------------------------------------------------------------
