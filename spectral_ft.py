@@ -628,29 +628,34 @@ class FouRA(Adapter):
         scale, shift = self._up(self.gate_scale, self.gate_shift)
         return torch.sigmoid(scale * (entropy - shift))
 
-    def adapter_output(self, x):
-        """The adapter's term F_out⁻¹(...) for x (..., in), computed in the adapter's precision."""
-        forward_transform, inverse_transform = self.transforms[self.transform]
-        if self.gate and x.dim() < 2:
-            raise ValueError(f"FouRA's rank gate needs x of shape (..., T, in) with a token axis, got {tuple(x.shape)}")
-        with torch.autocast(x.device.type, enabled=False):
-            A, B = self._up(self.foura_A, self.foura_B)
-            z = forward_transform(x.to(self.dtype)) @ A.T  # (..., T, r)
-            if self.gate:
-                z = z * self.rank_gate(z)
-            return inverse_transform(self.scaling * z @ B.T)  # (..., out)
+    @_exact
+    def factors(self):
+        """(down (r, in), up (out, r)) with A F_in(x) = down x and F_out⁻¹(B u) = up u.
+
+        F is linear and orthogonal (F⁻¹ = Fᵀ), so A F_in = (F_in⁻¹ Aᵀ)ᵀ and F_out⁻¹ B act on
+        the r rows of A and columns of B once per step, not on every token: exact, and the
+        cost of LoRA plus the gate instead of two (in, in) transforms per token."""
+        _, inverse_transform = self.transforms[self.transform]
+        A, B = self._up(self.foura_A, self.foura_B)
+        return inverse_transform(A), inverse_transform(B.T).T
 
     def forward(self, x):
-        y = _linear(x, self.base.weight, self.base.bias)  # (..., out), autocast's dtype under autocast
-        return y + self.adapter_output(x).to(y.dtype)
+        down, up = self.factors()
+        if not self.gate:
+            return _plus_low_rank(x, self.base, down, up, self.scaling)
+        if x.dim() < 2:
+            raise ValueError(f"FouRA's rank gate needs x of shape (..., T, in) with a token axis, got {tuple(x.shape)}")
+        z = _linear(x, down)  # (..., T, r) = A F_in(x)
+        z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype))).to(z.dtype)  # gate in float32+
+        return _linear(x, self.base.weight, self.base.bias) + self.scaling * _linear(z, up)
 
     @_exact
     def delta_weight(self):
         if self.gate:
             raise ValueError("FouRA with gate=True depends on its input: it has no fixed ΔW and cannot be "
                              "merged; build it with gate=False to merge")
-        identity = torch.eye(self.in_features, dtype=self.dtype, device=self.foura_A.device)
-        return self.adapter_output(identity).T  # row i of adapter(I) is ΔW e_i -> (out, in)
+        down, up = self.factors()
+        return self.scaling * up @ down  # F_out⁻¹ B A F_in · scaling (out, in)
 
 
 # -----------------------------------------------------------------------------
