@@ -1,0 +1,902 @@
+"""
+The executable specification of spectral_ft's methods (facts: /work/shared/REFERENCES.md).
+
+Each test states one property: merging changes nothing, delta_weight() is the paper's
+equation (recomputed here in float64 from the definitions, never from spectral_ft's own
+transforms), zero update at init, exact orthogonality, Lemma 3.1, gradients, the index
+conventions, argument checks, low precision, FouRA's gate, the model helpers and the
+parameter-count table. Shapes, ranks, counts and seeds are drawn by hypothesis; every
+model is tiny and built here. LoCA's location gradients, its schedule and the transform
+identities (Parseval, DCT) are specified in other files.
+"""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spectral_ft
+from spectral_ft import (METHODS, Adapter, FoRA, FouRA, FourierFT, LoCA, LoCASchedule, LoRA,
+                         SpectralAdapterA, SpectralAdapterR, VeRA, adapter_state_dict, adapters,
+                         cayley, count_trainable, inject, load_adapter_state_dict, random_locations)
+
+ALL = list(METHODS)  # lora, vera, fourierft, fora, dfora, loca, foura, spectral_a, spectral_r
+F64 = torch.float64
+LOW_PRECISION = [torch.float16, torch.bfloat16]
+
+# -----------------------------------------------------------------------------
+# Random valid hyperparameters for a layer with `i` inputs and `o` outputs
+
+
+def hyperparameters(method, i, o, gate=False):
+    """A strategy of keyword arguments for METHODS[method] on an (o, i) weight."""
+    small = min(i, o)
+    alpha = st.floats(0.25, 16.0)
+    seed = st.integers(0, 10_000)
+    if method == "lora":
+        return st.fixed_dictionaries({"r": st.integers(1, 8), "alpha": alpha, "dropout": st.sampled_from([0.0, 0.3])})
+    if method == "vera":
+        return st.fixed_dictionaries({"r": st.integers(1, 32), "d_initial": st.floats(0.01, 1.0), "seed": seed})
+    if method == "fourierft":
+        return st.fixed_dictionaries({"n": st.integers(1, i * o), "scaling": st.floats(1.0, 300.0), "seed": seed})
+    if method in ("fora", "dfora"):
+        return st.integers(1, 8).flatmap(lambda r: st.fixed_dictionaries(
+            {"r": st.just(r), "n": st.integers(1, r * small), "alpha": alpha, "seed": seed}))
+    if method == "loca":
+        return st.fixed_dictionaries({"n": st.integers(1, i * o), "alpha": alpha, "seed": seed})
+    if method == "foura":
+        return st.fixed_dictionaries({"r": st.integers(1, small), "alpha": alpha,
+                                      "transform": st.sampled_from(["dct", "dft"]), "gate": st.just(gate)})
+    if method in ("spectral_a", "spectral_r"):
+        return st.fixed_dictionaries({"r": st.integers(1, small)})
+    raise AssertionError(method)
+
+
+@st.composite
+def cases(draw, methods=tuple(ALL), max_dim=24, gate=False):
+    """(method, in, out, hyperparameters, seed), often non-square."""
+    method = draw(st.sampled_from(methods))
+    i, o = draw(st.integers(1, max_dim)), draw(st.integers(1, max_dim))
+    return method, i, o, draw(hyperparameters(method, i, o, gate)), draw(st.integers(0, 2**31 - 1))
+
+
+def build(case, dtype=F64, bias=True):
+    """The adapter of `case` around a seeded random nn.Linear of `dtype`, in eval mode."""
+    method, i, o, kwargs, seed = case
+    torch.manual_seed(seed)
+    base = nn.Linear(i, o, bias=bias, dtype=dtype)
+    return METHODS[method](base, **kwargs).eval()
+
+
+@torch.no_grad()
+def randomise(module, seed=0):
+    """Every trainable tensor of every adapter in `module` drawn at random (standard normal;
+    LoCA locations uniform in [0, 1], where they live). Base weights are left alone."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        if name == "base.weight" or name == "base.bias" or ".base." in name or not _inside_adapter(module, name):
+            continue
+        if name.endswith("locations"):
+            p.copy_(torch.rand(p.shape, generator=g, dtype=F64))
+        else:
+            p.copy_(torch.randn(p.shape, generator=g, dtype=F64))
+    return module
+
+
+def _inside_adapter(module, name):
+    if isinstance(module, Adapter):
+        return True
+    return any(name.startswith(prefix + ".") for prefix, _ in adapters(module))
+
+
+def own_parameters(adapter):
+    """{name: tensor} of the adapter's own parameters (everything but the frozen base)."""
+    return {n: p for n, p in adapter.named_parameters() if not n.startswith("base.")}
+
+
+def tokens(i, B=2, T=5, dtype=F64, seed=0):
+    return torch.randn(B, T, i, generator=torch.Generator().manual_seed(seed), dtype=F64).to(dtype)  # (B, T, in)
+
+
+def numpy64(t):
+    return t.detach().to(F64).cpu().numpy()
+
+
+# -----------------------------------------------------------------------------
+# Float64 references straight from the definitions
+
+
+def dct_reference(N):
+    """Orthonormal DCT-II (N, N): C[k, i] = √(2/N) cos(π (2i+1) k / 2N), row 0 times 1/√2."""
+    k, i = np.arange(N)[:, None], np.arange(N)[None, :]
+    C = np.sqrt(2.0 / N) * np.cos(np.pi * (2 * i + 1) * k / (2 * N))
+    C[0] /= np.sqrt(2.0)
+    return C
+
+
+def real_dft_reference(N):
+    """The orthonormal real DFT of spectral_ft.real_dft as a matrix: rows DC, √2·Re of
+    frequencies 1..m, Nyquist (even N), √2·Im of frequencies 1..m (X_k = Σ x_n e^{-2πikn/N}/√N)."""
+    n, m = np.arange(N), (N - 1) // 2
+    rows = [np.ones(N) / np.sqrt(N)]
+    rows += [np.sqrt(2.0 / N) * np.cos(2 * np.pi * k * n / N) for k in range(1, m + 1)]
+    if N % 2 == 0:
+        rows.append(np.cos(np.pi * n) / np.sqrt(N))
+    rows += [-np.sqrt(2.0 / N) * np.sin(2 * np.pi * k * n / N) for k in range(1, m + 1)]
+    return np.stack(rows)
+
+
+def idft2_real_reference(values, indices, M, N):
+    """Re(IDFT2(F)) for F (M, N) zero but F[u_k, v_k] = s_k, from the definition
+    (1/MN) Σ_k s_k cos(2π (u_k p / M + v_k q / N))."""
+    s, (u, v) = numpy64(values), numpy64(indices)
+    p, q = np.arange(M)[:, None, None], np.arange(N)[None, :, None]
+    return (np.cos(2 * np.pi * (u * p / M + v * q / N)) * s).sum(-1) / (M * N)  # (M, N)
+
+
+def cayley_reference(P):
+    P = numpy64(P)
+    Q = (P - P.T) / 2
+    eye = np.eye(len(P))
+    return (eye + Q) @ np.linalg.inv(eye - Q)
+
+
+def delta_reference(adapter):
+    """ΔW (out, in) of `adapter` by its paper's equation, in float64 numpy."""
+    W0 = numpy64(adapter.base.weight)
+    t = {name: numpy64(p) for name, p in own_parameters(adapter).items()}
+    o, i = W0.shape
+    if isinstance(adapter, LoRA):
+        return adapter.alpha / adapter.r * t["lora_B"] @ t["lora_A"]
+    if isinstance(adapter, VeRA):
+        A, B = numpy64(adapter.vera_A), numpy64(adapter.vera_B)
+        return np.diag(t["lambda_b"]) @ B @ np.diag(t["lambda_d"]) @ A
+    if isinstance(adapter, FourierFT):
+        return adapter.scaling * idft2_real_reference(adapter.spectrum, adapter.indices, o, i)
+    if isinstance(adapter, FoRA):  # and DFoRA
+        A = idft2_real_reference(adapter.spectrum_A, adapter.indices_A, adapter.r, i)  # (r, in)
+        B = idft2_real_reference(adapter.spectrum_B, adapter.indices_B, o, adapter.r)  # (out, r)
+        delta = adapter.alpha / adapter.r * B @ A
+        if adapter.method == "fora":
+            return delta
+        V = W0 + delta
+        return t["magnitude"][:, None] * V / np.linalg.norm(V, axis=1, keepdims=True) - W0
+    if isinstance(adapter, LoCA):
+        S = np.zeros((o, i))
+        rows, cols = numpy64(adapter.location_indices()).astype(int)
+        np.add.at(S, (rows, cols), t["coefficients"])
+        return adapter.alpha * dct_reference(o).T @ S @ dct_reference(i)
+    if isinstance(adapter, FouRA):
+        F = dct_reference if adapter.transform == "dct" else real_dft_reference
+        return adapter.alpha / adapter.r * F(o).T @ t["foura_B"] @ t["foura_A"] @ F(i)
+    U1, S1, V1 = numpy64(adapter.U1), np.diag(numpy64(adapter.S1)), numpy64(adapter.V1)
+    if isinstance(adapter, SpectralAdapterA):
+        return (U1 + t["A_U"]) @ S1 @ (V1 + t["A_V"]).T - U1 @ S1 @ V1.T
+    if isinstance(adapter, SpectralAdapterR):
+        R_U, R_V = cayley_reference(adapter.P_U), cayley_reference(adapter.P_V)
+        return (U1 @ R_U) @ S1 @ (V1 @ R_V).T - U1 @ S1 @ V1.T
+    raise AssertionError(type(adapter))
+
+
+def assert_close64(actual, expected, tol=1e-10):
+    actual, expected = numpy64(torch.as_tensor(actual)), np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol)
+
+
+# -----------------------------------------------------------------------------
+# A tiny nested model: attention.self.{query, key, value}, distractors whose names only
+# contain a target (query_proj, subquery), and a non-square value projection
+
+
+class TinyLayer(nn.Module):
+    def __init__(self, d, dv):
+        super().__init__()
+        self.attention = nn.Module()
+        self.attention.self = nn.Module()
+        self.attention.self.query = nn.Linear(d, d)
+        self.attention.self.key = nn.Linear(d, d)
+        self.attention.self.value = nn.Linear(d, dv)  # non-square: (dv, d)
+        self.query_proj = nn.Linear(d, d)
+        self.subquery = nn.Linear(d, d, bias=False)
+        self.output = nn.Linear(dv, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x):  # (B, T, d)
+        s = self.attention.self
+        h = torch.tanh(s.query(x)) + s.key(x) + self.query_proj(x) + self.subquery(x)
+        return self.norm(x + h + self.output(s.value(x)))
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self, layers=2, d=6, dv=4):
+        super().__init__()
+        self.layer = nn.ModuleList(TinyLayer(d, dv) for _ in range(layers))
+        self.head = nn.Linear(d, 2)
+
+    def forward(self, x):
+        for layer in self.layer:
+            x = layer(x)
+        return self.head(x)
+
+
+def tiny_encoder(seed=0, dtype=F64):
+    torch.manual_seed(seed)
+    return TinyEncoder().to(dtype).eval()
+
+
+# Hyperparameters that fit every target of TinyEncoder (min(in, out) = 4 for value).
+SMALL = {"lora": dict(r=2), "vera": dict(r=3), "fourierft": dict(n=5), "fora": dict(n=4, r=3),
+         "dfora": dict(n=4, r=3), "loca": dict(n=5), "foura": dict(r=2, gate=False),
+         "spectral_a": dict(r=2), "spectral_r": dict(r=2)}
+
+# -----------------------------------------------------------------------------
+# 1. Merging changes nothing
+
+
+@pytest.mark.parametrize("method", ALL)  # FouRA with gate=False: the gated one cannot merge
+@settings(max_examples=12, deadline=None)
+@given(data=st.data(), bias=st.booleans(), B=st.integers(1, 3), T=st.integers(1, 4))
+def test_merge_matches_forward(method, data, bias, B, T):
+    case = data.draw(cases(methods=(method,)))
+    adapter = randomise(build(case, bias=bias), seed=case[-1])
+    x = tokens(case[1], B, T)
+    merged = adapter.merge()
+    with torch.no_grad():
+        assert_close64(merged(x), adapter(x))
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=cases(max_dim=8), dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, F64]),
+       bias=st.booleans())
+def test_merge_returns_plain_linear_in_base_dtype(case, dtype, bias):
+    adapter = build(case, dtype=dtype, bias=bias)
+    merged = adapter.merge()
+    assert type(merged) is nn.Linear
+    assert merged.weight.dtype == dtype and (merged.bias is None) == (not bias)
+    assert (merged.in_features, merged.out_features) == (case[1], case[2])
+    if bias:
+        assert torch.equal(merged.bias, adapter.base.bias)
+
+
+@settings(max_examples=len(ALL) * 2, deadline=None)
+@given(method=st.sampled_from(ALL), seed=st.integers(0, 1000))
+def test_model_merge_keeps_outputs_and_leaves_no_adapter(method, seed):
+    model = tiny_encoder(seed)
+    names = inject(model, method, targets=("query", "value"), **SMALL[method])
+    randomise(model, seed)
+    x = tokens(6, seed=seed)
+    with torch.no_grad():
+        before = model(x)
+        assert sorted(spectral_ft.merge(model)) == sorted(names)
+        after = model(x)
+    assert not adapters(model) and not any(isinstance(m, Adapter) for m in model.modules())
+    assert all(type(model.get_submodule(name)) is nn.Linear for name in names)
+    assert_close64(after, before)
+
+
+# -----------------------------------------------------------------------------
+# 2. delta_weight() is the paper's equation
+
+
+@pytest.mark.parametrize("method", ALL)
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_delta_weight_equals_paper_equation(method, data):
+    case = data.draw(cases(methods=(method,)))
+    adapter = randomise(build(case), seed=case[-1])
+    delta = adapter.delta_weight()
+    assert delta.dtype == F64 and delta.shape == (case[2], case[1])
+    assert_close64(delta, delta_reference(adapter))
+
+
+def test_foura_delta_weight_equals_paper_equation_for_both_transforms():
+    for transform in ("dct", "dft"):
+        for (i, o, r) in [(7, 4, 3), (4, 8, 4), (1, 5, 1), (10, 10, 6)]:
+            torch.manual_seed(i * o)
+            adapter = randomise(FouRA(nn.Linear(i, o, dtype=F64), r=r, transform=transform, gate=False), seed=r)
+            assert_close64(adapter.delta_weight(), delta_reference(adapter))
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=cases(methods=("spectral_a", "spectral_r")))
+def test_spectral_adapter_buffers_are_top_singular_triplets_of_W0(case):
+    adapter = build(case)
+    W0, r = numpy64(adapter.base.weight), case[3]["r"]
+    U1, S1, V1 = numpy64(adapter.U1), numpy64(adapter.S1), numpy64(adapter.V1)
+    assert U1.shape == (case[2], r) and S1.shape == (r,) and V1.shape == (case[1], r)
+    assert_close64(S1, np.linalg.svd(W0, compute_uv=False)[:r])
+    assert_close64(U1.T @ U1, np.eye(r))
+    assert_close64(V1.T @ V1, np.eye(r))
+    assert_close64(W0 @ V1, U1 * S1)
+    assert_close64(W0.T @ U1, V1 * S1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=cases(max_dim=10), dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
+def test_delta_weight_is_float32_for_float32_and_half_precision_bases(case, dtype):
+    adapter = randomise(build(case, dtype=dtype))
+    assert adapter.delta_weight().dtype == torch.float32
+
+
+# -----------------------------------------------------------------------------
+# 3. Zero update at init, where the paper says so
+
+ZERO_AT_INIT = [m for m in ALL if m != "fourierft"]
+
+
+@pytest.mark.parametrize("method", ZERO_AT_INIT)
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([torch.float32, F64]))
+def test_update_is_exactly_zero_at_init(method, data, dtype):
+    case = data.draw(cases(methods=(method,), gate=data.draw(st.booleans())))
+    adapter = build(case, dtype=dtype)
+    x = tokens(case[1], dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(adapter(x), adapter.base(x))
+    if not getattr(adapter, "gate", False):
+        assert torch.equal(adapter.delta_weight(), torch.zeros(case[2], case[1], dtype=dtype))
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=cases(methods=("fourierft",)))
+def test_fourierft_update_is_nonzero_at_init(case):
+    adapter = build(case)
+    assert adapter.delta_weight().abs().max() > 0
+
+
+# -----------------------------------------------------------------------------
+# 4. Orthogonality
+
+
+@settings(max_examples=40, deadline=None)
+@given(r=st.integers(1, 12), scale=st.floats(0.01, 3.0), seed=st.integers(0, 10_000))
+def test_cayley_is_orthogonal(r, scale, seed):
+    P = scale * torch.randn(r, r, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    R = cayley(P)
+    assert_close64(R.T @ R, np.eye(r), tol=1e-12)
+    assert_close64(R, cayley_reference(P))
+
+
+@pytest.mark.parametrize("r", [1, 2, 5])
+def test_cayley_of_zero_is_identity(r):
+    assert torch.equal(cayley(torch.zeros(r, r, dtype=F64)), torch.eye(r, dtype=F64))
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=cases(methods=("spectral_r",)))
+def test_spectral_adapter_r_keeps_singular_values_of_W0(case):
+    adapter = randomise(build(case), seed=case[-1])
+    for R in adapter.rotations():
+        assert_close64(R.T @ R, np.eye(case[3]["r"]), tol=1e-12)
+    merged = numpy64(adapter.merge().weight)
+    W0 = numpy64(adapter.base.weight)
+    assert_close64(np.linalg.svd(merged, compute_uv=False), np.linalg.svd(W0, compute_uv=False))
+    if case[3]["r"] >= 2:  # (a 1x1 skew-symmetric Q is 0: R = I)
+        assert np.abs(merged - W0).max() > 0  # the rotation did change the weight
+
+
+# -----------------------------------------------------------------------------
+# 5. Lemma 3.1: Spectral Adapter A reaches rank 2r where LoRA of the same size stays at r
+
+
+@settings(max_examples=25, deadline=None)
+@given(i=st.integers(2, 24), o=st.integers(2, 24), data=st.data())
+def test_spectral_adapter_a_reaches_rank_2r_where_lora_stays_at_r(i, o, data):
+    r = data.draw(st.integers(1, min(i, o) // 2))
+    seed = data.draw(st.integers(0, 10_000))
+    torch.manual_seed(seed)
+    spectral = randomise(SpectralAdapterA(nn.Linear(i, o, dtype=F64), r=r), seed)
+    lora = randomise(LoRA(nn.Linear(i, o, dtype=F64), r=r), seed)
+    assert count_trainable(spectral) == count_trainable(lora) == r * (i + o)
+    assert np.linalg.matrix_rank(numpy64(spectral.delta_weight())) == 2 * r
+    assert np.linalg.matrix_rank(numpy64(lora.delta_weight())) <= r
+
+
+# -----------------------------------------------------------------------------
+# 6. Gradients: autograd agrees with finite differences (float64)
+
+
+def _gradcheck(adapter, x, skip=()):
+    names = [n for n in own_parameters(adapter) if n not in skip]
+    tensors = tuple(own_parameters(adapter)[n].detach().clone().requires_grad_() for n in names)
+    weights = torch.randn(x.shape[:-1] + (adapter.out_features,), generator=torch.Generator().manual_seed(1), dtype=F64)
+
+    def loss(*values):
+        out = torch.func.functional_call(adapter, dict(zip(names, values)), (x,))
+        return (out * weights).sum() + (out ** 2).sum()
+
+    assert names
+    assert torch.autograd.gradcheck(loss, tensors, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method,gate", [(m, False) for m in ALL] + [("foura", True)])
+@settings(max_examples=6, deadline=None)
+@given(data=st.data())
+def test_gradients_match_finite_differences(method, gate, data):
+    case = data.draw(cases(methods=(method,), max_dim=6, gate=gate))
+    adapter = randomise(build(case), seed=case[-1])  # eval mode: no dropout
+    _gradcheck(adapter, tokens(case[1], B=2, T=3), skip=("locations",))
+
+
+# -----------------------------------------------------------------------------
+# 7. Locations: distinct and in range, also for non-square matrices; FoRA's init variance
+
+
+def assert_distinct_in_range(indices, rows, cols):
+    assert indices.dtype == torch.long and indices.dim() == 2 and indices.shape[0] == 2
+    r, c = indices
+    assert ((0 <= r) & (r < rows)).all(), f"row index out of range [0, {rows}): {r.tolist()}"
+    assert ((0 <= c) & (c < cols)).all(), f"column index out of range [0, {cols}): {c.tolist()}"
+    pairs = set(zip(r.tolist(), c.tolist()))
+    assert len(pairs) == indices.shape[1], "repeated locations"
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 30), cols=st.integers(1, 30), data=st.data())
+def test_random_locations_are_distinct_and_in_range(rows, cols, data):
+    n = data.draw(st.integers(1, rows * cols))
+    seed = data.draw(st.integers(0, 10_000))
+    indices = random_locations(n, rows, cols, torch.Generator().manual_seed(seed))
+    assert indices.shape == (2, n)
+    assert_distinct_in_range(indices, rows, cols)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=cases(methods=("fora", "dfora")).filter(lambda c: c[1] != c[2] or c[1] != c[3]["r"]))
+def test_fora_indices_are_distinct_and_in_range_for_nonsquare_shapes(case):
+    adapter = build(case)
+    r = case[3]["r"]
+    assert adapter.indices_A.shape == adapter.indices_B.shape == (2, case[3]["n"])
+    assert_distinct_in_range(adapter.indices_A, r, case[1])  # S_A (r, in)
+    assert_distinct_in_range(adapter.indices_B, case[2], r)  # S_B (out, r)
+
+
+@pytest.mark.parametrize("rows,cols", [(3, 8), (8, 3), (2, 5)])
+def test_algorithm_1_mapping_is_caught_by_the_range_check(rows, cols):
+    """The paper's row = L // din, col = L % dout on a (din, dout) = (rows, cols) matrix
+    goes out of range or repeats when rows != cols: the check above must notice."""
+    flat = torch.randperm(rows * cols, generator=torch.Generator().manual_seed(0))
+    buggy = torch.stack([flat // rows, flat % cols])
+    with pytest.raises(AssertionError):
+        assert_distinct_in_range(buggy, rows, cols)
+    assert_distinct_in_range(torch.stack([flat // cols, flat % cols]), rows, cols)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=cases(methods=("fora", "dfora")), dtype=st.sampled_from([torch.float32, F64]))
+def test_fora_init_variance_of_A_is_kaiming(case, dtype):
+    """Var(Ã) = 1/(3·in), the variance of a Kaiming-uniform (r, in) matrix, unless Ã is
+    constant (its only coefficient is the DC term): then it stays a small constant."""
+    adapter = build(case, dtype=dtype)
+    A, _ = adapter.factors()
+    i = case[1]
+    if (adapter.indices_A == 0).all():
+        assert A.abs().max() <= 1 / math.sqrt(i)  # the coefficient's own Kaiming bound, ÷ r·in
+    else:
+        assert abs(A.var(unbiased=False).item() * 3 * i - 1) < 1e-6
+
+
+def test_fora_lone_dc_coefficient_is_not_blown_up():
+    """n=1 at the DC location makes Ã constant; its float rounding noise must not be
+    'rescaled' to Kaiming variance (which multiplies the coefficient by ~1e7)."""
+    checked = 0
+    for i in (3, 5, 6):
+        for seed in range(60):
+            torch.manual_seed(seed)
+            adapter = FoRA(nn.Linear(i, 4), n=1, r=1, seed=seed)
+            if adapter.indices_A[:, 0].tolist() == [0, 0]:
+                checked += 1
+                A, _ = adapter.factors()
+                assert A.abs().max() <= 1 / math.sqrt(i), (i, seed, A.abs().max().item())
+    assert checked >= 10
+
+
+# -----------------------------------------------------------------------------
+# 8. FourierFT locations follow PEFT's convention
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=cases(methods=("fourierft",)))
+def test_fourierft_indices_follow_peft_convention(case):
+    _, i, o, kwargs, _ = case
+    adapter = build(case)
+    flat = torch.randperm(o * i, generator=torch.Generator().manual_seed(kwargs["seed"]))[:kwargs["n"]]
+    assert torch.equal(adapter.indices, torch.stack([flat // i, flat % i]))
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 16), seed=st.integers(0, 10_000))
+def test_fourierft_same_seed_gives_same_indices_across_layers_of_one_shape(n, seed):
+    model = tiny_encoder()
+    names = inject(model, "fourierft", targets=("query", "key", "value"), n=n, seed=seed)
+    by_shape = {}
+    for name in names:
+        layer = model.get_submodule(name)
+        by_shape.setdefault((layer.out_features, layer.in_features), []).append(layer.indices)
+    assert len(by_shape) == 2 and all(len(group) >= 2 for group in by_shape.values())
+    for group in by_shape.values():
+        assert all(torch.equal(group[0], other) for other in group[1:])
+
+
+# -----------------------------------------------------------------------------
+# 9. Invalid hyperparameters: ValueError with the numbers in it
+
+
+def raises_with(substrings, fn, *args, **kwargs):
+    with pytest.raises(ValueError) as error:
+        fn(*args, **kwargs)
+    for s in substrings:
+        assert str(s) in str(error.value), f"{s!r} missing from: {error.value}"
+
+
+@settings(max_examples=20, deadline=None)
+@given(i=st.integers(1, 12), o=st.integers(1, 12), extra=st.integers(1, 50))
+def test_too_many_coefficients_are_rejected_with_the_limit(i, o, extra):
+    n = i * o + extra
+    raises_with([f"n={n}", i * o], FourierFT, nn.Linear(i, o), n=n)
+    raises_with([f"n={n}", i * o], LoCA, nn.Linear(i, o), n=n)
+    r = 2
+    n = r * min(i, o) + extra
+    raises_with([f"n={n}", r * min(i, o)], FoRA, nn.Linear(i, o), n=n, r=r)
+
+
+@settings(max_examples=20, deadline=None)
+@given(i=st.integers(1, 12), o=st.integers(1, 12), extra=st.integers(1, 5))
+def test_rank_above_min_in_out_is_rejected_for_spectral_and_foura(i, o, extra):
+    r = min(i, o) + extra
+    for cls in (SpectralAdapterA, SpectralAdapterR, FouRA):
+        raises_with([f"r={r}", min(i, o)], cls, nn.Linear(i, o), r=r)
+
+
+@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("name,value", [("r", 0), ("r", -2), ("n", 0), ("n", -1), ("r", 2.5), ("r", "4"), ("r", True)])
+def test_bad_rank_or_count_is_rejected(method, name, value):
+    if name not in spectral_ft.hyperparameters(method):
+        return
+    kwargs = {**SMALL[method], name: value}
+    raises_with([name, repr(value) if isinstance(value, (float, str, bool)) else f"{name}={value}"],
+                METHODS[method], nn.Linear(6, 6), **kwargs)
+
+
+@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("name,value", [("r", 0), ("r", 2.5), ("r", "4"), ("n", 0)])
+def test_inject_rejects_bad_rank_or_count_with_value_error(method, name, value):
+    if name not in spectral_ft.hyperparameters(method):
+        return
+    raises_with([name], inject, tiny_encoder(), method, **{**SMALL[method], name: value})
+
+
+def test_unknown_transform_is_rejected_with_the_allowed_ones():
+    raises_with(["'fft'", "dct", "dft"], FouRA, nn.Linear(6, 6), r=2, transform="fft")
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_base_must_be_a_linear_layer(method):
+    raises_with(["base", "nn.Linear", "Conv1d"], METHODS[method], nn.Conv1d(6, 6, 1), **SMALL[method])
+
+
+# -----------------------------------------------------------------------------
+# 10. Low precision: float16 / bfloat16 inputs and autocast
+
+
+def relative_error(actual, expected):
+    actual, expected = actual.to(F64), expected.to(F64)
+    return ((actual - expected).norm() / expected.norm()).item()
+
+
+TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
+LOW_PRECISION_CASES = [(m, False) for m in ALL] + [("foura", True)]
+
+
+def _small_case(method, gate, seed):
+    i, o = 12, 10  # non-square
+    kwargs = {**SMALL[method], "gate": gate} if method == "foura" else dict(SMALL[method])
+    if method == "vera":
+        kwargs["r"] = 3 if seed % 2 else 64  # both of VeRA's forward paths
+    return method, i, o, kwargs, seed
+
+
+@pytest.mark.parametrize("method,gate", LOW_PRECISION_CASES)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_half_precision_base_runs_in_input_dtype_and_stays_close(method, gate, dtype, seed):
+    case = _small_case(method, gate, seed)
+    torch.manual_seed(seed)
+    base = nn.Linear(case[1], case[2]).to(dtype)  # converted before wrapping
+    adapter = randomise(METHODS[method](base, **case[3]).eval(), seed)
+    reference = copy.deepcopy(adapter)
+    reference.base.float()  # the same (rounded) numbers, computed in float32
+    x = tokens(case[1], B=3, T=7, dtype=dtype, seed=seed)
+    with torch.no_grad():
+        y, expected = adapter(x), reference(x.float())
+    assert y.dtype == dtype
+    assert relative_error(y, expected) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("method,gate", LOW_PRECISION_CASES)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_half_precision_input_with_float32_base_stays_close(method, gate, dtype, seed):
+    case = _small_case(method, gate, seed)
+    adapter = randomise(build(case, dtype=torch.float32), seed)
+    x = tokens(case[1], B=3, T=7, dtype=dtype, seed=seed)
+    with torch.no_grad():
+        y, expected = adapter(x), adapter(x.float())
+    assert y.dtype == dtype
+    assert relative_error(y, expected) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("method,gate", LOW_PRECISION_CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_autocast_bfloat16_returns_autocast_dtype_and_stays_close(method, gate, seed):
+    case = _small_case(method, gate, seed)
+    adapter = randomise(build(case, dtype=torch.float32), seed)
+    x = tokens(case[1], B=3, T=7, dtype=torch.float32, seed=seed)
+    with torch.no_grad():
+        expected = adapter(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = adapter(x)
+            assert adapter.base(x).dtype == torch.bfloat16  # what a plain nn.Linear returns here
+    assert y.dtype == torch.bfloat16
+    assert relative_error(y, expected) < TOLERANCE[torch.bfloat16]
+
+
+@pytest.mark.parametrize("method,gate", LOW_PRECISION_CASES)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_adapter_cast_whole_to_half_precision_still_runs(method, gate, dtype):
+    """model.to(torch.bfloat16) after inject casts the adapters' own tensors too; the
+    methods that need an FFT or a solve must still run (they compute ΔW in float32)."""
+    case = _small_case(method, gate, 0)
+    adapter = randomise(build(case, dtype=torch.float32), 0)
+    x = tokens(case[1], B=3, T=7, dtype=dtype)
+    reference = copy.deepcopy(adapter).to(dtype).float()  # the same rounded numbers in float32
+    low = adapter.to(dtype)
+    with torch.no_grad():
+        y, expected = low(x), reference(x.float())
+    assert y.dtype == dtype
+    assert relative_error(y, expected) < TOLERANCE[dtype]
+
+
+# -----------------------------------------------------------------------------
+# 11. FouRA
+
+
+@pytest.mark.parametrize("transform", ["dct", "dft"])
+def test_foura_with_gate_refuses_to_merge(transform):
+    adapter = FouRA(nn.Linear(6, 5), r=3, transform=transform, gate=True)
+    for fn in (adapter.delta_weight, adapter.merge):
+        raises_with(["gate"], fn)
+    model = tiny_encoder()
+    inject(model, "foura", r=2, gate=True)
+    raises_with(["gate"], spectral_ft.merge, model)
+
+
+@pytest.mark.parametrize("transform", ["dct", "dft"])
+@settings(max_examples=15, deadline=None)
+@given(i=st.integers(1, 24), o=st.integers(1, 24), data=st.data())
+def test_foura_without_gate_merges_for_both_transforms(transform, i, o, data):
+    r, seed = data.draw(st.integers(1, min(i, o))), data.draw(st.integers(0, 10_000))
+    case = ("foura", i, o, dict(r=r, transform=transform, gate=False), seed)
+    adapter = randomise(build(case), seed)
+    x = tokens(i, seed=seed)
+    with torch.no_grad():
+        assert_close64(adapter.merge()(x), adapter(x))
+
+
+def foura_gated_reference(adapter, x):
+    """y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))) with g_i = sigmoid(a_i (H_i - b_i)),
+    H_i the entropy over the T tokens of softmax(z[..., i]) divided by log T, z = A F_in(x)."""
+    F = dct_reference if adapter.transform == "dct" else real_dft_reference
+    t = {name: numpy64(p) for name, p in own_parameters(adapter).items()}
+    x = numpy64(x)  # (B, T, in)
+    z = x @ F(adapter.in_features).T @ t["foura_A"].T  # (B, T, r)
+    T = z.shape[-2]
+    p = np.exp(z - z.max(axis=-2, keepdims=True))
+    p /= p.sum(axis=-2, keepdims=True)
+    H = -(p * np.log(p)).sum(axis=-2, keepdims=True) / np.log(T) if T > 1 else np.zeros_like(z[..., :1, :])
+    g = 1 / (1 + np.exp(-t["gate_scale"] * (H - t["gate_shift"])))  # (B, 1, r)
+    update = (adapter.alpha / adapter.r * g * z) @ t["foura_B"].T @ F(adapter.out_features)  # (B, T, out)
+    return x @ numpy64(adapter.base.weight).T + numpy64(adapter.base.bias) + update
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=cases(methods=("foura",), max_dim=12, gate=True), T=st.integers(1, 6))
+def test_foura_gated_output_equals_paper_equation(case, T):
+    adapter = randomise(build(case), seed=case[-1])
+    x = tokens(case[1], B=2, T=T, seed=case[-1])
+    with torch.no_grad():
+        assert_close64(adapter(x), foura_gated_reference(adapter, x))
+
+
+@settings(max_examples=25, deadline=None)
+@given(r=st.integers(1, 6), T=st.integers(1, 9), scale=st.floats(0.1, 5.0), seed=st.integers(0, 10_000))
+def test_foura_gate_lies_strictly_between_0_and_1(r, T, scale, seed):
+    adapter = randomise(FouRA(nn.Linear(8, 8, dtype=F64), r=r, gate=True), seed)
+    z = scale * torch.randn(2, T, r, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    g = adapter.rank_gate(z)
+    assert g.shape == (2, 1, r)
+    assert ((g > 0) & (g < 1)).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(T=st.integers(2, 9), transform=st.sampled_from(["dct", "dft"]), seed=st.integers(0, 10_000))
+def test_foura_gate_is_invariant_to_token_permutation(T, transform, seed):
+    """The entropy over tokens ignores their order: the gate is unchanged and the adapter's
+    output is permuted with its input."""
+    torch.manual_seed(seed)
+    adapter = randomise(FouRA(nn.Linear(7, 5, dtype=F64), r=3, transform=transform, gate=True), seed)
+    x = tokens(7, B=2, T=T, seed=seed)
+    perm = torch.randperm(T, generator=torch.Generator().manual_seed(seed + 1))
+    z = x @ adapter.foura_A.T.detach()  # any (B, T, r) features
+    with torch.no_grad():
+        assert_close64(adapter.rank_gate(z[:, perm]), adapter.rank_gate(z), tol=1e-12)
+        assert_close64(adapter(x[:, perm]), adapter(x)[:, perm], tol=1e-12)
+        # ... while the gate does depend on the input (it is no fixed matrix)
+        assert not torch.allclose(adapter.rank_gate(z), adapter.rank_gate(3 * z + 1))
+
+
+# -----------------------------------------------------------------------------
+# 12. Helpers: inject, merge, adapter_state_dict, load_adapter_state_dict
+
+
+def expected_targets(model, targets):
+    """Names of nn.Linear modules whose last dotted components are one of the targets."""
+    names = []
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if isinstance(module, nn.Linear) and any(parts[-len(t.split(".")):] == t.split(".") for t in targets):
+            names.append(name)
+    return names
+
+
+STATE_KEYS = {"lora": {"lora_A", "lora_B"}, "vera": {"lambda_d", "lambda_b"},
+              "fourierft": {"spectrum", "indices"},
+              "fora": {"spectrum_A", "spectrum_B", "indices_A", "indices_B"},
+              "dfora": {"spectrum_A", "spectrum_B", "indices_A", "indices_B", "magnitude"},
+              "loca": {"coefficients", "locations"}, "foura": {"foura_A", "foura_B"},
+              "spectral_a": {"A_U", "A_V"}, "spectral_r": {"P_U", "P_V"}}
+
+
+@settings(max_examples=20, deadline=None)
+@given(method=st.sampled_from(ALL),
+       targets=st.sampled_from([("query",), ("query", "value"), ("self.query", "key"), ("value", "subquery"),
+                                ("layer.1.attention.self.key",)]))
+def test_inject_wraps_exactly_the_targets_and_freezes_the_rest(method, targets):
+    model = tiny_encoder()
+    names = inject(model, method, targets=targets, **SMALL[method])
+    assert sorted(names) == sorted(expected_targets(tiny_encoder(), targets))
+    assert not any(name.endswith("query_proj") for name in names)
+    assert sorted(name for name, _ in adapters(model)) == sorted(names)
+    own = [p for _, a in adapters(model) for p in own_parameters(a).values()]
+    assert all(p.requires_grad for p in own)
+    assert count_trainable(model) == sum(p.numel() for p in own) > 0
+    inside = {id(p) for p in own}
+    assert not any(p.requires_grad for p in model.parameters() if id(p) not in inside)
+
+
+def test_inject_errors_name_the_allowed_values():
+    raises_with(["'dora'", "lora", "loca", "spectral_r"], inject, tiny_encoder(), "dora")
+    raises_with(["nope", "query_proj"], inject, tiny_encoder(), "lora", targets=("nope",))
+    raises_with(["rank", "r", "alpha", "dropout"], inject, tiny_encoder(), "lora", rank=4)
+    raises_with(["n_frequency", "scaling"], inject, tiny_encoder(), "fourierft", n_frequency=4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(r=st.integers(4, 12), seed=st.integers(0, 10_000))
+def test_vera_layers_share_one_random_pair(r, seed):
+    model = tiny_encoder()
+    names = inject(model, "vera", targets=("query", "value", "output"), r=r, seed=seed)
+    layers = [model.get_submodule(name) for name in names]
+    assert len({(m.in_features, m.out_features) for m in layers}) == 3  # (6,6), (6,4), (4,6)
+    widest_in = max(layers, key=lambda m: m.in_features)
+    tallest_out = max(layers, key=lambda m: m.out_features)
+    for m in layers:  # every layer's pair is a corner slice of the same matrices
+        assert torch.equal(m.vera_A, widest_in.vera_A[:, :m.in_features])
+        assert torch.equal(m.vera_B, tallest_out.vera_B[:m.out_features])
+    bound_A = 1 / math.sqrt(widest_in.in_features)  # Kaiming-uniform, drawn at the largest shape
+    assert widest_in.vera_A.abs().max() <= bound_A and widest_in.vera_A.std() > bound_A / 4
+
+
+@settings(max_examples=len(ALL) * 2, deadline=None)
+@given(method=st.sampled_from(ALL), seed=st.integers(0, 1000))
+def test_adapter_state_round_trip_restores_outputs(method, seed, tmp_path_factory):
+    kwargs = {**SMALL[method], "gate": True} if method == "foura" else SMALL[method]
+    model = tiny_encoder(seed)
+    names = inject(model, method, **kwargs)
+    randomise(model, seed + 1)
+    state = adapter_state_dict(model)
+    # only adapter tensors: per layer exactly the method's trainable tensors and locations
+    assert {key.rsplit(".", 1)[0] for key in state} == set(names)
+    expected_keys = STATE_KEYS[method] | ({"gate_scale", "gate_shift"} if method == "foura" else set())
+    for name in names:
+        assert {key.rsplit(".", 1)[1] for key in state if key.rsplit(".", 1)[0] == name} == expected_keys
+    assert not any(".base." in key for key in state)
+
+    path = tmp_path_factory.mktemp("state") / "adapter.pt"
+    torch.save(state, path)
+    loaded = torch.load(path, weights_only=True)
+
+    fresh = tiny_encoder(seed)
+    inject(fresh, method, **kwargs)
+    x = tokens(6, seed=seed)
+    with torch.no_grad():
+        assert not torch.equal(fresh(x), model(x))  # the saved state matters
+        load_adapter_state_dict(fresh, loaded)
+        assert torch.equal(fresh(x), model(x))
+
+
+def test_loading_another_methods_state_names_both_tensor_sets():
+    lora = tiny_encoder()
+    inject(lora, "lora", r=2)
+    loca = tiny_encoder()
+    inject(loca, "loca", n=5)
+    raises_with(["lora_A", "lora_B", "coefficients", "locations"], load_adapter_state_dict, loca, adapter_state_dict(lora))
+
+
+def test_loading_a_state_of_another_rank_names_the_shapes():
+    small, large = tiny_encoder(), tiny_encoder()
+    inject(small, "lora", r=2)
+    inject(large, "lora", r=3)
+    raises_with(["(2, 6)", "(3, 6)"], load_adapter_state_dict, large, adapter_state_dict(small))
+
+
+# -----------------------------------------------------------------------------
+# 13. The parameter-count table (RoBERTa-base, q and v of 12 layers)
+
+
+def roberta_base_shaped():
+    """12 layers of attention.self.{query, value} nn.Linear(768, 768), nothing else."""
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.layer = nn.ModuleList()
+    for _ in range(12):
+        layer = nn.Module()
+        layer.attention = nn.Module()
+        layer.attention.self = nn.Module()
+        layer.attention.self.query = nn.Linear(768, 768)
+        layer.attention.self.value = nn.Linear(768, 768)
+        model.layer.append(layer)
+    return model
+
+
+PAPER_DEFAULTS = {"lora": dict(r=8, alpha=8.0), "vera": dict(r=1024, d_initial=0.1), "fourierft": dict(n=1000),
+                  "loca": dict(n=1000, alpha=1.0), "fora": dict(n=500, r=32)}
+
+
+@pytest.mark.parametrize("method", list(PAPER_DEFAULTS))
+def test_defaults_are_the_papers_glue_settings(method):
+    defaults = spectral_ft.hyperparameters(method)
+    assert {k: defaults[k] for k in PAPER_DEFAULTS[method]} == PAPER_DEFAULTS[method]
+
+
+@pytest.mark.parametrize("method,kwargs,count", [
+    ("lora", {}, 294_912),
+    ("vera", {}, 43_008),
+    ("fourierft", {}, 24_000),
+    ("fora", {}, 24_000),
+    ("fora", dict(n=250), 12_000),
+])
+def test_trainable_counts_match_paper_table(method, kwargs, count):
+    model = roberta_base_shaped()
+    assert len(inject(model, method, **kwargs)) == 24  # defaults: the papers' settings
+    assert count_trainable(model) == count
+
+
+def test_loca_counts_locations_until_they_are_frozen():
+    model = roberta_base_shaped()
+    inject(model, "loca")
+    assert count_trainable(model) == 72_000  # 1000 coefficients + 2 x 1000 locations, x 24
+    LoCASchedule(model, B_a=1, B_l=1, T_s=0)
+    assert count_trainable(model) == 24_000
+    model = roberta_base_shaped()
+    inject(model, "loca")
+    schedule = LoCASchedule(model, B_a=1, B_l=1, T_s=2)
+    for _ in range(2):
+        schedule.step()
+    assert count_trainable(model) == 24_000
