@@ -65,6 +65,7 @@ def time_steps(args, row, device):
     head = set(model.head_parameter_names())
     adapter_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    forward = torch.compile(model) if args.compile else model
     generator = torch.Generator(device="cpu").manual_seed(1)
     vocab = model.config.vocab_size
     batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator).to(device),
@@ -76,7 +77,7 @@ def time_steps(args, row, device):
     def step(i):
         ids, labels = batches[i % len(batches)]
         with torch.autocast(device.type, dtype=dtype, enabled=args.precision != "fp32"):
-            loss = F.cross_entropy(model(ids, mask).float(), labels)
+            loss = F.cross_entropy(forward(ids, mask).float(), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -105,7 +106,7 @@ def time_steps(args, row, device):
               "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
     if args.profile:
         result.update(profile_steps(step, cuda))
-    if args.graph and cuda:
+    if args.graph and cuda and not args.compile:
         result["graph_ms"] = time_graph(model, optimizer, batches, mask, dtype, args)
     del model, optimizer
     if cuda:
@@ -228,6 +229,7 @@ def main(argv=None):
     parser.add_argument("--delta-n", default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
     parser.add_argument("--graph", action="store_true", help="also time the step captured as a CUDA graph")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compilation)")
     parser.add_argument("--json", help="also write every number to this file")
     args = parser.parse_args(argv)
     rows = [r.strip() for r in args.methods.split(",") if r.strip()]
@@ -240,7 +242,7 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"# {args.model}, batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW; "
+    print(f"# {args.model}, batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW{', torch.compile' if args.compile else ''}; "
           f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}")
 
     results = [time_steps(args, row, device) for row in rows]
