@@ -16,7 +16,6 @@ Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input, named in
 import argparse
 import json
 import math
-import os
 import platform
 import random
 import sys
@@ -117,17 +116,17 @@ def number(kind, low, high=None, strict=False):
 
 
 def build_parser():
-    p = Parser(description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter,
-               epilog="Paper rows (method, size, task): " + "; ".join(
+    p = Parser(description=__doc__.split("\n")[1], epilog="Paper rows (method, size, task): " + "; ".join(
                    f"{m}/{s}/{t} ({row['source']})" for (m, s, t), row in PAPER_SETTINGS.items())
                + ". Other combinations use generic defaults. Every flag overrides.")
     a = p.add_argument
     a("--method", choices=[*spectral_ft.METHODS, "full", "head"], help="default loca; full: every weight trains, head: classifier only")
     a("--targets", help="comma-separated suffixes of the linear layers to adapt (default query,value)")
-    a("--r", type=int), a("--n", type=int), a("--alpha", type=float), a("--scaling", type=float)
-    a("--dropout", type=float), a("--d-initial", type=float), a("--transform")
-    a("--gate", action=argparse.BooleanOptionalAction, help="FouRA's rank gate")
-    a("--adapter-seed", type=int, help="the method's own seed (locations, random projections)")
+    types = dict(r=int, n=int, alpha=float, scaling=float, dropout=float, d_initial=float, transform=str, adapter_seed=int)
+    for dest, name in HYPERPARAMETER_DESTS.items():  # the methods' keywords, named as in spectral_ft
+        takes = ", ".join(m for m in spectral_ft.METHODS if name in spectral_ft.hyperparameters(m))
+        kind = dict(action=argparse.BooleanOptionalAction) if dest == "gate" else dict(type=types[dest])
+        a("--" + dest.replace("_", "-"), **kind, help=f"{'the adapter seed: ' if dest == 'adapter_seed' else ''}{takes} (default: the paper's)")
     a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny' builds a tiny random BERT offline")
     a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
     a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, downloaded if missing)")
@@ -185,13 +184,15 @@ def resolve_config(args, saved=None):
         if dest in explicit and name not in takes:
             allowed = ", ".join(flag(d) for d, h in HYPERPARAMETER_DESTS.items() if h in takes) or "no adapter hyperparameters"
             raise UsageError(f"{flag(dest)} is not a hyperparameter of --method {method}: it takes {allowed}")
-    unused = {"lr_locations": method != "loca", "B_a": method != "loca", "B_l": method != "loca",
-              "T_s": method != "loca", "lr": method == "head", "lr_head": method == "full",
-              "targets": method in ("full", "head")}
-    for key, refused in unused.items():
-        if refused and key in explicit:
-            raise UsageError(f"--{key.replace('_', '-')} does not apply to --method {method} (LoCA flags are --lr-locations, "
-                             f"--B-a, --B-l, --T-s; --method full trains everything at --lr; head trains at --lr-head)")
+    loca_only = "only loca has locations (and --lr-locations, --B-a, --B-l, --T-s)"
+    unused = {"lr_locations": method != "loca" and loca_only, "B_a": method != "loca" and loca_only,
+              "B_l": method != "loca" and loca_only, "T_s": method != "loca" and loca_only,
+              "lr": method == "head" and "it trains the head alone, at --lr-head",
+              "lr_head": method == "full" and "every weight trains at --lr",
+              "targets": method in ("full", "head") and "it adapts no layers"}
+    for key, why in unused.items():
+        if why and key in explicit:
+            raise UsageError(f"{flag(key)} does not apply to --method {method}: {why}")
     given = {HYPERPARAMETER_DESTS[d]: v for d, v in explicit.items() if d in HYPERPARAMETER_DESTS}
     hyperparameters = {name: given.get(name, (row or {}).get(name, default)) for name, default in takes.items()}
     config = dict(method=method, model=model, task=task, targets=None, hyperparameters=hyperparameters,
@@ -200,8 +201,8 @@ def resolve_config(args, saved=None):
     config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
     if method not in ("full", "head"):
         config["targets"] = (args.targets or "query,value").split(",")
-    for key, refused in unused.items():
-        if refused and key != "targets":
+    for key, why in unused.items():
+        if why and key != "targets":
             config[key] = None
     if tiny and config["data_dir"] is None and task == "rte":
         config["data_dir"] = str(RTE_SAMPLE_DIR)
@@ -338,27 +339,22 @@ def model_config_without_weights(name):
         return tiny_config("bert", len(SPECIAL_TOKENS))
     if name in KNOWN_CONFIGS:
         return ModelConfig.from_json(KNOWN_CONFIGS[name])
+    if not Path(name).is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise FileNotFoundError(f"--model {name} is not a directory, nor a hub id like 'roberta-base' or 'FacebookAI/roberta-base'")
     path = Path(name) / "config.json" if Path(name).is_dir() else hf_hub_download(name, "config.json")
     return ModelConfig.from_json(json.loads(Path(path).read_text()))
 
 
-def count_params_only(config):
-    """--count-params: build the model on the meta device (no weights), give only the adapted layers
-    random CPU weights (methods such as the Spectral Adapter read them), inject and count."""
-    num_labels = TASKS[config["task"]].num_labels
+def dry_inject(config):
+    """The method on the model's shapes without its weights: built on the meta device, but for the
+    adapted layers (random CPU weights: some methods read them). Bad targets and hyperparameters fail
+    here, before any download; and parameters are counted without one (--count-params)."""
     with torch.device("meta"):
-        model = SequenceClassifier(model_config_without_weights(config["model"]), num_labels)
+        model = SequenceClassifier(model_config_without_weights(config["model"]), TASKS[config["task"]].num_labels)
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and any(name.endswith("." + t) for t in config["targets"] or ()):
             model._init_weights(module.to_empty(device="cpu"))
-    counts = count_parameters(prepare_model(model, config), config["method"])
-    print(f"{config['method']} on {config['model']} ({config['task']}, targets {config['targets']}, "
-          f"{config['hyperparameters']}):")
-    print(f"  trainable outside the head: {counts['adapter']:,}")
-    if "adapter_during_search" in counts:
-        print(f"  during LoCA's location search (coefficients + locations): {counts['adapter_during_search']:,}")
-    print(f"  classification head: {counts['head']:,} (not counted in the papers' tables)")
-    return {"config": config, "trainable_parameters": counts}
+    return count_parameters(prepare_model(model, config), config["method"])
 
 
 def build_tiny_model(examples, directory, num_labels):
@@ -412,8 +408,14 @@ def main(argv=None):
             raise UsageError(f"--resume {args.resume}: {path} is not a checkpoint written by train.py ({type(e).__name__}: {e})") from None
     config = resolve_config(args, saved_config if checkpoint else None)
     method, task = config["method"], TASKS[config["task"]]
+    counts = dry_inject(config)  # bad --targets or hyperparameters fail here, before data and weights
     if args.count_params:
-        return count_params_only(config)
+        print(f"{method} on {config['model']} ({task.name}, targets {config['targets']}, {config['hyperparameters']}):\n"
+              f"  trainable outside the head: {counts['adapter']:,}")
+        if method == "loca":
+            print(f"  during LoCA's location search (coefficients + locations): {counts['adapter_during_search']:,}")
+        print(f"  classification head: {counts['head']:,} (not counted in the papers' tables)")
+        return {"config": config, "trainable_parameters": counts}
     out = Path(config["out"])
     if not checkpoint and (out / "checkpoint.pt").exists():
         raise UsageError(f"--out {out} already holds an earlier run's checkpoint.pt: continue it with --resume {out}, or choose another --out")

@@ -23,6 +23,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import spectral_ft
 import train
 from hub import read_safetensors
 from model import SequenceClassifier, save_pretrained, tiny_config
@@ -422,6 +423,42 @@ def test_a_good_run_exits_0_and_a_non_finite_one_exits_1(cli, tmp_path):
     assert code == 0 and "checked the pipeline, not accuracy" in out and (tmp_path / "ok" / "results.json").exists()
     code, _, err = cli([*SAMPLE, "--method", "lora", "--lr", "1e30", "--max-steps", "20", "--out", tmp_path / "nan"])
     assert code == 1 and "loss is nan at step" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def stsb(tmp_path_factory):
+    """STS-B-format TSVs whose score follows the first word of sentence2: a regression task."""
+    import random
+
+    rng, directory = random.Random(1), tmp_path_factory.mktemp("data") / "stsb"
+    directory.mkdir()
+    for name, n in (("train.tsv", 48), ("dev.tsv", 24)):
+        rows = ["index\tgenre\tsentence1\tsentence2\tscore"]
+        for i in range(n):
+            score = rng.uniform(0, 5)
+            s2 = ("yes " if score > 2.5 else "no ") + " ".join(rng.choice(WORDS) for _ in range(3))
+            rows.append(f"{i}\tmain\t{' '.join(rng.choice(WORDS) for _ in range(5))}\t{s2}\t{score:.3f}")
+        (directory / name).write_text("\n".join(rows) + "\n")
+    return directory
+
+
+@pytest.mark.parametrize("method", [*spectral_ft.METHODS, "full", "head"])
+def test_every_method_trains_and_its_adapter_file_alone_reproduces_the_final_dev_metric(method, stsb, tmp_path):
+    """adapter.safetensors + the base checkpoint = the trained model: reloaded, it scores exactly the
+    final dev Pearson correlation (a continuous metric, so any missing or stale tensor shows)."""
+    from data import load_glue
+    from model import load_pretrained
+
+    rate = ["--lr-head" if method == "head" else "--lr", "1e-2"]
+    results = run(tmp_path, stsb, "--task", "stsb", "--method", method, "--max-steps", "3", *rate)
+    model, tokenizer = load_pretrained(tmp_path / "tiny-model", num_labels=1)
+    train.prepare_model(model, results["config"])
+    train.load_trainable_state(model, method, tensors(tmp_path / "adapter.safetensors"), "test")
+    dev = load_glue("stsb", "dev", stsb, download=False)
+    encoded = [tokenizer.encode(e.text_a, e.text_b, max_length=128) for e in dev]
+    metrics = train.evaluate(model, "dev", dev, encoded, results["config"], tokenizer.pad_token_id,
+                             torch.autocast("cpu", enabled=False))
+    assert metrics == results["final"]["metrics"]["dev"] and math.isfinite(metrics["pearson"])
 
 
 def test_outputs_hold_the_log_the_adapter_with_metadata_and_the_results(learnable, tmp_path):
