@@ -33,7 +33,7 @@ LOW_PRECISION = [torch.float16, torch.bfloat16]
 # Random valid hyperparameters for a layer with `i` inputs and `o` outputs
 
 
-def hyperparameters(method, i, o, gate=False):
+def valid_hyperparameters(method, i, o, gate=False):
     """A strategy of keyword arguments for METHODS[method] on an (o, i) weight."""
     small = min(i, o)
     alpha = st.floats(0.25, 16.0)
@@ -62,7 +62,7 @@ def cases(draw, methods=tuple(ALL), max_dim=24, gate=False):
     """(method, in, out, hyperparameters, seed), often non-square."""
     method = draw(st.sampled_from(methods))
     i, o = draw(st.integers(1, max_dim)), draw(st.integers(1, max_dim))
-    return method, i, o, draw(hyperparameters(method, i, o, gate)), draw(st.integers(0, 2**31 - 1))
+    return method, i, o, draw(valid_hyperparameters(method, i, o, gate)), draw(st.integers(0, 2**31 - 1))
 
 
 def build(case, dtype=F64, bias=True):
@@ -472,14 +472,18 @@ def test_algorithm_1_mapping_is_caught_by_the_range_check(rows, cols):
 @given(case=cases(methods=("fora", "dfora")), dtype=st.sampled_from([torch.float32, F64]))
 def test_fora_init_variance_of_A_is_kaiming(case, dtype):
     """Var(Ã) = 1/(3·in), the variance of a Kaiming-uniform (r, in) matrix, unless Ã is
-    constant (its only coefficient is the DC term): then it stays a small constant."""
+    constant (its only coefficient is the DC term): then it stays a small constant.
+    Relative tolerance 1e-6 in float64; in float32 the variance of an Ã whose DC term
+    dominates (|mean| up to ~10³·std for tiny n) loses digits to cancellation: 1e-3
+    (worst seen over 20,000 draws: 8e-5)."""
     adapter = build(case, dtype=dtype)
     A, _ = adapter.factors()
     i = case[1]
     if (adapter.indices_A == 0).all():
         assert A.abs().max() <= 1 / math.sqrt(i)  # the coefficient's own Kaiming bound, ÷ r·in
     else:
-        assert abs(A.var(unbiased=False).item() * 3 * i - 1) < 1e-6
+        tolerance = 1e-6 if dtype == F64 else 1e-3
+        assert abs(A.to(F64).var(unbiased=False).item() * 3 * i - 1) < tolerance
 
 
 def test_fora_lone_dc_coefficient_is_not_blown_up():
@@ -554,21 +558,19 @@ def test_rank_above_min_in_out_is_rejected_for_spectral_and_foura(i, o, extra):
         raises_with([f"r={r}", min(i, o)], cls, nn.Linear(i, o), r=r)
 
 
-@pytest.mark.parametrize("method", ALL)
-@pytest.mark.parametrize("name,value", [("r", 0), ("r", -2), ("n", 0), ("n", -1), ("r", 2.5), ("r", "4"), ("r", True)])
+BAD_VALUES = [("r", 0), ("r", -2), ("n", 0), ("n", -1), ("r", 2.5), ("r", "4"), ("r", True)]
+BAD_CASES = [(m, name, value) for m in ALL for name, value in BAD_VALUES if name in spectral_ft.hyperparameters(m)]
+
+
+@pytest.mark.parametrize("method,name,value", BAD_CASES)
 def test_bad_rank_or_count_is_rejected(method, name, value):
-    if name not in spectral_ft.hyperparameters(method):
-        return
     kwargs = {**SMALL[method], name: value}
     raises_with([name, repr(value) if isinstance(value, (float, str, bool)) else f"{name}={value}"],
                 METHODS[method], nn.Linear(6, 6), **kwargs)
 
 
-@pytest.mark.parametrize("method", ALL)
-@pytest.mark.parametrize("name,value", [("r", 0), ("r", 2.5), ("r", "4"), ("n", 0)])
+@pytest.mark.parametrize("method,name,value", [c for c in BAD_CASES if c[2] in (0, 2.5, "4")])
 def test_inject_rejects_bad_rank_or_count_with_value_error(method, name, value):
-    if name not in spectral_ft.hyperparameters(method):
-        return
     raises_with([name], inject, tiny_encoder(), method, **{**SMALL[method], name: value})
 
 
