@@ -73,7 +73,7 @@ GENERIC = dict(source="generic defaults, not a paper's setting", epochs=20, batc
 GENERIC_LR = dict(lora=5e-4, vera=4e-3, fourierft=5e-2, fora=3e-2, dfora=3e-2, loca=5e-3, foura=5e-4,
                   spectral_a=5e-4, spectral_r=5e-4, full=2e-5, head=None)
 TINY = dict(GENERIC, source="tiny offline demo (checks the pipeline, not accuracy)", epochs=10,
-            batch_size=16, max_length=128)
+            batch_size=16, max_length=128, B_a=2, B_l=2)  # short LoCA cycles: the demo's 40 steps see both phases
 TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "lr_locations", "weight_decay", "warmup_ratio",
                  "max_length", "B_a", "B_l", "T_s")
 HYPERPARAMETER_DESTS = {"r": "r", "n": "n", "alpha": "alpha", "scaling": "scaling", "dropout": "dropout",
@@ -120,14 +120,17 @@ def build_parser():
                    f"{m}/{s}/{t} ({row['source']})" for (m, s, t), row in PAPER_SETTINGS.items())
                + ". Other combinations use generic defaults. Every flag overrides.")
     a = p.add_argument
-    a("--method", choices=[*spectral_ft.METHODS, "full", "head"], help="default loca; full: every weight trains, head: classifier only")
+    a("--method", choices=[*spectral_ft.METHODS, "full", "head"],
+      help="default loca; full: every weight trains, head: classifier only")
     a("--targets", help="comma-separated suffixes of the linear layers to adapt (default query,value)")
-    types = dict(r=int, n=int, alpha=float, scaling=float, dropout=float, d_initial=float, transform=str, adapter_seed=int)
+    types = dict(r=int, n=int, alpha=float, scaling=float, dropout=float, d_initial=float, transform=str,
+                 adapter_seed=int)
     for dest, name in HYPERPARAMETER_DESTS.items():  # the methods' keywords, named as in spectral_ft
         takes = ", ".join(m for m in spectral_ft.METHODS if name in spectral_ft.hyperparameters(m))
         kind = dict(action=argparse.BooleanOptionalAction) if dest == "gate" else dict(type=types[dest])
-        a("--" + dest.replace("_", "-"), **kind, help=f"{'the adapter seed: ' if dest == 'adapter_seed' else ''}{takes} (default: the paper's)")
-    a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny' builds a tiny random BERT offline")
+        what = "the adapter's own seed: " if dest == "adapter_seed" else ""
+        a("--" + dest.replace("_", "-"), **kind, help=f"{what}{takes} (default: the paper's)")
+    a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny': a tiny random BERT, offline")
     a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
     a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, downloaded if missing)")
     a("--epochs", type=number(int, 1)), a("--max-steps", type=number(int, 1), help="overrides --epochs")
@@ -165,10 +168,17 @@ def resolve_config(args, saved=None):
     explicit = {k: v for k, v in vars(args).items() if v is not None}
     if saved is not None:
         for key, value in explicit.items():
-            old = saved["hyperparameters"].get(HYPERPARAMETER_DESTS[key]) if key in HYPERPARAMETER_DESTS else saved.get(key)
-            same = {"targets": lambda: value.split(",") == old,
-                    "data_dir": lambda: old is not None and Path(value).resolve() == Path(old).resolve()}.get(key, lambda: value == old)
-            if key not in RESUME_MAY_CHANGE and not same():
+            if key in HYPERPARAMETER_DESTS:
+                old = saved["hyperparameters"].get(HYPERPARAMETER_DESTS[key])
+            else:
+                old = saved.get(key)
+            if key == "targets":
+                same = value.split(",") == old
+            elif key == "data_dir":
+                same = old is not None and Path(value).resolve() == Path(old).resolve()
+            else:
+                same = value == old
+            if key not in RESUME_MAY_CHANGE and not same:
                 raise UsageError(f"{flag(key)} {value} differs from the run being resumed ({old}); a resumed run keeps "
                                  f"its settings (you may change {', '.join(map(flag, RESUME_MAY_CHANGE[1:]))})")
         config = dict(saved, **{k: explicit[k] for k in RESUME_MAY_CHANGE[1:] if k in explicit})
@@ -182,7 +192,8 @@ def resolve_config(args, saved=None):
     takes = {} if method in ("full", "head") else spectral_ft.hyperparameters(method)
     for dest, name in HYPERPARAMETER_DESTS.items():
         if dest in explicit and name not in takes:
-            allowed = ", ".join(flag(d) for d, h in HYPERPARAMETER_DESTS.items() if h in takes) or "no adapter hyperparameters"
+            allowed = ", ".join(flag(d) for d, h in HYPERPARAMETER_DESTS.items() if h in takes)
+            allowed = allowed or "no adapter hyperparameters"
             raise UsageError(f"{flag(dest)} is not a hyperparameter of --method {method}: it takes {allowed}")
     loca_only = "only loca has locations (and --lr-locations, --B-a, --B-l, --T-s)"
     unused = {"lr_locations": method != "loca" and loca_only, "B_a": method != "loca" and loca_only,
@@ -223,7 +234,7 @@ def finish_device(config, explicit):
     default = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     precision = explicit.get("precision") or (config.get("precision") if "device" not in explicit else None) or default
     if precision == "fp16" and dev.type == "cpu":
-        raise UsageError("--precision fp16 needs a CUDA device (CPU autocast has no float16 GradScaler); use bf16 or fp32")
+        raise UsageError("--precision fp16 needs a CUDA device (GradScaler is for GPUs); use bf16 or fp32 on the CPU")
     return dict(config, device=device, precision=precision)
 
 
@@ -246,14 +257,16 @@ def epoch_permutation(seed, epoch, n):
 
 
 def pad_batch(encoded, labels, indices, pad_id, regression):
-    """Pad the examples at `indices` to their longest -> input_ids, attention_mask, token_type_ids (B, T), labels (B,)."""
+    """The examples at `indices`, padded to their longest:
+    -> input_ids, attention_mask, token_type_ids (B, T), labels (B,)."""
     rows = [encoded[i] for i in indices]
     T = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
     token_types = torch.zeros((len(rows), T), dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(rows), T), dtype=torch.long)  # (B, T), 1 = token
     for b, (ids, types) in enumerate(rows):
-        input_ids[b, :len(ids)], token_types[b, :len(ids)], mask[b, :len(ids)] = torch.tensor(ids), torch.tensor(types), 1
+        input_ids[b, :len(ids)], token_types[b, :len(ids)] = torch.tensor(ids), torch.tensor(types)
+        mask[b, :len(ids)] = 1
     y = torch.tensor([labels[i] for i in indices], dtype=torch.float32 if regression else torch.long)  # (B,)
     return input_ids, mask, token_types, y
 
@@ -262,8 +275,10 @@ def rng_state():
     """Every random generator's state, as tensors / lists / numbers that torch.load(weights_only=True) reads."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
+                      float(np_gauss)],
             "python": [py_version, list(py_internal), py_gauss]}
 
 
@@ -311,7 +326,8 @@ def count_parameters(model, method):
     """Trainable parameters outside the head (LoCA: coefficients only, as after T_s) and in the head."""
     head = set(model.head_parameter_names())
     outside = [(name, p) for name, p in model.named_parameters() if p.requires_grad and name not in head]
-    counts = {"adapter": sum(p.numel() for name, p in outside if not (method == "loca" and name.endswith(".locations"))),
+    is_location = lambda name: method == "loca" and name.endswith(".locations")
+    counts = {"adapter": sum(p.numel() for name, p in outside if not is_location(name)),
               "head": sum(p.numel() for name, p in model.named_parameters() if name in head)}
     if method == "loca":
         counts["adapter_during_search"] = sum(p.numel() for _, p in outside)  # coefficients + locations
@@ -340,7 +356,7 @@ def model_config_without_weights(name):
     if name in KNOWN_CONFIGS:
         return ModelConfig.from_json(KNOWN_CONFIGS[name])
     if not Path(name).is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise FileNotFoundError(f"--model {name} is not a directory, nor a hub id like 'roberta-base' or 'FacebookAI/roberta-base'")
+        raise FileNotFoundError(f"--model {name} is not a directory, nor a hub id like 'FacebookAI/roberta-base'")
     path = Path(name) / "config.json" if Path(name).is_dir() else hf_hub_download(name, "config.json")
     return ModelConfig.from_json(json.loads(Path(path).read_text()))
 
@@ -400,17 +416,20 @@ def main(argv=None):
     if args.resume:
         path = Path(args.resume) / "checkpoint.pt"
         if not path.is_file():
-            raise UsageError(f"--resume {args.resume}: no checkpoint.pt there (a run writes one at each epoch end and every --save-every steps)")
+            raise UsageError(f"--resume {args.resume}: no checkpoint.pt there (runs write one at each epoch end "
+                             f"and every --save-every steps)")
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             saved_config = json.loads(checkpoint["config"])
         except Exception as e:
-            raise UsageError(f"--resume {args.resume}: {path} is not a checkpoint written by train.py ({type(e).__name__}: {e})") from None
+            raise UsageError(f"--resume {args.resume}: {path} is not a checkpoint written by train.py "
+                             f"({type(e).__name__}: {e})") from None
     config = resolve_config(args, saved_config if checkpoint else None)
     method, task = config["method"], TASKS[config["task"]]
     counts = dry_inject(config)  # bad --targets or hyperparameters fail here, before data and weights
     if args.count_params:
-        print(f"{method} on {config['model']} ({task.name}, targets {config['targets']}, {config['hyperparameters']}):\n"
+        print(f"{method} on {config['model']} ({task.name}, targets {config['targets']}, "
+              f"{config['hyperparameters']}):\n"
               f"  trainable outside the head: {counts['adapter']:,}")
         if method == "loca":
             print(f"  during LoCA's location search (coefficients + locations): {counts['adapter_during_search']:,}")
@@ -418,16 +437,24 @@ def main(argv=None):
         return {"config": config, "trainable_parameters": counts}
     out = Path(config["out"])
     if not checkpoint and (out / "checkpoint.pt").exists():
-        raise UsageError(f"--out {out} already holds an earlier run's checkpoint.pt: continue it with --resume {out}, or choose another --out")
+        raise UsageError(f"--out {out} already holds an earlier run's checkpoint.pt: continue it with "
+                         f"--resume {out}, or choose another --out")
     torch.manual_seed(config["seed"]), random.seed(config["seed"]), np.random.seed(config["seed"])
     device, regression = torch.device(config["device"]), task.num_labels == 1
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    print(f"train.py: {method} on {config['model']}, GLUE {task.name} (settings: {config['settings']}; flags override)")
+    for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
+                "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
+                "data_dir", "out", "save_every", "eval_every"):
+        if config.get(key) is not None or (key == "T_s" and method == "loca"):
+            print(f"  {key:<16}{'10% of the steps' if config[key] is None else config[key]}")
 
     # ---- data: the task's TSVs; an explicit --data-dir must hold them, the default folder is downloaded into
     data_dir, download = config["data_dir"], config["data_dir"] is None
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir} is not a folder (it should hold {task.name}'s {', '.join(sorted(set(task.splits.values())))})")
+        files = ", ".join(sorted(set(task.splits.values())))
+        raise UsageError(f"--data-dir {data_dir} is not a folder (it should hold {task.name}'s {files})")
     train_examples = load_glue(task.name, "train", data_dir, download=download)
     dev_splits = [s for s in task.splits if s != "train"]  # mnli: dev (matched) and dev_mismatched
     dev_examples = {s: load_glue(task.name, s, data_dir, download=download) for s in dev_splits}
@@ -436,18 +463,14 @@ def main(argv=None):
     warmup_steps = math.ceil(config["warmup_ratio"] * total_steps)
     if method == "loca" and config["T_s"] is None:
         config["T_s"] = max(1, round(0.1 * total_steps))  # LoCA §4.4: location search for ~10% of training
-    print(f"train.py: {method} on {config['model']}, GLUE {task.name} (settings: {config['settings']}; flags override)")
-    for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
-                "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
-                "data_dir", "out", "save_every", "eval_every"):
-        if config.get(key) is not None:
-            print(f"  {key:<16}{config[key]}")
-    print(f"  {len(train_examples)} training examples, {steps_per_epoch} steps/epoch, {total_steps} steps, {warmup_steps} warmup")
+    print(f"  {len(train_examples)} training examples: {steps_per_epoch} steps/epoch, {total_steps} steps, "
+          f"{warmup_steps} of warmup" + (f", T_s {config['T_s']}" if method == "loca" else ""))
 
     # ---- model and tokenizer: a pretrained checkpoint, or a tiny random BERT built from the data's words
     if config["model"] == "tiny":
         print("  --model tiny: a tiny randomly initialised BERT; this run checks the pipeline, not accuracy")
-        directory = build_tiny_model(train_examples + [e for v in dev_examples.values() for e in v], out / "tiny-model", task.num_labels)
+        every = train_examples + [e for split in dev_examples.values() for e in split]
+        directory = build_tiny_model(every, out / "tiny-model", task.num_labels)
         model, tokenizer = load_pretrained(directory, task.num_labels)
     else:
         model, tokenizer = load_pretrained(config["model"], task.num_labels)
@@ -455,7 +478,8 @@ def main(argv=None):
     limit = emb.max_positions - emb.position_offset
     if config["max_length"] > limit:
         if args.max_length is not None:
-            raise UsageError(f"--max-length {config['max_length']} is more than {config['model']} takes: allowed at most {limit}")
+            raise UsageError(f"--max-length {config['max_length']} is more than {config['model']} takes: "
+                             f"allowed at most {limit}")
         config["max_length"] = limit
     counts = count_parameters(prepare_model(model, config), method)
     print(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} during "
@@ -467,14 +491,15 @@ def main(argv=None):
     head = set(model.head_parameter_names())
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     is_location = lambda n: method == "loca" and n.endswith(".locations")
-    groups = [dict(name="adapter", params=[p for n, p in named if (n not in head or method == "full") and not is_location(n)],
-                   lr=config["lr"]),
-              dict(name="head", params=[p for n, p in named if n in head and method != "full"], lr=config["lr_head"]),
-              dict(name="locations", params=[p for n, p in named if is_location(n)], lr=config["lr_locations"], weight_decay=0.0)]
+    in_head = lambda n: n in head and method != "full"  # full: the head trains at --lr like the rest
+    groups = [dict(name="adapter", params=[p for n, p in named if not in_head(n) and not is_location(n)], lr=config["lr"]),
+              dict(name="head", params=[p for n, p in named if in_head(n)], lr=config["lr_head"]),
+              dict(name="locations", params=[p for n, p in named if is_location(n)], lr=config["lr_locations"],
+                   weight_decay=0.0)]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, warmup_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
-    schedule = spectral_ft.LoCASchedule(model, config["B_a"], config["B_l"], config["T_s"]) if method == "loca" else None
+    schedule = None if method != "loca" else spectral_ft.LoCASchedule(model, config["B_a"], config["B_l"], config["T_s"])
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config["precision"]]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -496,7 +521,8 @@ def main(argv=None):
         state.update({k: checkpoint[k] for k in state})
         set_rng_state(checkpoint["rng"])
         saved_at = state["step"]
-        print(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, batch {state['position']})")
+        print(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, "
+              f"batch {state['position']})")
 
     # ---- tokenize once; batches are padded to their longest example as they are drawn
     encode = lambda examples: [tokenizer.encode(e.text_a, e.text_b, max_length=config["max_length"])
@@ -533,14 +559,15 @@ def main(argv=None):
         state["last"] = dict(step=state["step"], epoch=epoch, metrics=metrics)
         if value == value and (state["best"] is None or value > state["best"]["value"]):  # nan never wins
             state["best"] = dict(value=value, step=state["step"], epoch=epoch, metrics=metrics)
-        line = dict(step=state["step"], epoch=round(epoch, 4), metrics=metrics, loss=train_loss,  # mean since the last line
+        line = dict(step=state["step"], epoch=round(epoch, 4), metrics=metrics, loss=train_loss,  # mean since last
                     lr={g["name"]: g["lr"] for g in optimizer.param_groups},
                     time=round(state["elapsed"] + time.time() - started, 3))
         with open(log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
         shown = ", ".join(f"{s} {k} {v:.4f}" for s in dev_splits for k, v in metrics[s].items())
         tqdm.write(f"step {state['step']} epoch {epoch:.2f}: {shown} (best {main_metric(task.name)} "
-                   f"{state['best']['value'] if state['best'] else float('nan'):.4f}), train loss {train_loss}")
+                   f"{state['best']['value'] if state['best'] else float('nan'):.4f}), train loss "
+                   + ("-" if train_loss is None else f"{train_loss:.4f}"))
 
     # ---- the loop: one optimizer step per batch; the loss is read back from the GPU every LOG_EVERY
     # steps (every step on the CPU, where it costs nothing), which is also when non-finite losses are caught
@@ -555,10 +582,13 @@ def main(argv=None):
             values = torch.stack([loss for _, loss in pending]).tolist()
             for (step, _), value in zip(pending, values):
                 if not math.isfinite(value):
-                    kept = f"{out / 'checkpoint.pt'} (step {saved_at}) is intact" if saved_at is not None else "no checkpoint was written"
-                    raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / steps_per_epoch:.2f}); stopped, {kept}; "
-                                         f"try a lower --lr, or --precision fp32")
-            state["loss_sum"], state["loss_count"], pending = state["loss_sum"] + sum(values), state["loss_count"] + len(values), []
+                    kept = (f"{out / 'checkpoint.pt'} (step {saved_at}) is intact" if saved_at is not None
+                            else "no checkpoint was written")
+                    raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / steps_per_epoch:.2f}); "
+                                         f"stopped, {kept}; try a lower --lr, or --precision fp32")
+            state["loss_sum"] += sum(values)
+            state["loss_count"] += len(values)
+            pending = []
             bar.set_postfix(loss=f"{values[-1]:.4f}")
 
     try:
@@ -609,7 +639,7 @@ def main(argv=None):
                    final=state["last"], trainable_parameters=counts,
                    wall_time_s=round(state["elapsed"] + time.time() - started, 3),
                    versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
-                   device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})")
+                   device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
     with atomic_write(out / "results.json", "w") as f:
         f.write(json.dumps(results, indent=2) + "\n")
     best = state["best"]
@@ -617,7 +647,7 @@ def main(argv=None):
           + (f" at epoch {best['epoch']:.2f} (step {best['step']})" if best else "")
           + f", final {state['last']['metrics']['dev'][main_metric(task.name)]:.4f}; wrote {out}/")
     if config["model"] == "tiny":
-        print("note: a tiny random model on a hand-written sample: this checked the pipeline, not accuracy")
+        print("note: --model tiny is a small random model: this run checked the pipeline, not accuracy")
     return results
 
 

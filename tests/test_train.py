@@ -275,18 +275,24 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert not (out / "adapter.safetensors").exists() and not (out / "results.json").exists()
 
 
-def test_loca_locations_move_only_when_the_schedule_has_location_phases(learnable, tmp_path):
-    flags = ["--method", "loca", "--lr", "5e-2", "--lr-locations", "1e-2", "--max-steps", "12", "--B-a", "2"]
-    run(tmp_path / "frozen", learnable, *flags, "--T-s", "0", "--B-l", "2")  # no search: locations stay
-    run(tmp_path / "search", learnable, *flags, "--T-s", "12", "--B-l", "2")  # steps 2-3, 6-7, 10-11 move them
-    run(tmp_path / "no_phase", learnable, *flags, "--T-s", "12", "--B-l", "0")  # a cycle without location steps
-    frozen, search, no_phase = (tensors(tmp_path / x / "adapter.safetensors") for x in ("frozen", "search", "no_phase"))
+def test_loca_locations_move_during_location_phases_and_only_then(learnable, tmp_path):
+    flags = ["--method", "loca", "--lr", "5e-2", "--lr-locations", "1e-2", "--B-a", "2"]
+    run(tmp_path / "frozen", learnable, *flags, "--max-steps", "12", "--T-s", "0", "--B-l", "2")  # no search
+    run(tmp_path / "search", learnable, *flags, "--max-steps", "12", "--T-s", "12", "--B-l", "2",  # steps 2-3, 6-7, 10-11
+        "--weight-decay", "0.1", "--lr-head", "3e-3")
+    run(tmp_path / "first", learnable, *flags, "--max-steps", "2", "--T-s", "12", "--B-l", "2")  # its coefficient steps
+    run(tmp_path / "no_phase", learnable, *flags, "--max-steps", "12", "--T-s", "12", "--B-l", "0")  # cycles of B_a only
+    frozen, search, first, no_phase = (tensors(tmp_path / x / "adapter.safetensors")
+                                       for x in ("frozen", "search", "first", "no_phase"))
     keys = [k for k in frozen if k.endswith(".locations")]
     assert keys and all(k.endswith((".locations", ".coefficients")) or k.startswith(("classifier", "pooler")) for k in frozen)
-    assert all(torch.equal(frozen[k], no_phase[k]) for k in keys)
+    assert all(torch.equal(frozen[k], no_phase[k]) and torch.equal(frozen[k], first[k]) for k in keys)
     assert all(not torch.equal(frozen[k], search[k]) for k in keys)
     assert all(((search[k] >= 0) & (search[k] <= 1)).all() for k in keys)  # clamped to [0, 1]
     assert all(search[k.replace("locations", "coefficients")].abs().sum() > 0 for k in keys)
+    groups = torch.load(tmp_path / "search" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert {g["name"]: (g["initial_lr"], g["weight_decay"]) for g in groups} == {
+        "adapter": (5e-2, 0.1), "head": (3e-3, 0.1), "locations": (1e-2, 0.0)}  # never weight decay on locations
 
 
 # -----------------------------------------------------------------------------
