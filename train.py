@@ -14,8 +14,10 @@ every epoch, and the files in --out: log.jsonl, checkpoint.pt, adapter.safetenso
 Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input, named in one line.
 """
 import argparse
+import contextlib
 import json
 import math
+import os
 import platform
 import random
 import sys
@@ -24,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 import spectral_ft
@@ -79,7 +84,7 @@ TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "lr_locations", "weigh
 HYPERPARAMETER_DESTS = {"r": "r", "n": "n", "alpha": "alpha", "scaling": "scaling", "dropout": "dropout",
                         "d_initial": "d_initial", "transform": "transform", "gate": "gate",
                         "adapter_seed": "seed"}  # argparse dest -> spectral_ft's name (--seed is the run's seed)
-RESUME_MAY_CHANGE = ("resume", "out", "device", "precision", "save_every", "eval_every")
+RESUME_MAY_CHANGE = ("resume", "out", "device", "precision", "save_every", "eval_every", "micro_batch_size")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LOG_EVERY = 10  # steps between progress-bar updates (and non-finite checks) on a GPU
 
@@ -134,14 +139,18 @@ def build_parser():
     a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
     a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, downloaded if missing)")
     a("--epochs", type=number(int, 1)), a("--max-steps", type=number(int, 1), help="overrides --epochs")
-    a("--batch-size", type=number(int, 1)), a("--max-length", type=number(int, 4))
+    a("--batch-size", type=number(int, 1), help="examples per optimizer step, over all processes of a torchrun")
+    a("--micro-batch-size", type=number(int, 1), help="most examples one process puts through one forward pass; "
+      "the rest of its share of the batch accumulates gradients (default: its whole share)")
+    a("--max-length", type=number(int, 4))
     a("--lr", type=number(float, 0, strict=True), help="adapter learning rate (every weight for --method full)")
     a("--lr-head", type=number(float, 0, strict=True)), a("--lr-locations", type=number(float, 0))
     a("--weight-decay", type=number(float, 0)), a("--warmup-ratio", type=number(float, 0, 1))
     a("--B-a", type=number(int, 0), help="LoCA: coefficient steps per cycle")
     a("--B-l", type=number(int, 0), help="LoCA: location steps per cycle")
     a("--T-s", type=number(int, 0), help="LoCA: steps of location search, then locations freeze")
-    a("--precision", choices=["bf16", "fp16", "fp32"], help="default bf16 on a GPU that has it, else fp32")
+    a("--precision", choices=["bf16", "fp16", "fp32", "fp64"],
+      help="default bf16 on a GPU that has it, else fp32; fp64: every weight in float64, for exact comparisons")
     a("--device", help="cpu, cuda, cuda:1, ... (default cuda if available)")
     a("--seed", type=number(int, 0, 2**32), help="the run's seed (default 0)")
     a("--out", help="output folder (default runs/<method>-<task>-<seed>)")
@@ -208,7 +217,8 @@ def resolve_config(args, saved=None):
     hyperparameters = {name: given.get(name, (row or {}).get(name, default)) for name, default in takes.items()}
     config = dict(method=method, model=model, task=task, targets=None, hyperparameters=hyperparameters,
                   settings=settings["source"], data_dir=args.data_dir, max_steps=args.max_steps,
-                  seed=args.seed or 0, save_every=args.save_every, eval_every=args.eval_every)
+                  seed=args.seed or 0, save_every=args.save_every, eval_every=args.eval_every,
+                  micro_batch_size=args.micro_batch_size)
     config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
     if method not in ("full", "head"):
         config["targets"] = (args.targets or "query,value").split(",")
@@ -242,6 +252,12 @@ def finish_device(config, explicit):
 # small pieces the loop uses
 
 
+def float_dtype(t):
+    """float64 for float64 tensors (--precision fp64), else float32: losses and metrics are computed in
+    at least float32, also under bf16 / fp16 autocast."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 def linear_warmup_decay(total_steps, warmup_steps):
     """LambdaLR factor: 0 -> 1 linearly over warmup_steps, then linearly to 0 at total_steps."""
     def factor(step):
@@ -254,6 +270,72 @@ def linear_warmup_decay(total_steps, warmup_steps):
 def epoch_permutation(seed, epoch, n):
     """The order of the n training examples in `epoch`: a function of (seed, epoch) alone."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+# -----------------------------------------------------------------------------
+# several processes: `torchrun --nproc_per_node=N train.py ...` runs N copies of this script, one per
+# GPU, wrapped in DistributedDataParallel (which averages the gradients). Optimizer step k takes the
+# same batch as in one process, positions [k B, (k+1) B) of the epoch's order (epoch_permutation),
+# split between the processes: process r holds positions r, r + N, r + 2N, ... (DistributedSampler's
+# shard, seeded so that its order is epoch_permutation). Each process weighs its per-example losses by
+# N / (examples in the batch), so that DDP's average is the gradient of the batch's mean loss, as in one
+# process. Shares differ by at most one example; the smaller ones are topped up with a repeated example
+# of weight 0 so that every process runs the same passes. Process 0 alone writes files and prints.
+
+
+def distributed_env():
+    """(rank, world size, local rank) from torchrun's environment, or (0, 1, 0) for `python train.py`."""
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, 0
+    try:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise UsageError("WORLD_SIZE is set but RANK / LOCAL_RANK are not integers: start several processes "
+                         "with torchrun --nproc_per_node=N train.py ...") from None
+
+
+def epoch_shard(seed, epoch, n, rank, world):
+    """Process `rank`'s positions of the epoch's order: epoch_permutation(seed, epoch, n)[rank::world]
+    (DistributedSampler pads the order to a multiple of `world` by repeating its start; those
+    positions >= n are never read)."""
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed * 1_000_003)
+    sampler.set_epoch(epoch)  # the sampler's order is randperm(n) seeded with seed * 1_000_003 + epoch
+    return list(sampler)
+
+
+def batch_share(shard, start, end, rank, world):
+    """Process `rank`'s examples of the batch at positions [start, end) of the epoch's order, and their
+    loss weights: ceil((end - start) / world) rows on every process, padding rows weighing 0."""
+    lo, hi = -(-(start - rank) // world), -(-(end - rank) // world)  # the positions p in [start, end), p % world == rank
+    rows = -(-(end - start) // world)
+    indices, weights = shard[lo:hi], [1.0] * (hi - lo)
+    filler = shard[min(lo, len(shard) - 1)]
+    return indices + [filler] * (rows - len(indices)), weights + [0.0] * (rows - len(indices))
+
+
+def gather_interleaved(local, n, rank, world):
+    """Every process's predictions, back in example order: `local` holds examples rank, rank + world, ...
+    of n. Exact: each example once, none dropped."""
+    if world == 1:
+        return local
+    size = -(-n // world)
+    padded = torch.zeros(size, dtype=local.dtype, device=local.device)
+    padded[:len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    full = torch.empty(n, dtype=local.dtype, device=local.device)
+    for r, part in enumerate(parts):
+        full[r::world] = part[:len(range(r, n, world))]
+    return full
+
+
+def rank0_first(rank, world, fn):
+    """fn() on process 0, then on the others: downloads and files made once, then read from disk."""
+    if rank == 0:
+        result = fn()
+    if world > 1:
+        dist.barrier()
+    return result if rank == 0 else fn()
 
 
 def pad_batch(encoded, labels, indices, pad_id, regression):
@@ -284,8 +366,8 @@ def rng_state():
 
 def set_rng_state(state):
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    for device, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):  # [] without CUDA
+        torch.cuda.set_rng_state(cuda_state, device)
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     py_version, py_internal, py_gauss = state["python"]
@@ -389,20 +471,28 @@ def build_tiny_model(examples, directory, num_labels):
 
 
 @torch.no_grad()
-def evaluate(model, split, examples, encoded, config, pad_id, autocast):
-    """Metrics of one dev split (data.metrics.compute_metrics)."""
+def evaluate(model, split, examples, encoded, config, pad_id, autocast, device=None, batch_size=None, rank=0,
+             world=1):
+    """Metrics of one dev split (data.metrics.compute_metrics), in batches of `batch_size` (default
+    config's) on `device` (default config's). With several processes each predicts examples rank,
+    rank + world, ...; the predictions are gathered and every process computes the metrics of the whole
+    split (each example counted once)."""
+    device, batch_size = device or torch.device(config["device"]), batch_size or config["batch_size"]
     was_training = model.training
     model.eval()
     regression = TASKS[config["task"]].num_labels == 1
-    labels, bs, preds = [ex.label for ex in examples], config["batch_size"], []
-    for start in tqdm(range(0, len(examples), bs), desc=f"eval {split}", leave=False, dynamic_ncols=True):
-        batch = pad_batch(encoded, labels, range(start, min(start + bs, len(examples))), pad_id, regression)
-        input_ids, mask, types, _ = (t.to(config["device"], non_blocking=True) for t in batch)
+    labels, mine = [ex.label for ex in examples], list(range(rank, len(examples), world))
+    preds = [torch.zeros(0, dtype=torch.float32 if regression else torch.long, device=device)]
+    for start in tqdm(range(0, len(mine), batch_size), desc=f"eval {split}", leave=False, dynamic_ncols=True,
+                      disable=rank != 0):
+        batch = pad_batch(encoded, labels, mine[start:start + batch_size], pad_id, regression)
+        input_ids, mask, types, _ = (t.to(device, non_blocking=True) for t in batch)
         with autocast:
             logits = model(input_ids, mask, types)  # (B, num_labels)
-        preds.append(logits.float().squeeze(-1) if regression else logits.argmax(-1))
+        preds.append(logits.to(float_dtype(logits)).squeeze(-1) if regression else logits.argmax(-1))
     model.train(was_training)
-    return compute_metrics(config["task"], torch.cat(preds).cpu().numpy(), np.asarray(labels))
+    predictions = gather_interleaved(torch.cat(preds), len(examples), rank, world)
+    return compute_metrics(config["task"], predictions.cpu().numpy(), np.asarray(labels))
 
 
 # -----------------------------------------------------------------------------
@@ -435,45 +525,86 @@ def main(argv=None):
             print(f"  during LoCA's location search (coefficients + locations): {counts['adapter_during_search']:,}")
         print(f"  classification head: {counts['head']:,} (not counted in the papers' tables)")
         return {"config": config, "trainable_parameters": counts}
+    with processes(config) as (rank, world, device):
+        return fine_tune(config, args, checkpoint, counts, started, rank, world, device)
+
+
+@contextlib.contextmanager
+def processes(config):
+    """(rank, world size, device) of this process. Under torchrun: inside a process group (NCCL on
+    GPUs, gloo on the CPU), each process on GPU LOCAL_RANK; without torchrun: (0, 1, --device)."""
+    rank, world, local_rank = distributed_env()
+    device = torch.device(config["device"])
+    if "WORLD_SIZE" not in os.environ:
+        yield 0, 1, device
+        return
+    if device.type == "cuda":
+        if device.index is not None and world > 1:
+            raise UsageError(f"--device {config['device']}: under torchrun each process takes GPU LOCAL_RANK; "
+                             f"use --device cuda (or CUDA_VISIBLE_DEVICES to choose the GPUs)")
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"torchrun started process LOCAL_RANK={local_rank}, but this machine has "
+                             f"{torch.cuda.device_count()} GPUs: use --nproc_per_node <= {torch.cuda.device_count()}")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            device_id=device if device.type == "cuda" else None)
+    try:
+        yield rank, world, device
+    finally:
+        dist.destroy_process_group()
+
+
+def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device=torch.device("cpu")):
+    """The run of main(), in process `rank` of `world`: data, model, optimizer, loop, outputs."""
+    method, task = config["method"], TASKS[config["task"]]
+    say = print if rank == 0 else (lambda *a, **k: None)  # process 0 speaks for all
     out = Path(config["out"])
     if not checkpoint and (out / "checkpoint.pt").exists():
         raise UsageError(f"--out {out} already holds an earlier run's checkpoint.pt: continue it with "
                          f"--resume {out}, or choose another --out")
     torch.manual_seed(config["seed"]), random.seed(config["seed"]), np.random.seed(config["seed"])
-    device, regression = torch.device(config["device"]), task.num_labels == 1
+    regression = task.num_labels == 1
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    print(f"train.py: {method} on {config['model']}, GLUE {task.name} (settings: {config['settings']}; flags override)")
+    say(f"train.py: {method} on {config['model']}, GLUE {task.name} (settings: {config['settings']}; flags override)")
     for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
                 "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
-                "data_dir", "out", "save_every", "eval_every"):
+                "data_dir", "out", "save_every", "eval_every", "micro_batch_size"):
         if config.get(key) is not None or (key == "T_s" and method == "loca"):
-            print(f"  {key:<16}{'10% of the steps' if config[key] is None else config[key]}")
+            say(f"  {key:<16}{'10% of the steps' if config[key] is None else config[key]}")
+    if world > 1:
+        say(f"  processes       {world} (torchrun), each {-(-config['batch_size'] // world)} examples of every batch")
 
     # ---- data: the task's TSVs; an explicit --data-dir must hold them, the default folder is downloaded into
     data_dir, download = config["data_dir"], config["data_dir"] is None
     if data_dir is not None and not Path(data_dir).is_dir():
         files = ", ".join(sorted(set(task.splits.values())))
         raise UsageError(f"--data-dir {data_dir} is not a folder (it should hold {task.name}'s {files})")
-    train_examples = load_glue(task.name, "train", data_dir, download=download)
     dev_splits = [s for s in task.splits if s != "train"]  # mnli: dev (matched) and dev_mismatched
-    dev_examples = {s: load_glue(task.name, s, data_dir, download=download) for s in dev_splits}
+    train_examples, dev_examples = rank0_first(rank, world, lambda: (
+        load_glue(task.name, "train", data_dir, download=download),
+        {s: load_glue(task.name, s, data_dir, download=download) for s in dev_splits}))
     steps_per_epoch = math.ceil(len(train_examples) / config["batch_size"])
     total_steps = config["max_steps"] or config["epochs"] * steps_per_epoch
     warmup_steps = math.ceil(config["warmup_ratio"] * total_steps)
     if method == "loca" and config["T_s"] is None:
         config["T_s"] = max(1, round(0.1 * total_steps))  # LoCA §4.4: location search for ~10% of training
-    print(f"  {len(train_examples)} training examples: {steps_per_epoch} steps/epoch, {total_steps} steps, "
+    say(f"  {len(train_examples)} training examples: {steps_per_epoch} steps/epoch, {total_steps} steps, "
           f"{warmup_steps} of warmup" + (f", T_s {config['T_s']}" if method == "loca" else ""))
 
     # ---- model and tokenizer: a pretrained checkpoint, or a tiny random BERT built from the data's words
     if config["model"] == "tiny":
-        print("  --model tiny: a tiny randomly initialised BERT; this run checks the pipeline, not accuracy")
+        say("  --model tiny: a tiny randomly initialised BERT; this run checks the pipeline, not accuracy")
         every = train_examples + [e for split in dev_examples.values() for e in split]
-        directory = build_tiny_model(every, out / "tiny-model", task.num_labels)
+        directory = out / "tiny-model"
+        if rank == 0:
+            build_tiny_model(every, directory, task.num_labels)
+        if world > 1:
+            dist.barrier()  # the others read what process 0 wrote
         model, tokenizer = load_pretrained(directory, task.num_labels)
     else:
-        model, tokenizer = load_pretrained(config["model"], task.num_labels)
+        model, tokenizer = rank0_first(rank, world, lambda: load_pretrained(config["model"], task.num_labels))
     emb = model.embeddings
     limit = emb.max_positions - emb.position_offset
     if config["max_length"] > limit:
@@ -482,9 +613,9 @@ def main(argv=None):
                              f"allowed at most {limit}")
         config["max_length"] = limit
     counts = count_parameters(prepare_model(model, config), method)
-    print(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} during "
+    say(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} during "
           f"the location search)" if method == "loca" else "") + f", {counts['head']:,} in the head")
-    model.to(device)
+    model.to(device, torch.float64 if config["precision"] == "fp64" else None)
 
     # ---- optimizer: AdamW groups (adapter at lr, head at lr_head, LoCA locations at lr_locations without
     # weight decay), linear warmup then linear decay to 0, GradScaler only for float16
@@ -499,12 +630,20 @@ def main(argv=None):
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, warmup_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
+    # Several processes: DDP averages the gradients of every parameter that requires one when it is built
+    # (LoCA's locations too: the schedule below freezes them only later, so DDP must find per step which
+    # are in use). It first copies process 0's parameters and buffers (FourierFT / FoRA indices, VeRA's
+    # matrices) to every process, though the seeded adapters are built identical everywhere anyway.
+    forward = model if world == 1 else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+        find_unused_parameters=method == "loca")
     schedule = None if method != "loca" else spectral_ft.LoCASchedule(model, config["B_a"], config["B_l"], config["T_s"])
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config["precision"]]
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}[
+        config["precision"]]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype in (torch.bfloat16, torch.float16))
 
     # ---- where we are: a fresh start, or exactly where the checkpoint left off
-    state = dict(step=0, epoch=0, position=0, permutation=None, best=None, last=None, elapsed=0.0,
+    state = dict(step=0, epoch=0, position=0, best=None, last=None, elapsed=0.0,
                  loss_sum=0.0, loss_count=0)  # training loss summed since the last evaluation
     saved_at = None  # the step of the checkpoint on disk
     if checkpoint:
@@ -519,42 +658,48 @@ def main(argv=None):
         if schedule:
             schedule.load_state_dict(checkpoint["loca"])
         state.update({k: checkpoint[k] for k in state})
-        set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])  # process 0's generators; the others reseed below
         saved_at = state["step"]
-        print(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, "
+        say(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, "
               f"batch {state['position']})")
+
+    if rank > 0:  # dropout masks differ between processes (process 0 draws exactly as a single process)
+        torch.manual_seed(config["seed"] * 1_000_003 + rank * 7_919 + state["step"])
 
     # ---- tokenize once; batches are padded to their longest example as they are drawn
     encode = lambda examples: [tokenizer.encode(e.text_a, e.text_b, max_length=config["max_length"])
-                               for e in tqdm(examples, desc="tokenize", leave=False, dynamic_ncols=True)]
+                               for e in tqdm(examples, desc="tokenize", leave=False, dynamic_ncols=True,
+                                             disable=rank != 0)]
     train_encoded, train_labels = encode(train_examples), [e.label for e in train_examples]
     dev_encoded = {s: encode(v) for s, v in dev_examples.items()}
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
-    kept = []  # log lines up to the checkpoint's step: a killed run may have logged past it
-    if checkpoint and log_path.exists():
-        for line in log_path.read_text().splitlines():
-            try:
-                kept += [line] if json.loads(line)["step"] <= state["step"] else []
-            except (ValueError, KeyError, TypeError):
-                pass  # a line cut off by the kill
-    with atomic_write(log_path, "w") as f:
-        f.write("".join(line + "\n" for line in kept))
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        kept = []  # log lines up to the checkpoint's step: a killed run may have logged past it
+        if checkpoint and log_path.exists():
+            for line in log_path.read_text().splitlines():
+                try:
+                    kept += [line] if json.loads(line)["step"] <= state["step"] else []
+                except (ValueError, KeyError, TypeError):
+                    pass  # a line cut off by the kill
+        with atomic_write(log_path, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
 
     def save_checkpoint():
         nonlocal saved_at
-        trainable = trainable_state(model, method)
+        trainable = trainable_state(model, method)  # the same in every process
         check_finite(trainable, f"checkpoint at step {state['step']}")
-        with atomic_write(out / "checkpoint.pt") as f:
-            torch.save(dict(config=json.dumps(config), trainable=trainable, optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                            loca=schedule.state_dict() if schedule else None, rng=rng_state(),
-                            **dict(state, elapsed=state["elapsed"] + time.time() - started)), f)
+        if rank == 0:
+            with atomic_write(out / "checkpoint.pt") as f:
+                torch.save(dict(config=json.dumps(config), trainable=trainable, optimizer=optimizer.state_dict(),
+                                scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                                loca=schedule.state_dict() if schedule else None, rng=rng_state(),
+                                **dict(state, elapsed=state["elapsed"] + time.time() - started)), f)
         saved_at = state["step"]
 
     def run_evaluation(train_loss):
-        metrics = {s: evaluate(model, s, dev_examples[s], dev_encoded[s], config, tokenizer.pad_token_id, autocast)
-                   for s in dev_splits}
+        metrics = {s: evaluate(model, s, dev_examples[s], dev_encoded[s], config, tokenizer.pad_token_id, autocast,
+                               device, micro_batch, rank, world) for s in dev_splits}
         value, epoch = metrics["dev"][main_metric(task.name)], state["step"] / steps_per_epoch
         state["last"] = dict(step=state["step"], epoch=epoch, metrics=metrics)
         if value == value and (state["best"] is None or value > state["best"]["value"]):  # nan never wins
@@ -562,6 +707,8 @@ def main(argv=None):
         line = dict(step=state["step"], epoch=round(epoch, 4), metrics=metrics, loss=train_loss,  # mean since last
                     lr={g["name"]: g["lr"] for g in optimizer.param_groups},
                     time=round(state["elapsed"] + time.time() - started, 3))
+        if rank != 0:
+            return
         with open(log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
         shown = ", ".join(f"{s} {k} {v:.4f}" for s in dev_splits for k, v in metrics[s].items())
@@ -573,13 +720,20 @@ def main(argv=None):
     # steps (every step on the CPU, where it costs nothing), which is also when non-finite losses are caught
     model.train()
     check_every = 1 if device.type == "cpu" else LOG_EVERY
-    pending = []  # (step, loss) not yet read back from the device
-    bar = tqdm(total=total_steps, initial=state["step"], desc=f"{method} {task.name}", dynamic_ncols=True)
+    pending = []  # (step, this process's part of the batch's mean loss) not yet read back from the device
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"{method} {task.name}", dynamic_ncols=True,
+               disable=rank != 0)
+    n_train, batch_size = len(train_examples), config["batch_size"]
+    micro_batch = config.get("micro_batch_size") or -(-batch_size // world)  # rows per forward pass
+    shard = None  # this process's positions of the epoch's order
 
     def read_losses():
         nonlocal pending
         if pending:
-            values = torch.stack([loss for _, loss in pending]).tolist()
+            parts = torch.stack([loss for _, loss in pending])
+            if world > 1:
+                dist.all_reduce(parts)  # the processes' parts add up to each batch's mean loss
+            values = parts.tolist()
             for (step, _), value in zip(pending, values):
                 if not math.isfinite(value):
                     kept = (f"{out / 'checkpoint.pt'} (step {saved_at}) is intact" if saved_at is not None
@@ -593,16 +747,27 @@ def main(argv=None):
 
     try:
         while state["step"] < total_steps:
-            if state["position"] == 0 or state["permutation"] is None:
-                state["permutation"] = epoch_permutation(config["seed"], state["epoch"], len(train_examples))
-            bs, position = config["batch_size"], state["position"]
-            indices = state["permutation"][position * bs:(position + 1) * bs].tolist()
-            input_ids, mask, types, y = (t.to(device, non_blocking=True) for t in
-                                         pad_batch(train_encoded, train_labels, indices, tokenizer.pad_token_id, regression))
-            with autocast:
-                logits = model(input_ids, mask, types)  # (B, num_labels)
-            loss = F.mse_loss(logits.float().squeeze(-1), y) if regression else F.cross_entropy(logits.float(), y)
-            scaler.scale(loss).backward()
+            if shard is None:
+                shard = epoch_shard(config["seed"], state["epoch"], n_train, rank, world)
+            position = state["position"]
+            start, end = position * batch_size, min((position + 1) * batch_size, n_train)
+            indices, weights = batch_share(shard, start, end, rank, world)
+            step_loss = 0.0
+            for first in range(0, len(indices), micro_batch):  # gradient accumulation over micro-batches
+                chunk = slice(first, first + micro_batch)
+                input_ids, mask, types, y = (t.to(device, non_blocking=True) for t in pad_batch(
+                    train_encoded, train_labels, indices[chunk], tokenizer.pad_token_id, regression))
+                weight = torch.tensor(weights[chunk], device=device)  # (b,) 1, or 0 for filler rows
+                accumulate = world > 1 and first + micro_batch < len(indices)
+                with forward.no_sync() if accumulate else contextlib.nullcontext():  # DDP reduces at the last
+                    with autocast:
+                        logits = forward(input_ids, mask, types)  # (b, num_labels)
+                    logits = logits.to(float_dtype(logits))
+                    losses = (F.mse_loss(logits.squeeze(-1), y.to(logits.dtype), reduction="none") if regression
+                              else F.cross_entropy(logits, y, reduction="none"))  # (b,)
+                    loss = (losses * weight).sum() * (world / (end - start))  # DDP's average: the batch's mean
+                    scaler.scale(loss).backward()
+                step_loss = step_loss + loss.detach() / world
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -610,11 +775,11 @@ def main(argv=None):
             if schedule:
                 schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
             state["step"], state["position"] = state["step"] + 1, position + 1
-            pending.append((state["step"], loss.detach()))
+            pending.append((state["step"], step_loss))
             bar.update(1)
             epoch_done, last = state["position"] == steps_per_epoch, state["step"] == total_steps
             if epoch_done:
-                state["epoch"], state["position"], state["permutation"] = state["epoch"] + 1, 0, None
+                state["epoch"], state["position"], shard = state["epoch"] + 1, 0, None
             evaluate_now = (state["step"] % config["eval_every"] == 0) if config["eval_every"] else epoch_done
             save_now = epoch_done or last or bool(config["save_every"] and state["step"] % config["save_every"] == 0)
             if len(pending) >= check_every or evaluate_now or save_now or last:
@@ -632,22 +797,24 @@ def main(argv=None):
         run_evaluation(None)
     trainable = trainable_state(model, method)
     check_finite(trainable, "final weights")
-    metadata = dict(format="pt", method=method, hyperparameters=json.dumps(config["hyperparameters"]),
-                    model=config["model"], task=task.name, targets=json.dumps(config["targets"]))
-    write_safetensors(out / "adapter.safetensors", {k: v.contiguous() for k, v in trainable.items()}, metadata)
     results = dict(config=config, seed=config["seed"], main_metric=main_metric(task.name), best=state["best"],
-                   final=state["last"], trainable_parameters=counts,
+                   final=state["last"], trainable_parameters=counts, processes=world,
                    wall_time_s=round(state["elapsed"] + time.time() - started, 3),
                    versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
                    device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
+    if rank != 0:
+        return results
+    metadata = dict(format="pt", method=method, hyperparameters=json.dumps(config["hyperparameters"]),
+                    model=config["model"], task=task.name, targets=json.dumps(config["targets"]))
+    write_safetensors(out / "adapter.safetensors", {k: v.contiguous() for k, v in trainable.items()}, metadata)
     with atomic_write(out / "results.json", "w") as f:
         f.write(json.dumps(results, indent=2) + "\n")
     best = state["best"]
-    print(f"done: best dev {main_metric(task.name)} {best['value'] if best else float('nan'):.4f}"
+    say(f"done: best dev {main_metric(task.name)} {best['value'] if best else float('nan'):.4f}"
           + (f" at epoch {best['epoch']:.2f} (step {best['step']})" if best else "")
           + f", final {state['last']['metrics']['dev'][main_metric(task.name)]:.4f}; wrote {out}/")
     if config["model"] == "tiny":
-        print("note: --model tiny is a small random model: this run checked the pipeline, not accuracy")
+        say("note: --model tiny is a small random model: this run checked the pipeline, not accuracy")
     return results
 
 
