@@ -5,6 +5,7 @@ Fine-tune a BERT / RoBERTa classifier on a GLUE task with a spectral PEFT method
     python train.py --model tiny                                      # offline pipeline check, CPU, < 1 min
     python train.py --method fora --n 250 --count-params              # trainable parameters, no download
     python train.py --resume runs/loca-rte-0                          # continue a stopped run, bit for bit
+    torchrun --nproc_per_node=2 train.py --method loca --model roberta-large   # one process per GPU (DDP)
 
 A run, top to bottom: configuration (the papers' settings for (method, model size, task), then the
 flags), data (GLUE TSVs, tokenized once, padded per batch), model (a pretrained encoder with
