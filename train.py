@@ -825,7 +825,8 @@ def cli(argv=None):
         main(argv)
         return 0
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process finds the same bad input
+            print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except NonFiniteError as e:
         print(f"train.py: {e}", file=sys.stderr)
