@@ -592,7 +592,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     if method == "loca" and config["T_s"] is None:
         config["T_s"] = max(1, round(0.1 * total_steps))  # LoCA §4.4: location search for ~10% of training
     say(f"  {len(train_examples)} training examples: {steps_per_epoch} steps/epoch, {total_steps} steps, "
-          f"{warmup_steps} of warmup" + (f", T_s {config['T_s']}" if method == "loca" else ""))
+        f"{warmup_steps} of warmup" + (f", T_s {config['T_s']}" if method == "loca" else ""))
 
     # ---- model and tokenizer: a pretrained checkpoint, or a tiny random BERT built from the data's words
     if config["model"] == "tiny":
@@ -615,7 +615,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
         config["max_length"] = limit
     counts = count_parameters(prepare_model(model, config), method)
     say(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} during "
-          f"the location search)" if method == "loca" else "") + f", {counts['head']:,} in the head")
+        f"the location search)" if method == "loca" else "") + f", {counts['head']:,} in the head")
     model.to(device, torch.float64 if config["precision"] == "fp64" else None)
 
     # ---- optimizer: AdamW groups (adapter at lr, head at lr_head, LoCA locations at lr_locations without
@@ -662,7 +662,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
         set_rng_state(checkpoint["rng"])  # process 0's generators; the others reseed below
         saved_at = state["step"]
         say(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, "
-              f"batch {state['position']})")
+            f"batch {state['position']})")
 
     if rank > 0:  # dropout masks differ between processes (process 0 draws exactly as a single process)
         torch.manual_seed(config["seed"] * 1_000_003 + rank * 7_919 + state["step"])
@@ -812,8 +812,8 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
         f.write(json.dumps(results, indent=2) + "\n")
     best = state["best"]
     say(f"done: best dev {main_metric(task.name)} {best['value'] if best else float('nan'):.4f}"
-          + (f" at epoch {best['epoch']:.2f} (step {best['step']})" if best else "")
-          + f", final {state['last']['metrics']['dev'][main_metric(task.name)]:.4f}; wrote {out}/")
+        + (f" at epoch {best['epoch']:.2f} (step {best['step']})" if best else "")
+        + f", final {state['last']['metrics']['dev'][main_metric(task.name)]:.4f}; wrote {out}/")
     if config["model"] == "tiny":
         say("note: --model tiny is a small random model: this run checked the pipeline, not accuracy")
     return results
