@@ -32,6 +32,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.weak import WeakTensorKeyDictionary
 
 # -----------------------------------------------------------------------------
 # Transforms: orthonormal DCT-II and an orthonormal real DFT, both along the last axis
@@ -90,14 +91,38 @@ def inverse_real_dft(f):
     return torch.fft.irfft(torch.complex(real, imag), n=N, norm="ortho")
 
 
-def sparse_idft2_real(values, indices, shape):
-    """Re(IDFT2(F)) for F of `shape` zero except F[indices[0], indices[1]] = values.
+class _SparseIDFT2Real(torch.autograd.Function):
+    """Σ_k s_k cos(2π(u_k p/M + v_k q/N)) (M, N): Re of the unnormalised inverse DFT2 of a
+    spectrum zero but s_k at (u_k, v_k).
 
-    The IDFT2 is torch.fft.ifft2 with its default normalisation (divides by rows·cols).
+    Forward: the values go straight into the real parts of a complex zero spectrum, one
+    inverse FFT. Backward, with G = ∂L/∂ΔW: ∂L/∂s_k = Σ_pq G_pq cos(...) = Re(DFT2(G))[u_k, v_k],
+    one forward FFT of G read at the n locations (where autograd would convert, transform
+    and gather through complex copies). Both FFTs unnormalised: normalisation is left to
+    the caller, on the n values instead of an (M, N) pass each way.
     """
-    spectrum = torch.zeros(shape, dtype=values.dtype, device=values.device)
-    spectrum = spectrum.index_put((indices[0], indices[1]), values)  # (rows, cols), differentiable
-    return torch.fft.ifft2(spectrum).real
+
+    @staticmethod
+    def forward(ctx, values, indices, shape):
+        spectrum = torch.zeros(shape, dtype=values.dtype.to_complex(), device=values.device)  # (M, N)
+        torch.view_as_real(spectrum)[..., 0].index_put_((indices[0], indices[1]), values)  # real parts
+        ctx.save_for_backward(indices)
+        return torch.fft.ifft2(spectrum, norm="forward").real  # "forward": the inverse is not divided by M·N
+
+    @staticmethod
+    def backward(ctx, grad):
+        indices, = ctx.saved_tensors
+        return torch.fft.fft2(grad).real[indices[0], indices[1]], None, None
+
+
+def sparse_idft2_real(values, indices, shape, scale=1.0):
+    """scale · Re(IDFT2(F)) for F of `shape` zero except F[indices[0], indices[1]] = values (distinct).
+
+    The IDFT2 is torch.fft.ifft2 with its default normalisation (divides by rows·cols);
+    scale and normalisation are applied to the n values, before the transform.
+    """
+    rows, cols = shape
+    return _SparseIDFT2Real.apply(values * (scale / (rows * cols)), indices, (rows, cols))
 
 
 def random_locations(n, rows, cols, generator):
@@ -149,10 +174,98 @@ def _linear(x, weight, bias=None):
     return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
+def _compute_dtype(x):
+    """The dtype F.linear computes x in: autocast's, where it is on and x is float32 or half,
+    else x's own."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+_casts = WeakTensorKeyDictionary()  # input tensor -> ((its version, grad mode), its copy in the compute dtype)
+
+
+def _cast_once(x):
+    """x in its compute dtype (`_compute_dtype`), cast once per tensor.
+
+    Under autocast every F.linear casts its input again, and each one that trains a weight
+    keeps its own copy for backward. The adapters of one layer (query and value) read the
+    same LayerNorm output: one cast serves both GEMMs, autograd keeps one copy (4096 x 768
+    bf16 = 6.3 MB per layer at batch 32 x 128) and their input gradients meet in that copy
+    before one cast back. Only tensors made by this forward pass (x.grad_fn set) are cached:
+    an entry lives as long as x does and is dropped if x changes, so no step reuses the cast
+    (and autograd node) of another one, nor does a captured CUDA graph leave its cast out."""
+    dtype = _compute_dtype(x)
+    if x.dtype == dtype:
+        return x
+    if x.grad_fn is None or torch.compiler.is_compiling():  # (the compiler removes repeated casts itself)
+        return x.to(dtype)
+    key = (x._version, torch.is_grad_enabled())
+    cached = _casts.get(x)
+    if cached is None or cached[0] != key or cached[1].dtype != dtype:
+        cached = (key, x.to(dtype))
+        _casts[x] = cached
+    return cached[1]
+
+
+def _matmul_into(a, b, dtype):
+    """a @ b written in `dtype`: on CUDA, half-precision operands write float32 directly
+    (fp32 accumulation kept, no bf16 rounding of the result and no cast kernel)."""
+    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16) and dtype == torch.float32:
+        return torch.mm(a, b, out_dtype=dtype)
+    return (a @ b).to(dtype)
+
+
+class _Linear(torch.autograd.Function):
+    """y = x (W0 + ΔW)ᵀ + b, x in its compute dtype (`_cast_once`), W0 and b frozen, ΔW
+    (out, in) in float32 (or float64); W0 may be None (y = x ΔWᵀ + b).
+
+    Forward: W0 + ΔW summed and cast to x's dtype in one pass, one GEMM over the tokens.
+    Backward: ∂L/∂x = g (W0 + ΔW) in x's dtype and ∂L/∂ΔW = gᵀ x, the one product over the
+    tokens that training any weight needs, written straight in ΔW's dtype; nothing for the
+    frozen W0 and b (unless someone unfroze them). Saved: x and the cast weight, what
+    autocast's F.linear would keep.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight0, delta, bias):
+        if weight0 is None:
+            weight = delta.to(x.dtype)  # (out, in)
+        else:  # the sum in float32, rounded once to x's dtype
+            weight = torch.add(weight0, delta, out=torch.empty(delta.shape, dtype=x.dtype, device=delta.device))
+        needs_x, needs_w0, needs_delta, _ = ctx.needs_input_grad
+        ctx.save_for_backward(x if needs_w0 or needs_delta else None, weight if needs_x else None)
+        ctx.dtypes = (None if weight0 is None else weight0.dtype, delta.dtype)
+        return F.linear(x, weight, None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        needs_x, needs_w0, needs_delta, needs_bias = ctx.needs_input_grad
+        grad_x = grad_w0 = grad_delta = grad_bias = None
+        if needs_x:
+            grad_x = grad @ weight  # (..., in)
+        grad2 = grad.reshape(-1, grad.shape[-1])  # (tokens, out)
+        if needs_w0 or needs_delta:
+            grad_weight = _matmul_into(grad2.T, x.reshape(-1, x.shape[-1]), ctx.dtypes[1])  # (out, in)
+            grad_delta = grad_weight if needs_delta else None
+            grad_w0 = grad_weight.to(ctx.dtypes[0]) if needs_w0 else None
+        if needs_bias:
+            grad_bias = grad2.sum(0)
+        return grad_x, grad_w0, grad_delta, grad_bias
+
+
+def _scaled(factor, t):
+    """factor · t, with no kernel (and no gradient pass) when factor is 1 (LoRA's and FoRA's defaults)."""
+    return t if factor == 1 else factor * t
+
+
 def _plus_low_rank(x, base, down, up, scaling=1.0, dropout=None):
-    """x W0ᵀ + b + scaling · (x downᵀ) upᵀ, down (k, in), up (out, k): two GEMMs over the
-    tokens for the base and the down projection, and the up projection and the sum in one addmm."""
-    x2 = x.reshape(-1, x.shape[-1])  # (tokens, in)
+    """x W0ᵀ + b + scaling · (x downᵀ) upᵀ, down (k, in), up (out, k), for adapters that act on
+    the activations (LoRA's dropout): x cast once for both GEMMs over the tokens, the up
+    projection and the sum in one addmm."""
+    x2 = _cast_once(x).reshape(-1, x.shape[-1])  # (tokens, in)
     y = _linear(x2, base.weight, base.bias)  # (tokens, out)
     h = _linear(x2 if dropout is None else dropout(x2), down)  # (tokens, k)
     y = torch.addmm(y, h, up.to(h.dtype).T, alpha=scaling)
@@ -177,8 +290,11 @@ def _exact(fn):
 class Adapter(nn.Module):
     """A frozen nn.Linear `base` plus an update. Subclasses define `delta_weight()`.
 
-    The default forward computes x (W0 + ΔW)ᵀ + b in one GEMM over the tokens; adapters
-    whose update is low rank override it with the cheaper factored product.
+    forward computes x (W0 + ΔW)ᵀ + b: one GEMM over the tokens forward, two backward
+    (∂L/∂x and ∂L/∂W = gᵀ x, the one product over the tokens any trained weight needs),
+    while ΔW, its sum with W0 and their backward are (out, in)-sized work that does not
+    grow with the batch. Only adapters that act on the activations (LoRA with dropout,
+    FouRA's input-dependent gate) take the factored path instead.
     """
 
     method = None  # the name in METHODS
@@ -193,7 +309,7 @@ class Adapter(nn.Module):
         self._made_in = (torch.float64 if base.weight.dtype == torch.float64 else torch.float32, base.weight.device)
 
     def _own_tensor(self):
-        return next((p for name, p in self.named_parameters() if not name.startswith("base.")), None)
+        return next(iter(self._parameters.values()), None)  # every adapter's tensors are its own attributes
 
     @property
     def dtype(self):
@@ -205,7 +321,8 @@ class Adapter(nn.Module):
 
     def _up(self, *tensors):
         """The tensors in `self.dtype`: a no-op unless the adapter was cast to half precision."""
-        return [t.to(self.dtype) for t in tensors]
+        dtype = self.dtype
+        return [t if t.dtype == dtype else t.to(dtype) for t in tensors]
 
     @property
     def device(self):
@@ -213,14 +330,16 @@ class Adapter(nn.Module):
         return self._made_in[1] if tensor is None else tensor.device
 
     def delta_weight(self):
+        """ΔW (out, in), computed in the adapter's own precision (subclasses wrap it in @_exact)."""
         raise NotImplementedError
 
     def merged_weight(self):
+        """W0 + ΔW (out, in), in the adapter's own precision."""
         delta = self.delta_weight()
-        return self.base.weight.to(delta.dtype) + delta  # (out, in)
+        return self.base.weight.to(delta.dtype) + delta
 
     def forward(self, x):
-        return _linear(x, self.merged_weight(), self.base.bias)
+        return _Linear.apply(_cast_once(x), self.base.weight, self.delta_weight(), self.base.bias)
 
     @torch.no_grad()
     def merge(self):
@@ -264,11 +383,12 @@ class LoRA(Adapter):
     @_exact
     def delta_weight(self):
         B, A = self._up(self.lora_B, self.lora_A)
-        return self.scaling * B @ A  # (out, in)
+        return _scaled(self.scaling, B) @ A  # (out, r) @ (r, in)
 
     def forward(self, x):
-        dropout = self.dropout if self.dropout.p > 0 else None
-        return _plus_low_rank(x, self.base, self.lora_A, self.lora_B, self.scaling, dropout)
+        if self.dropout.p > 0 and self.training:  # dropout acts on the adapter's input: no merged weight
+            return _plus_low_rank(x, self.base, self.lora_A, self.lora_B, self.scaling, self.dropout)
+        return super().forward(x)
 
 
 def vera_projections(r, in_features, out_features, seed=0, dtype=torch.float32, device="cpu"):
@@ -284,12 +404,41 @@ def vera_projections(r, in_features, out_features, seed=0, dtype=torch.float32, 
     return A, B
 
 
+class VeRAProjections(nn.Module):
+    """VeRA's frozen random pair A (r, in), B (out, r) as the buffers of one module that every
+    layer holds: moving or casting the model converts the pair once. (As each layer's own
+    buffers, `model.to(device)` would make one copy per layer: 24 x 6 MB for RoBERTa-base
+    at r = 1024.) Not saved: `vera_projections` rebuilds it from the seed."""
+
+    def __init__(self, A, B):
+        super().__init__()
+        self.register_buffer("A", A, persistent=False)  # (r, in)
+        self.register_buffer("B", B, persistent=False)  # (out, r)
+
+
+class _RowColScale(torch.autograd.Function):
+    """diag(a) M diag(b) (out, r) for a frozen M. Backward, with H = G ⊙ M:
+    ∂L/∂a = H b and ∂L/∂b = Hᵀ a, two matrix-vector products (autograd's broadcasting would
+    multiply and reduce twice); only M and the two vectors are kept for backward."""
+
+    @staticmethod
+    def forward(ctx, a, M, b):
+        ctx.save_for_backward(a, M, b)
+        return M * torch.outer(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, M, b = ctx.saved_tensors
+        H = grad * M  # (out, r)
+        return H @ b, None, H.T @ a
+
+
 class VeRA(Adapter):
     """VeRA (Kopiczko et al. 2023, eq. 1): ΔW = diag(λ_b) · B · diag(λ_d) · A.
 
-    vera_A (r, in) and vera_B (out, r) are frozen random matrices shared by every layer,
-    rebuilt from `seed` (so they are not saved); lambda_d (r,) starts at d_initial and
-    lambda_b (out,) at zero, so ΔW = 0 at init.
+    vera_A (r, in) and vera_B (out, r) are frozen random matrices shared by every layer
+    (one `VeRAProjections` module, sliced per layer), rebuilt from `seed` (so they are not
+    saved); lambda_d (r,) starts at d_initial and lambda_b (out,) at zero, so ΔW = 0 at init.
     """
 
     method = "vera"
@@ -301,24 +450,28 @@ class VeRA(Adapter):
         self.seed = _check_int("seed", seed, low=0)
         if projections is None:
             projections = vera_projections(r, self.in_features, self.out_features, seed, self.dtype, self.device)
-        A, B = projections
-        self.register_buffer("vera_A", A[:, :self.in_features].to(self.device, self.dtype), persistent=False)  # (r, in)
-        self.register_buffer("vera_B", B[:self.out_features, :].to(self.device, self.dtype), persistent=False)  # (out, r)
+        if not isinstance(projections, VeRAProjections):
+            projections = VeRAProjections(*projections)
+        A, B = projections.A, projections.B
+        if A.shape[0] != r or B.shape[1] != r or A.shape[1] < self.in_features or B.shape[0] < self.out_features:
+            raise ValueError(f"projections of shapes A {tuple(A.shape)}, B {tuple(B.shape)} do not fit r={r} on a "
+                             f"({self.out_features}, {self.in_features}) layer: need A (r, >= in), B (>= out, r)")
+        self.projections = projections.to(self.device, self.dtype)  # shared: converted in place, once
         self.lambda_d = nn.Parameter(torch.full((r,), self.d_initial, dtype=self.dtype, device=self.device))  # (r,)
         self.lambda_b = nn.Parameter(torch.zeros(self.out_features, dtype=self.dtype, device=self.device))  # (out,)
-        # With r large (1024 > 768 in the paper), x (W0 + ΔW)ᵀ is cheaper than the factored path.
-        self.factored = r * (self.in_features + self.out_features) < self.in_features * self.out_features
+
+    @property
+    def vera_A(self):
+        return self.projections.A[:, :self.in_features]  # (r, in)
+
+    @property
+    def vera_B(self):
+        return self.projections.B[:self.out_features]  # (out, r)
 
     @_exact
     def delta_weight(self):
         lambda_b, B, lambda_d, A = self._up(self.lambda_b, self.vera_B, self.lambda_d, self.vera_A)
-        return (lambda_b.unsqueeze(1) * B * lambda_d) @ A  # (out, in)
-
-    def forward(self, x):
-        if not self.factored:
-            return super().forward(x)
-        up = self.lambda_b.unsqueeze(1) * self.vera_B * self.lambda_d  # (out, r)
-        return _plus_low_rank(x, self.base, self.vera_A, up)
+        return _RowColScale.apply(lambda_b, B, lambda_d) @ A  # (out, r) @ (r, in)
 
 
 class FourierFT(Adapter):
@@ -344,9 +497,9 @@ class FourierFT(Adapter):
 
     @_exact
     def delta_weight(self):
-        shape = (self.out_features, self.in_features)
         spectrum, = self._up(self.spectrum)
-        return self.scaling * sparse_idft2_real(spectrum, self.indices, shape)  # (out, in)
+        # the scaling acts on the n coefficients (the IDFT is linear), not on the (out, in) result
+        return sparse_idft2_real(spectrum, self.indices, (self.out_features, self.in_features), self.scaling)
 
 
 # -----------------------------------------------------------------------------
@@ -397,11 +550,7 @@ class FoRA(Adapter):
     @_exact
     def delta_weight(self):
         A, B = self.factors()
-        return self.scaling * B @ A  # (out, in)
-
-    def forward(self, x):
-        A, B = self.factors()
-        return _plus_low_rank(x, self.base, A, B, self.scaling)
+        return _scaled(self.scaling, B) @ A  # (out, r) @ (r, in)
 
 
 class DFoRA(FoRA):
@@ -422,14 +571,42 @@ class DFoRA(FoRA):
 
     @_exact
     def delta_weight(self):
-        # m ⊙ V / ‖V‖ - W0 written as ΔW + (m / ‖V‖ - 1) ⊙ V: exactly zero at init, where
-        # ΔW = 0 and m = ‖W0‖_row come from the same float operations.
+        # W' - W0 written as ΔW_FoRA + (m / ‖V‖ - 1) ⊙ V: exactly zero at init, where
+        # ΔW_FoRA = 0 and m = ‖W0‖_row come from the same float operations.
         update = FoRA.delta_weight(self)  # (out, in)
         direction = self.base.weight.to(update.dtype) + update  # V (out, in)
         magnitude, = self._up(self.magnitude)
-        return update + (magnitude / direction.norm(dim=1) - 1).unsqueeze(1) * direction
+        return update + (magnitude.unsqueeze(1) / direction.norm(dim=1, keepdim=True) - 1) * direction
 
-    forward = Adapter.forward
+    @_exact
+    def merged_weight(self):
+        update = FoRA.delta_weight(self)  # (out, in)
+        magnitude, = self._up(self.magnitude)
+        return _RowRescale.apply(self.base.weight.to(update.dtype) + update, magnitude)  # W' = m ⊙ V / ‖V‖_row
+
+    def forward(self, x):
+        return _Linear.apply(_cast_once(x), None, self.merged_weight(), self.base.bias)
+
+
+class _RowRescale(torch.autograd.Function):
+    """W' = m ⊙ V / ‖V‖_row for V (out, in), m (out,): DoRA's normalisation, gradients exact
+    (the norm not detached). With G = ∂L/∂W', n = ‖V‖_row and d = (G·V)_row / n:
+        ∂L/∂m = d,   ∂L/∂V = (m / n) (G - (d / n) V)
+    in a few (out, in) passes, where autograd takes a dozen through norm, division and product.
+    """
+
+    @staticmethod
+    def forward(ctx, direction, magnitude):
+        norm = direction.norm(dim=1, keepdim=True)  # (out, 1)
+        scale = magnitude.unsqueeze(1) / norm  # (out, 1)
+        ctx.save_for_backward(direction, norm, scale)
+        return scale * direction
+
+    @staticmethod
+    def backward(ctx, grad):
+        direction, norm, scale = ctx.saved_tensors
+        d = (grad * direction).sum(dim=1, keepdim=True) / norm  # (out, 1)
+        return scale * (grad - (d / norm) * direction), d.squeeze(1)
 
 
 # -----------------------------------------------------------------------------
@@ -444,52 +621,59 @@ class _LoCADelta(torch.autograd.Function):
     Backward: with G = ∂L/∂ΔW, one DCT D = C_out G C_inᵀ gives (eq. 3-5)
         ∂L/∂s_k   = alpha · D[r_k, c_k]
         ∂L/∂row_k = alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2   (columns alike),
-    one-sided at the grid's edges; times (size - 1) since locations live in [0, 1].
+    one-sided at the grid's edges; times (size - 1) since locations live in [0, 1]. All
+    five entries of D per coefficient are read in one gather.
     """
 
     @staticmethod
     def forward(ctx, coefficients, locations, C_out, C_in, alpha):
-        rows, cols = _grid_indices(locations, C_out.shape[0], C_in.shape[0])
-        ctx.save_for_backward(coefficients, rows, cols, C_out, C_in)
+        index = _grid_indices(locations, C_out.shape[0], C_in.shape[0])  # (2, n): rows; cols
+        rows, cols = index
+        ctx.save_for_backward(coefficients, index, C_out, C_in)
         ctx.alpha = alpha
+        scaled = _scaled(alpha, coefficients)  # (n,)
         if len(coefficients) < C_out.shape[0] + C_in.shape[0]:
-            return alpha * (C_out[rows].T * coefficients) @ C_in[cols]  # (out, n) @ (n, in)
+            return (C_out[rows].T * scaled) @ C_in[cols]  # (out, n) @ (n, in)
         S = torch.zeros(C_out.shape[0], C_in.shape[0], dtype=coefficients.dtype, device=coefficients.device)
-        S.index_put_((rows, cols), coefficients, accumulate=True)  # (out, in); colliding locations add
-        return alpha * C_out.T @ S @ C_in
+        S.index_put_((rows, cols), scaled, accumulate=True)  # (out, in); colliding locations add
+        return C_out.T @ S @ C_in
 
     @staticmethod
     def backward(ctx, grad):
-        coefficients, rows, cols, C_out, C_in = ctx.saved_tensors
+        coefficients, index, C_out, C_in = ctx.saved_tensors
         alpha = ctx.alpha
         D = C_out @ grad @ C_in.T  # DCT2 of ∂L/∂ΔW (out, in)
-        grad_coefficients = grad_locations = None
-        if ctx.needs_input_grad[0]:
-            grad_coefficients = alpha * D[rows, cols]  # (n,)
-        if ctx.needs_input_grad[1]:
-            d_rows = _difference(D, rows, cols, axis=0) * (C_out.shape[0] - 1)  # (n,), per unit of location
-            d_cols = _difference(D, rows, cols, axis=1) * (C_in.shape[0] - 1)  # (n,)
-            grad_locations = alpha * coefficients * torch.stack([d_rows, d_cols])  # (2, n)
-        return grad_coefficients, grad_locations, None, None, None
+        rows, cols = index
+        needs = ctx.needs_input_grad
+        if not needs[1]:
+            grad_coefficients = alpha * D[rows, cols] if needs[0] else None
+            return grad_coefficients, None, None, None, None
+        # The five grid points [centre, row + 1, column + 1, row - 1, column - 1] of each
+        # location, kept on the grid (one-sided differences at its edges): one gather from D.
+        last, stencil = _grid_constants(C_out.shape[0], C_in.shape[0], index.device)  # (2, 1), (2, 5, 1)
+        points = (index.unsqueeze(1) + stencil).clamp_(min=0)  # (2, 5, n)
+        points = torch.minimum(points, last.unsqueeze(1))
+        picked = D[points[0], points[1]]  # (5, n)
+        steps = (points[:, 1:3] - points[:, 3:5]).diagonal(dim1=0, dim2=1).T.clamp(min=1)  # (2, n): 2, 1 at an edge
+        slope = (picked[1:3] - picked[3:5]) * (last / steps)  # (2, n), per unit of location in [0, 1]
+        grad_coefficients = alpha * picked[0] if needs[0] else None
+        return grad_coefficients, (alpha * coefficients) * slope, None, None, None
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_constants(rows, cols, device):
+    """(last, stencil), long and cached per shape and device (no host copy inside a step):
+    last = [[rows - 1], [cols - 1]] (2, 1), the largest grid index of each axis, and stencil
+    (2, 5, 1) the offsets of [centre, row + 1, column + 1, row - 1, column - 1] (rows; cols)."""
+    last = torch.tensor([[rows - 1], [cols - 1]], device=device)
+    stencil = torch.tensor([[0, 1, 0, -1, 0], [0, 0, 1, 0, -1]], device=device).unsqueeze(2)
+    return last, stencil
 
 
 def _grid_indices(locations, rows, cols):
-    """Continuous locations (2, n) in [0, 1] -> nearest grid points (rows; cols), long."""
-    locations = locations.detach()
-    row = torch.round(locations[0] * (rows - 1)).long().clamp_(0, rows - 1)
-    col = torch.round(locations[1] * (cols - 1)).long().clamp_(0, cols - 1)
-    return row, col
-
-
-def _difference(D, rows, cols, axis):
-    """Central difference of D along `axis` at (rows, cols); one-sided at the edges."""
-    index = rows if axis == 0 else cols
-    last = D.shape[axis] - 1
-    after, before = (index + 1).clamp(max=last), (index - 1).clamp(min=0)
-    step = (after - before).clamp(min=1).to(D.dtype)  # 2 inside, 1 at an edge (0 for size 1 -> 1)
-    if axis == 0:
-        return (D[after, cols] - D[before, cols]) / step
-    return (D[rows, after] - D[rows, before]) / step
+    """Continuous locations (2, n) in [0, 1] -> nearest grid points (2, n) long (rows; cols)."""
+    last, _ = _grid_constants(rows, cols, locations.device)  # (2, 1)
+    return torch.round(locations.detach().clamp(0, 1) * last).long()
 
 
 class LoCA(Adapter):
@@ -518,13 +702,13 @@ class LoCA(Adapter):
 
     def location_indices(self):
         """The (2, n) long grid positions (rows; cols) the forward pass uses."""
-        return torch.stack(_grid_indices(self.locations, self.out_features, self.in_features))
+        return _grid_indices(self.locations, self.out_features, self.in_features)
 
     @_exact
     def delta_weight(self):
-        C_out = dct_matrix(self.out_features, self.dtype, self.locations.device)  # (out, out)
-        C_in = dct_matrix(self.in_features, self.dtype, self.locations.device)  # (in, in)
         coefficients, locations = self._up(self.coefficients, self.locations)
+        C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
+        C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
         return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
 
 
@@ -622,9 +806,11 @@ class FouRA(Adapter):
     def rank_gate(self, z):
         """g (..., 1, r) from the low-rank features z (..., T, r)."""
         T = z.shape[-2]
-        p = torch.softmax(z, dim=-2)
-        entropy = -(p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))).sum(dim=-2, keepdim=True)  # (..., 1, r)
-        entropy = entropy / math.log(T) if T > 1 else torch.zeros_like(entropy)
+        if T > 1:  # H / log T, with H = -Σ_t p log p from log_softmax (finite where p underflows to 0)
+            log_p = torch.log_softmax(z, dim=-2)
+            entropy = (log_p.exp() * log_p).sum(dim=-2, keepdim=True) * (-1.0 / math.log(T))  # (..., 1, r)
+        else:
+            entropy = z.new_zeros(z.shape[:-2] + (1, z.shape[-1]))
         scale, shift = self._up(self.gate_scale, self.gate_shift)
         return torch.sigmoid(scale * (entropy - shift))
 
@@ -640,14 +826,16 @@ class FouRA(Adapter):
         return inverse_transform(A), inverse_transform(B.T).T
 
     def forward(self, x):
-        down, up = self.factors()
         if not self.gate:
-            return _plus_low_rank(x, self.base, down, up, self.scaling)
+            return super().forward(x)  # a fixed ΔW: one GEMM over the tokens
         if x.dim() < 2:
             raise ValueError(f"FouRA's rank gate needs x of shape (..., T, in) with a token axis, got {tuple(x.shape)}")
+        down, up = self.factors()  # (r, in), (out, r)
+        x = _cast_once(x)  # one copy of x for the base GEMM and the down projection (and the value adapter)
         z = _linear(x, down)  # (..., T, r) = A F_in(x)
         z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype))).to(z.dtype)  # gate in float32+
-        return _linear(x, self.base.weight, self.base.bias) + self.scaling * _linear(z, up)
+        y = _linear(x, self.base.weight, self.base.bias)  # (..., T, out)
+        return torch.addmm(y.flatten(0, -2), z.flatten(0, -2), up.to(z.dtype).T, alpha=self.scaling).view(y.shape)
 
     @_exact
     def delta_weight(self):
@@ -655,7 +843,7 @@ class FouRA(Adapter):
             raise ValueError("FouRA with gate=True depends on its input: it has no fixed ΔW and cannot be "
                              "merged; build it with gate=False to merge")
         down, up = self.factors()
-        return self.scaling * up @ down  # F_out⁻¹ B A F_in · scaling (out, in)
+        return _scaled(self.scaling, up) @ down  # F_out⁻¹ B A F_in · scaling (out, in)
 
 
 # -----------------------------------------------------------------------------
@@ -668,14 +856,39 @@ def top_singular(weight, r):
     return U[:, :r], S[:r], Vh[:r].T
 
 
+class _Cayley(torch.autograd.Function):
+    """R = (I + Q)(I - Q)⁻¹ = 2 K - I with K = (I - Q)⁻¹, Q = (P - Pᵀ)/2 (they commute).
+
+    Backward: dR = 2 K dQ K, so ∂L/∂Q = 2 Kᵀ G Kᵀ and, Q being the skew part of P,
+    ∂L/∂P = M - Mᵀ with M = Kᵀ G Kᵀ: two small batched products where autograd would
+    differentiate the solve, the transposes and the sums one by one.
+    """
+
+    @staticmethod
+    def forward(ctx, P):
+        eye = _identity(P.shape[-1], P.dtype, P.device)
+        # I - Q is never singular for skew Q, so the inverse's error check (a GPU synchronisation) is skipped.
+        K = torch.linalg.inv_ex(eye - (P - P.mT) / 2)[0]  # (..., r, r)
+        ctx.save_for_backward(K)
+        return 2 * K - eye
+
+    @staticmethod
+    def backward(ctx, grad):
+        K, = ctx.saved_tensors
+        M = K.mT @ grad @ K.mT
+        return M - M.mT
+
+
+@functools.lru_cache(maxsize=64)
+def _identity(size, dtype, device):
+    """The (size, size) identity, cached per size, dtype and device; do not modify it in place."""
+    return torch.eye(size, dtype=dtype, device=device)
+
+
 def cayley(P):
     """Cayley map R = (I + Q)(I - Q)⁻¹ with Q = (P - Pᵀ)/2: exactly orthogonal, R(0) = I.
     P (..., r, r): a batch of matrices maps in one call."""
-    Q = (P - P.mT) / 2
-    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
-    # (I - Q)⁻¹ (I + Q), equal since they commute; I - Q is never singular for skew Q, so the
-    # solver's error check (a GPU synchronisation) is skipped.
-    return torch.linalg.solve_ex(eye - Q, eye + Q)[0]
+    return _Cayley.apply(P)
 
 
 class _SpectralAdapter(Adapter):
@@ -721,11 +934,7 @@ class SpectralAdapterA(_SpectralAdapter):
     @_exact
     def delta_weight(self):
         left, right = self.factors()
-        return left @ right.T  # (out, in)
-
-    def forward(self, x):
-        left, right = self.factors()
-        return _plus_low_rank(x, self.base, right.T, left)
+        return left @ right.T  # (out, 2r) @ (2r, in)
 
 
 class SpectralAdapterR(_SpectralAdapter):
@@ -750,20 +959,15 @@ class SpectralAdapterR(_SpectralAdapter):
         return R[0], R[1]
 
     def core(self):
-        """M (r, r) with ΔW = U1 M V1ᵀ: M = R_U S1 R_Vᵀ - S1."""
+        """M (r, r) with ΔW = U1 M V1ᵀ: M = R_U S1 R_Vᵀ - S1 (one addmm, beta = -1)."""
         R_U, R_V = self.rotations()
         S1, = self._up(self.S1)
-        return (R_U * S1) @ R_V.T - torch.diag(S1)
+        return torch.addmm(torch.diag(S1), R_U * S1, R_V.T, beta=-1)
 
     @_exact
     def delta_weight(self):
         U1, V1 = self._up(self.U1, self.V1)
-        return U1 @ self.core() @ V1.T  # (out, in)
-
-    def forward(self, x):
-        V1, = self._up(self.V1)
-        down = self.core() @ V1.T  # (r, in): ΔW = U1 (M V1ᵀ)
-        return _plus_low_rank(x, self.base, down, self.U1)
+        return U1 @ (self.core() @ V1.T)  # (out, r) @ (r, in)
 
 
 # -----------------------------------------------------------------------------
@@ -827,7 +1031,7 @@ def inject(model, method, targets=("query", "value"), **hyperparameters_):
         settings = {**allowed, **hyperparameters_}
         largest_in = max(linears[n].in_features for n in names)
         largest_out = max(linears[n].out_features for n in names)
-        extra["projections"] = vera_projections(settings["r"], largest_in, largest_out, settings["seed"])
+        extra["projections"] = VeRAProjections(*vera_projections(settings["r"], largest_in, largest_out, settings["seed"]))
     for name in names:
         _replace(model, name, cls(linears[name], **hyperparameters_, **extra))
     return names

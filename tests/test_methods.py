@@ -902,3 +902,87 @@ def test_loca_counts_locations_until_they_are_frozen():
     for _ in range(2):
         schedule.step()
     assert count_trainable(model) == 24_000
+
+
+# -----------------------------------------------------------------------------
+# 14. What a training step keeps and computes (the speed work of issue 5)
+
+
+def _saved_copies_of(x, run):
+    """Distinct storages autograd keeps during run() that hold a bfloat16 copy of x (same shape)."""
+    storages = set()
+
+    def pack(t):
+        if t.dtype == torch.bfloat16 and t.numel() == x.numel() and t.shape[-1] == x.shape[-1]:
+            storages.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return len(storages)
+
+
+@pytest.mark.parametrize("method,gate", LOW_PRECISION_CASES)
+def test_query_and_value_adapters_keep_one_copy_of_their_shared_input(method, gate):
+    """Under autocast the two adapters of a layer read one LayerNorm output: it is cast once
+    and kept once for backward (two F.linear calls with trained weights would keep two)."""
+    case = _small_case(method, gate, 0)
+    query = randomise(build(case, dtype=torch.float32), 0).train()
+    value = randomise(build(case, dtype=torch.float32), 1).train()
+    leaf = torch.randn(2, 7, case[1], requires_grad=True)  # 14 tokens: no weight has x's size
+    x = leaf * 1.0  # a tensor made in this forward pass, like the LayerNorm output
+
+    def forward():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            forward.out = (query(x).float().sum() + value(x).float().sum())
+
+    assert _saved_copies_of(x, forward) == 1
+    forward.out.backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    reference = leaf.detach().clone().requires_grad_(True)  # the same step without any sharing
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (query(reference).float().sum() + value(reference).float().sum()).backward()
+    assert relative_error(leaf.grad, reference.grad) < TOLERANCE[torch.bfloat16]
+
+
+def test_input_cast_is_never_reused_for_a_leaf_or_a_changed_tensor():
+    adapter = randomise(build(_small_case("lora", False, 0), dtype=torch.float32), 0)
+    leaf = torch.randn(3, 12, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first, second = spectral_ft._cast_once(leaf), spectral_ft._cast_once(leaf)
+        assert first is not second  # a leaf may be fed step after step: each forward casts anew
+        x = leaf * 1.0
+        assert spectral_ft._cast_once(x) is spectral_ft._cast_once(x)
+        before = adapter(x)
+        with torch.no_grad():
+            x.add_(1.0)  # changed in place: the cached copy is stale
+        after = adapter(x)
+        assert torch.equal(after, adapter(x.detach().clone()))
+        assert not torch.equal(after, before)
+
+
+def test_vera_pair_stays_one_tensor_when_the_model_is_converted():
+    """`model.to()` converts each layer's buffers separately; the shared pair lives in one
+    module, so every layer still reads one A and one B afterwards (not one copy per layer)."""
+    model = tiny_encoder(dtype=torch.float32)
+    names = inject(model, "vera", targets=("query", "value"), r=3)
+    model.to(F64)
+    layers = [model.get_submodule(name) for name in names]
+    assert len({m.projections.A.untyped_storage().data_ptr() for m in layers}) == 1
+    assert len({m.projections.B.untyped_storage().data_ptr() for m in layers}) == 1
+    assert all(m.vera_A.dtype == F64 for m in layers)
+    randomise(model)
+    assert model(tokens(6)).dtype == F64
+
+
+@pytest.mark.parametrize("method", [m for m in ALL if m not in ("foura", "dfora")])  # (DFoRA normalises W0 + ΔW)
+def test_unfrozen_base_weight_gets_the_gradient_of_the_merged_weight(method):
+    """The fused x (W0 + ΔW)ᵀ computes ∂L/∂W0 too when someone unfreezes W0: the same gᵀ x."""
+    case = _small_case(method, False, 0)
+    adapter = randomise(build(case), 0)
+    adapter.base.weight.requires_grad_(True)
+    x = tokens(case[1], B=2, T=3)
+    weights = torch.randn(2, 3, case[2], generator=torch.Generator().manual_seed(2), dtype=F64)
+    (adapter(x) * weights).sum().backward()
+    expected = weights.reshape(-1, case[2]).T @ x.reshape(-1, case[1])  # gᵀ x (out, in)
+    assert_close64(adapter.base.weight.grad, expected)
