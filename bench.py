@@ -4,8 +4,10 @@ bench.py: what each PEFT method costs per training step, measured.
 Builds a RoBERTa-shaped encoder with random weights (no download), feeds random token ids
 (never zeros), and times one full training step per iteration: forward under bf16
 autocast, backward, AdamW step. Prints one row per configuration: median step time,
-tokens/s, peak GPU memory, trainable parameters, and the time as a ratio to two baselines
-measured in the same run:
+tokens/s, peak GPU memory (the row's own: allocated beyond what the process held before
+the row was built, cuBLAS workspaces allocated once up front), the memory one forward pass
+leaves for backward ("saved"), trainable parameters, and the time as a ratio to two
+baselines measured in the same run:
 
     floor  frozen backbone and a trainable head, with the gradient still flowing through
            every layer down to the embeddings: the least any adapter on q, v can cost
@@ -17,11 +19,13 @@ sparse DCT (n rank-1 products of DCT basis rows), and LoCA's own autograd.Functi
 (sparse below n = out + in, dense above, plus the location gradient).
 
     python bench.py                                  # roberta-base, batch 32 x 128, GPU
+    python bench.py --graph --profile                # + CUDA-graph step time, kernels, syncs
     python bench.py --model roberta-large --batch 16
     python bench.py --device cpu --layers 2 --hidden 32 --batch 2 --seq 16 --steps 2 --warmup 1   # smoke test
 """
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -60,6 +64,10 @@ def build(args, row, device):
 
 
 def time_steps(args, row, device):
+    cuda = device.type == "cuda"
+    if cuda:  # this row's memory is what it allocates beyond what is held before it starts
+        torch.cuda.synchronize()
+        held_before = torch.cuda.memory_allocated()
     model = build(args, row, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     head = set(model.head_parameter_names())
@@ -71,7 +79,6 @@ def time_steps(args, row, device):
     batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator).to(device),
                 torch.randint(0, 2, (args.batch,), generator=generator).to(device)) for _ in range(4)]
     mask = torch.ones(args.batch, args.seq, dtype=torch.long, device=device)
-    cuda = device.type == "cuda"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
 
     def step(i):
@@ -84,6 +91,7 @@ def time_steps(args, row, device):
 
     for i in range(args.warmup):
         step(i)
+    saved = saved_mib(forward, batches[0], mask, dtype, args, optimizer) if cuda else float("nan")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -100,10 +108,10 @@ def time_steps(args, row, device):
             t0 = time.perf_counter()
             step(i)
             times.append((time.perf_counter() - t0) * 1e3)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+    peak = (torch.cuda.max_memory_allocated() - held_before) / 2**20 if cuda else float("nan")
     ms = statistics.median(times)
     result = {"row": row, "ms": ms, "tokens_per_s": args.batch * args.seq / ms * 1e3, "peak_mib": peak,
-              "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
+              "saved_mib": saved, "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
     if args.profile:
         result.update(profile_steps(step, cuda))
     if args.graph and cuda and not args.compile:
@@ -112,6 +120,20 @@ def time_steps(args, row, device):
     if cuda:
         torch.cuda.empty_cache()
     return result
+
+
+def saved_mib(forward, batch, mask, dtype, args, optimizer):
+    """MiB that one forward pass leaves allocated until backward: what autograd saved (and
+    the logits). Its backward runs, its gradients are dropped, no optimiser step."""
+    ids, labels = batch
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    with torch.autocast("cuda", dtype=dtype, enabled=args.precision != "fp32"):
+        loss = F.cross_entropy(forward(ids, mask).float(), labels)
+    saved = (torch.cuda.memory_allocated() - before) / 2**20
+    loss.backward()
+    optimizer.zero_grad(set_to_none=True)
+    return saved
 
 
 def profile_steps(step, cuda, k=5):
@@ -148,7 +170,7 @@ def time_graph(model, optimizer, batches, mask, dtype, args):
         optimizer.step()
 
     try:
-        stream = torch.cuda.Stream()
+        stream = capture_stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(3):
@@ -175,6 +197,25 @@ def time_graph(model, optimizer, batches, mask, dtype, args):
         if i >= args.warmup:
             times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+@functools.lru_cache(maxsize=None)
+def capture_stream():
+    """One side stream for every capture: each new stream gets its own cuBLAS workspaces
+    (tens of MiB), which would stay allocated and count against the rows after it."""
+    return torch.cuda.Stream()
+
+
+def warm_cuda(device):
+    """Allocate what the first matrix products allocate once per process and stream (cuBLAS
+    and cuBLASLt workspaces), so that no row's peak memory counts them."""
+    for stream in (torch.cuda.current_stream(device), capture_stream()):
+        with torch.cuda.stream(stream):
+            for dtype in (torch.float32, torch.bfloat16):
+                a = torch.ones(64, 64, device=device, dtype=dtype)
+                torch.addmm(a[0], a, a)
+                (a @ a).sum()
+    torch.cuda.synchronize(device)
 
 
 def delta_cost(d, n, path, device, repeats):
@@ -242,18 +283,20 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    if device.type == "cuda":
+        warm_cuda(device)
     print(f"# {args.model}, batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW{', torch.compile' if args.compile else ''}; "
           f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}")
 
     results = [time_steps(args, row, device) for row in rows]
     floor, lora = results[0]["ms"], results[1]["ms"]
-    print(f"{'row':<11} {'ms/step':>8} {'spread':>7} {'tokens/s':>10} {'peak MiB':>9} {'trainable':>10} {'x floor':>8} {'x lora':>7}"
+    print(f"{'row':<11} {'ms/step':>8} {'spread':>7} {'tokens/s':>10} {'peak MiB':>9} {'saved MiB':>9} {'trainable':>10} {'x floor':>8} {'x lora':>7}"
           + (f" {'gpu ms':>7} {'kernels':>8} {'syncs':>6}" if args.profile else "")
           + (f" {'graph ms':>9} {'x floor':>8} {'x lora':>7}" if args.graph else ""))
     graph_floor, graph_lora = results[0].get("graph_ms"), results[1].get("graph_ms")
     for r in results:
         r["x_floor"], r["x_lora"] = r["ms"] / floor, r["ms"] / lora
-        line = (f"{r['row']:<11} {r['ms']:8.2f} {r['spread_ms']:7.2f} {r['tokens_per_s']:10.0f} {r['peak_mib']:9.0f} "
+        line = (f"{r['row']:<11} {r['ms']:8.2f} {r['spread_ms']:7.2f} {r['tokens_per_s']:10.0f} {r['peak_mib']:9.0f} {r['saved_mib']:9.0f} "
                 f"{r['trainable_adapter']:10d} {r['x_floor']:8.3f} {r['x_lora']:7.3f}")
         if args.profile:
             line += f" {r['gpu_busy_ms']:7.2f} {r['kernels']:8.0f} {r['syncs']:6.1f}"

@@ -14,6 +14,7 @@ def test_bench_smoke_runs_every_row_and_delta_path(tmp_path, capsys):
     assert {r["row"] for r in results} == set(bench.ROWS)
     for r in results:
         assert r["ms"] > 0 and math.isfinite(r["tokens_per_s"])
+        assert math.isnan(r["peak_mib"]) and math.isnan(r["saved_mib"])  # memory is measured on CUDA only
     by_row = {r["row"]: r for r in results}
     assert by_row["floor"]["trainable_adapter"] == 0 and by_row["lora"]["trainable_adapter"] == 2 * (2 * 8 * 16)
     assert [(d["d"], d["n"]) for d in deltas] == [(16, 4), (16, 40)]
