@@ -31,6 +31,7 @@ import statistics
 import time
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import spectral_ft
@@ -218,6 +219,80 @@ def warm_cuda(device):
     torch.cuda.synchronize(device)
 
 
+def layer_cost(args, row, device):
+    """One q-shaped layer (the model's width, square) alone, forward + backward on batch x seq
+    tokens: x float32 as a LayerNorm output, the output gradient random bf16. Returns eager
+    ms, and on CUDA the saved MiB, with --profile kernels and GPU-busy µs, with --graph the
+    CUDA-graph ms. `floor` is the frozen nn.Linear; adapters get random non-zero tensors."""
+    config = KNOWN_CONFIGS[args.model]
+    d = args.hidden or config["hidden_size"]
+    torch.manual_seed(0)
+    layer = nn.Linear(d, d)
+    if row == "floor":
+        layer.requires_grad_(False)
+    else:
+        layer = spectral_ft.METHODS[row](layer, **(SMALL.get(row, {}) if args.hidden else {}))
+        with torch.no_grad():
+            for name, p in layer.named_parameters():
+                if not name.startswith("base.") and name != "locations":
+                    p.add_(0.01 * torch.randn_like(p))
+    layer.to(device)
+    x = torch.randn(args.batch, args.seq, d, device=device, requires_grad=True)
+    g = torch.randn(args.batch, args.seq, d, device=device).to(torch.bfloat16)
+    tensors = [x] + [p for p in layer.parameters() if p.requires_grad]
+    cuda = device.type == "cuda"
+
+    def step():
+        for t in tensors:
+            t.grad = None
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            y = layer(x)
+        y.backward(g.to(y.dtype))
+
+    def median_ms(fn, n):
+        times = []
+        for _ in range(n):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    for _ in range(args.warmup):
+        step()
+    result = {"row": row, "ms": median_ms(step, args.steps)}
+    if not cuda:
+        return result
+    if args.profile:
+        result.update(profile_steps(lambda i: step(), cuda))
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = layer(x)
+    result["saved_mib"] = (torch.cuda.memory_allocated() - before - y.numel() * y.element_size()) / 2**20
+    y.backward(g)
+    del y
+    if args.graph:
+        stream = capture_stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        result["graph_ms"] = median_ms(graph.replay, args.warmup + args.steps)
+    return result
+
+
 def delta_cost(d, n, path, device, repeats):
     """Median ms of ΔW forward + backward for a d x d matrix with n coefficients."""
     generator = torch.Generator().manual_seed(0)
@@ -254,6 +329,21 @@ def delta_cost(d, n, path, device, repeats):
     return statistics.median(times)
 
 
+def per_layer_table(args, rows, device, name):
+    rows = ["floor"] + [r for r in rows if r in spectral_ft.METHODS]
+    results = [layer_cost(args, row, device) for row in rows]
+    print(f"# one adapted layer, forward + backward, {args.batch} x {args.seq} tokens")
+    print(f"{'row':<11} {'eager ms':>9} {'graph ms':>9} {'kernels':>8} {'gpu us':>8} {'saved MiB':>9}")
+    for r in results:
+        gpu = r.get("gpu_busy_ms", float("nan")) * 1e3
+        print(f"{r['row']:<11} {r['ms']:9.3f} {r.get('graph_ms', float('nan')):9.3f} {r.get('kernels', float('nan')):8.0f} "
+              f"{gpu:8.1f} {r.get('saved_mib', float('nan')):9.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "device": name, "layers": results}, f, indent=1)
+    return results, []
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="roberta-base", choices=sorted(KNOWN_CONFIGS))
@@ -271,6 +361,8 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
     parser.add_argument("--graph", action="store_true", help="also time the step captured as a CUDA graph")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compilation)")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="instead of whole steps: one adapted layer alone, forward + backward, per row")
     parser.add_argument("--json", help="also write every number to this file")
     args = parser.parse_args(argv)
     rows = [r.strip() for r in args.methods.split(",") if r.strip()]
@@ -288,6 +380,8 @@ def main(argv=None):
     print(f"# {args.model}, batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW{', torch.compile' if args.compile else ''}; "
           f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}")
 
+    if args.per_layer:
+        return per_layer_table(args, rows, device, name)
     results = [time_steps(args, row, device) for row in rows]
     floor, lora = results[0]["ms"], results[1]["ms"]
     print(f"{'row':<11} {'ms/step':>8} {'spread':>7} {'tokens/s':>10} {'peak MiB':>9} {'saved MiB':>9} {'trainable':>10} {'x floor':>8} {'x lora':>7}"

@@ -20,3 +20,11 @@ def test_bench_smoke_runs_every_row_and_delta_path(tmp_path, capsys):
     assert [(d["d"], d["n"]) for d in deltas] == [(16, 4), (16, 40)]
     assert out.exists()
     assert "x floor" in capsys.readouterr().out
+
+
+def test_bench_per_layer_times_one_layer_of_every_method(tmp_path):
+    results, deltas = bench.main(["--device", "cpu", "--per-layer", "--hidden", "16", "--batch", "2", "--seq", "8",
+                                  "--steps", "2", "--warmup", "1", "--json", str(tmp_path / "layers.json")])
+    assert [r["row"] for r in results] == ["floor", *bench.spectral_ft.METHODS] and deltas == []
+    assert all(r["ms"] > 0 for r in results)
+    assert (tmp_path / "layers.json").exists()
