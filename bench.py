@@ -22,19 +22,29 @@ sparse DCT (n rank-1 products of DCT basis rows), and LoCA's own autograd.Functi
     python bench.py --graph --profile                # + CUDA-graph step time, kernels, syncs
     python bench.py --model roberta-large --batch 16
     python bench.py --device cpu --layers 2 --hidden 32 --batch 2 --seq 16 --steps 2 --warmup 1   # smoke test
+    torchrun --nproc_per_node=2 bench.py --methods lora,loca --delta-sizes ''   # data parallel: batch per GPU
+
+Under torchrun every process runs the same rows at --batch examples each, wrapped in
+DistributedDataParallel (gradients all-reduced every step); a row's time is the slowest
+process's median and tokens/s counts every process's tokens, so the scaling is the tokens/s
+of N processes over those of `python bench.py` with the same flags.
 """
 
 import argparse
 import functools
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 import spectral_ft
+import train
 from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
 
 ROWS = ["floor", "head", "full", *spectral_ft.METHODS]
@@ -75,7 +85,10 @@ def time_steps(args, row, device):
     adapter_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     forward = torch.compile(model) if args.compile else model
-    generator = torch.Generator(device="cpu").manual_seed(1)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if world > 1:  # torchrun: every step all-reduces the gradients of the trainable tensors
+        forward = train.data_parallel(model, device)
+    generator = torch.Generator(device="cpu").manual_seed(1 + (dist.get_rank() if world > 1 else 0))
     vocab = model.config.vocab_size
     batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator).to(device),
                 torch.randint(0, 2, (args.batch,), generator=generator).to(device)) for _ in range(4)]
@@ -111,7 +124,11 @@ def time_steps(args, row, device):
             times.append((time.perf_counter() - t0) * 1e3)
     peak = (torch.cuda.max_memory_allocated() - held_before) / 2**20 if cuda else float("nan")
     ms = statistics.median(times)
-    result = {"row": row, "ms": ms, "tokens_per_s": args.batch * args.seq / ms * 1e3, "peak_mib": peak,
+    if world > 1:  # the slowest process sets the pace
+        slowest = torch.tensor([ms], dtype=torch.float64, device=device)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        ms = slowest.item()
+    result = {"row": row, "ms": ms, "tokens_per_s": world * args.batch * args.seq / ms * 1e3, "peak_mib": peak,
               "saved_mib": saved, "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
     if args.profile:
         result.update(profile_steps(step, cuda))
@@ -371,6 +388,28 @@ def main(argv=None):
         parser.error(f"--methods: unknown {', '.join(unknown)}; allowed {', '.join(ROWS)}")
     rows = ["floor", "lora"] + [r for r in rows if r not in ("floor", "lora")]  # the baselines come first
     device = torch.device(args.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "WORLD_SIZE" in os.environ:  # torchrun: one process per GPU, each with --batch examples
+        if args.graph or args.compile or args.profile or args.per_layer:
+            parser.error("under torchrun bench.py times plain steps: drop --graph, --compile, --profile, --per-layer")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
+        if dist.get_rank() != 0:
+            sys.stdout = open(os.devnull, "w")  # process 0 prints the table
+        args.delta_sizes = ""  # the ΔW table is a one-GPU measurement
+        try:
+            return run(args, rows, device, world)
+        finally:
+            dist.destroy_process_group()
+            sys.stdout = sys.__stdout__
+    return run(args, rows, device, world)
+
+
+def run(args, rows, device, world):
+    """Time every row (or one layer per row, --per-layer), print the tables, write --json."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -378,7 +417,8 @@ def main(argv=None):
     if device.type == "cuda":
         warm_cuda(device)
     print(f"# {args.model}, batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW{', torch.compile' if args.compile else ''}; "
-          f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}")
+          f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
+          + (f"; {world} processes (DDP), --batch each" if world > 1 else ""))
 
     if args.per_layer:
         return per_layer_table(args, rows, device, name)
@@ -418,7 +458,8 @@ def main(argv=None):
                 print(f"{d:5d} {n:6d} {costs['fft']:8.3f} {costs['dense_dct']:10.3f} {costs['sparse_dct']:11.3f} {costs['loca']:8.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "device": name, "steps": results, "delta": deltas}, f, indent=1)
+            json.dump({"args": vars(args), "device": name, "processes": world, "steps": results, "delta": deltas},
+                      f, indent=1)
     return results, deltas
 
 

@@ -16,6 +16,7 @@ Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input, named in
 """
 import argparse
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -330,6 +331,16 @@ def gather_interleaved(local, n, rank, world):
     return full
 
 
+def data_parallel(model, device, find_unused_parameters=False):
+    """model in DistributedDataParallel, which copies process 0's parameters and buffers to every process
+    once, then all-reduces gradients. Buffers are not re-sent at each forward: none changes in training
+    (forward_sync_buffers=False in newer torch, broadcast_buffers=False before)."""
+    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters,
+                                   **{"forward_sync_buffers" if newer else "broadcast_buffers": False})
+
+
 def rank0_first(rank, world, fn):
     """fn() on process 0, then on the others: downloads and files made once, then read from disk."""
     if rank == 0:
@@ -635,9 +646,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     # (LoCA's locations too: the schedule below freezes them only later, so DDP must find per step which
     # are in use). It first copies process 0's parameters and buffers (FourierFT / FoRA indices, VeRA's
     # matrices) to every process, though the seeded adapters are built identical everywhere anyway.
-    forward = model if world == 1 else DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
-        find_unused_parameters=method == "loca")
+    forward = model if world == 1 else data_parallel(model, device, find_unused_parameters=method == "loca")
     schedule = None if method != "loca" else spectral_ft.LoCASchedule(model, config["B_a"], config["B_l"], config["T_s"])
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}[
         config["precision"]]

@@ -1,6 +1,13 @@
 """bench.py runs on the CPU at a tiny size: every row and every ΔW path (a smoke test, no timing claims)."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 import bench
 
@@ -28,3 +35,20 @@ def test_bench_per_layer_times_one_layer_of_every_method(tmp_path):
     assert [r["row"] for r in results] == ["floor", *bench.spectral_ft.METHODS] and deltas == []
     assert all(r["ms"] > 0 for r in results)
     assert (tmp_path / "layers.json").exists()
+
+
+def test_bench_under_torchrun_times_data_parallel_steps_and_counts_every_process_tokens(tmp_path):
+    """Two gloo processes: one table (process 0's), tokens/s over both processes' batches."""
+    out = tmp_path / "ddp.json"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "bench.py", "--device", "cpu", "--layers", "1", "--hidden", "16", "--batch", "2",
+                           "--seq", "8", "--steps", "2", "--warmup", "1", "--methods", "lora,loca",
+                           "--json", str(out)], cwd=Path(bench.__file__).parent, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("x floor") == 1 and "2 processes (DDP)" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["processes"] == 2 and [r["row"] for r in report["steps"]] == ["floor", "lora", "loca"]
+    for r in report["steps"]:
+        assert r["tokens_per_s"] == pytest.approx(2 * 2 * 8 / r["ms"] * 1e3)
+    assert report["delta"] == []
