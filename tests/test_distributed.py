@@ -165,3 +165,14 @@ def test_a_run_stopped_under_two_processes_resumes_under_one(tiny, tmp_path):
     assert resumed["final"]["metrics"] == whole["final"]["metrics"]
     assert [json.loads(line)["step"] for line in (stopped / "log.jsonl").read_text().splitlines()] == \
         list(range(5, 301, 5))  # every evaluation logged once, across the change of process count
+
+
+def test_torchrun_with_one_process_is_the_plain_run_bit_for_bit(tiny, tmp_path):
+    """N = 1 under torchrun (a process group, DDP around the model) changes nothing, in float32."""
+    flags = ["--model", tiny["model"], "--data-dir", tiny["rte"], "--method", "fourierft", "--lr", "5e-2",
+             "--epochs", "2", "--batch-size", "8", "--device", "cpu"]
+    plain = train.main([*flags, "--out", str(tmp_path / "plain")])
+    torchrun(1, *flags, "--out", tmp_path / "one")
+    weights = [read_safetensors(p / "adapter.safetensors") for p in (tmp_path / "plain", tmp_path / "one")]
+    assert sorted(weights[0]) == sorted(weights[1]) and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert json.loads((tmp_path / "one" / "results.json").read_text())["final"] == plain["final"]
