@@ -308,7 +308,8 @@ def epoch_shard(seed, epoch, n, rank, world):
 def batch_share(shard, start, end, rank, world):
     """Process `rank`'s examples of the batch at positions [start, end) of the epoch's order, and their
     loss weights: ceil((end - start) / world) rows on every process, padding rows weighing 0."""
-    lo, hi = -(-(start - rank) // world), -(-(end - rank) // world)  # the positions p in [start, end), p % world == rank
+    # this process's positions p in [start, end) are p % world == rank: shard[lo:hi]
+    lo, hi = -(-(start - rank) // world), -(-(end - rank) // world)
     rows = -(-(end - start) // world)
     indices, weights = shard[lo:hi], [1.0] * (hi - lo)
     filler = shard[min(lo, len(shard) - 1)]
@@ -811,7 +812,8 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
                    final=state["last"], trainable_parameters=counts, processes=world,
                    wall_time_s=round(state["elapsed"] + time.time() - started, 3),
                    versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
-                   device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
+                   device=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                           else platform.processor() or "cpu"))
     if rank != 0:
         return results
     metadata = dict(format="pt", method=method, hyperparameters=json.dumps(config["hyperparameters"]),

@@ -104,11 +104,11 @@ def largest_difference(a, b):
 @pytest.mark.parametrize("method", ["loca", "vera"])
 def test_two_and_three_processes_end_with_the_weights_and_dev_metrics_of_one(tiny, tmp_path, method):
     """Same global batch (8; shares of 4/4 and 3/3/2, and 3/2 and 2/2/1 in each epoch's last batch of 5),
-    in float64: the same weights as one process to 1e-6, 1e-4 of an Adam step (float32 shows Adam magnifying the rounding
-    of near-zero gradients, not DDP). LoCA runs both phases of its schedule: its locations move, by the
-    gradient of the whole batch. The dev metric (a continuous Pearson correlation) is recomputed in one
-    process from process 0's adapter file: an example dropped or counted twice by the sharded evaluation
-    would change it."""
+    in float64: the same weights as one process to 1e-6, 1e-4 of an Adam step (float32 shows Adam
+    magnifying the rounding of near-zero gradients, not DDP). LoCA runs both phases of its schedule:
+    its locations move, by the gradient of the whole batch. The dev metric (a continuous Pearson
+    correlation) is recomputed in one process from process 0's adapter file: an example dropped or
+    counted twice by the sharded evaluation would change it."""
     flags = ["--model", tiny["regression_model"], "--data-dir", tiny["stsb"], "--task", "stsb", "--method", method,
              "--lr", "1e-2", "--lr-head", "1e-2", "--epochs", "3", "--batch-size", "8", "--device", "cpu",
              "--precision", "fp64"]
@@ -174,5 +174,6 @@ def test_torchrun_with_one_process_is_the_plain_run_bit_for_bit(tiny, tmp_path):
     plain = train.main([*flags, "--out", str(tmp_path / "plain")])
     torchrun(1, *flags, "--out", tmp_path / "one")
     weights = [read_safetensors(p / "adapter.safetensors") for p in (tmp_path / "plain", tmp_path / "one")]
-    assert sorted(weights[0]) == sorted(weights[1]) and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert sorted(weights[0]) == sorted(weights[1])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert json.loads((tmp_path / "one" / "results.json").read_text())["final"] == plain["final"]
