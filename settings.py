@@ -80,7 +80,8 @@ LORA_LARGE = dict(LORA_BASE, source="LoRA Table 9, RoBERTa-large LoRA", alpha=16
 # VeRA Table 8: rank 1024 (base) / 256 (large), d initialised to 0.1; large ran on 4 GPUs x 32 per GPU.
 VERA_BASE = dict(source="VeRA Table 8, BASE", warmup_ratio=0.06, max_length=512, batch_size=64, r=1024,
                  d_initial=0.1, missing=("weight_decay",))
-VERA_LARGE = dict(VERA_BASE, source="VeRA Table 8, LARGE", max_length=128, batch_size=128, r=256)
+VERA_LARGE = dict(VERA_BASE, source="VeRA Table 8, LARGE", max_length=128, batch_size=128, r=256,
+                  note="4 GPUs x batch 32 per GPU; its section 4.1 says batch size 32 for RoBERTa-large")
 # FourierFT: the authors' per-task scripts; n = 1000, query and value. The paper's Table 9 (Appendix B) agrees
 # but for three rows, whose `note` says where (their logs in experiments/GLUE/logs_glue side with either).
 FOURIERFT = dict(source="FourierFT, Chaos96/fourierft experiments/GLUE", warmup_ratio=0.06, weight_decay=0.0,

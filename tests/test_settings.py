@@ -164,6 +164,7 @@ def test_rows_name_their_source_column_and_hold_only_known_settings():
         takes = set(spectral_ft.hyperparameters(method))
         unknown = set(row) - training - takes - set(paper.ROW_KEYS)
         assert not unknown, f"{method}/{family}/{task}: {unknown} is neither a setting nor a hyperparameter"
+        assert all(v.isascii() for v in row.values() if isinstance(v, str)), "printed JSON would show escapes"
         for name in row.get("missing", ()):  # a missing cell is absent, so the generic value shows through
             assert name not in row and name in paper.GENERIC
 
