@@ -92,7 +92,7 @@ def build_parser():
     for m, family, t in PAPER_SETTINGS:
         rows.setdefault(m, {}).setdefault(family, []).append(t)
     p = Parser(description=__doc__.split("\n")[1], epilog="Paper rows (settings.py; see --print-config): " + "; ".join(
-                   f"{m} on {family}: {','.join(tasks)}" for m, by in rows.items() for family, tasks in by.items())
+                   f"{m} on {family} ({' '.join(tasks)})" for m, by in rows.items() for family, tasks in by.items())
                + ". Other combinations use generic defaults. Every flag overrides.")
     a = p.add_argument
     a("--method", choices=[*spectral_ft.METHODS, "full", "head"],
