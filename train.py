@@ -4,10 +4,11 @@ Fine-tune a BERT / RoBERTa classifier on a GLUE task with a spectral PEFT method
     python train.py --method loca --model roberta-base --task rte    # LoCA's RTE run (GPU + internet)
     python train.py --model tiny                                      # offline pipeline check, CPU, < 1 min
     python train.py --method fora --n 250 --count-params              # trainable parameters, no download
+    python train.py --method vera --model roberta-large --task mrpc --print-config   # the paper's row, as JSON
     python train.py --resume runs/loca-rte-0                          # continue a stopped run, bit for bit
     torchrun --nproc_per_node=2 train.py --method loca --model roberta-large   # one process per GPU (DDP)
 
-A run, top to bottom: configuration (the papers' settings for (method, model size, task), then the
+A run, top to bottom: configuration (the papers' settings for (method, model family, task), then the
 flags), data (GLUE TSVs, tokenized once, padded per batch), model (a pretrained encoder with
 spectral_ft adapters), optimizer (AdamW with adapter / head / LoCA-location groups, linear warmup then
 linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints), evaluation on dev after
@@ -38,49 +39,13 @@ from tqdm import tqdm
 import spectral_ft
 from data import RTE_SAMPLE_DIR, TASKS, compute_metrics, load_glue, main_metric
 from hub import atomic_write, hf_hub_download, write_safetensors
+from settings import PAPER_SETTINGS, lookup
 from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier, load_pretrained, save_pretrained, tiny_config
 from tokenization import WordPieceTokenizer
 
 # -----------------------------------------------------------------------------
-# The papers' settings, keyed by (method, RoBERTa size, task). Only rows checked against a paper's
-# table (and, where released, the authors' scripts); any other combination gets GENERIC, and the
-# printed configuration says so. Every flag overrides. Method hyperparameters (n, r, alpha, ...)
-# not in a row take spectral_ft's defaults, which are the papers' RoBERTa-base GLUE settings.
+# The papers' settings live in settings.py: rows keyed by (method, model family, task), GENERIC otherwise.
 
-PAPER_SETTINGS = {
-    # LoCA (ICLR 2025) Table 6, RoBERTa-base RTE; B_a, B_l, T_s from §4.4.
-    ("loca", "base", "rte"): dict(source="LoCA (ICLR 2025) Table 6", epochs=80, batch_size=32, lr=5e-3,
-                                  lr_head=6e-3, lr_locations=1e-4, weight_decay=0.0, warmup_ratio=0.06,
-                                  max_length=512, n=1000, alpha=1.0, B_a=10, B_l=20, T_s=600),
-    # FoRA ("LoRA Unleashed", ICLR 2025 submission) Table 6, RoBERTa-base RTE, n=500 (--n 250 for the
-    # other row). The paper states no weight decay: 0.
-    ("fora", "base", "rte"): dict(source="FoRA (LoRA Unleashed) Table 6", epochs=100, batch_size=32, lr=3e-2,
-                                  lr_head=3e-4, weight_decay=0.0, warmup_ratio=0.06, max_length=512, n=500, r=32),
-    # LoRA (Hu et al. 2021) Table 9, RoBERTa-base RTE; the head trains at the same rate. Weight decay
-    # 0.1 as in microsoft/LoRA examples/NLU/roberta_base_rte.sh (which starts from their MNLI adapter;
-    # we start from the pretrained model, as the spectral papers' LoRA rows do).
-    ("lora", "base", "rte"): dict(source="LoRA Table 9", epochs=80, batch_size=16, lr=5e-4, lr_head=5e-4,
-                                  weight_decay=0.1, warmup_ratio=0.06, max_length=512, r=8, alpha=8.0),
-    # VeRA (Kopiczko et al. 2024) Table 8, RoBERTa-base RTE.
-    ("vera", "base", "rte"): dict(source="VeRA Table 8", epochs=160, batch_size=64, lr=4e-3, lr_head=1e-2,
-                                  weight_decay=0.0, warmup_ratio=0.06, max_length=512, r=1024, d_initial=0.1),
-    # FourierFT (Gao et al. 2024) appendix hyperparameter table, RTE; equal to the authors'
-    # experiments/GLUE/rte-{base,large}-best.sh (weight decay 0 there).
-    ("fourierft", "base", "rte"): dict(source="FourierFT appendix table", epochs=90, batch_size=32, lr=9e-2,
-                                       lr_head=1.1e-2, weight_decay=0.0, warmup_ratio=0.06, max_length=512,
-                                       n=1000, scaling=110.0),
-    ("fourierft", "large", "rte"): dict(source="FourierFT appendix table", epochs=60, batch_size=32, lr=8e-2,
-                                        lr_head=5e-3, weight_decay=0.0, warmup_ratio=0.06, max_length=512,
-                                        n=1000, scaling=90.0),
-}
-# Not a paper's setting: a starting point. Adapter learning rates are of the order each method's paper
-# uses; T_s=None means 10% of the training steps, LoCA's rule of thumb (§4.4).
-GENERIC = dict(source="generic defaults, not a paper's setting", epochs=20, batch_size=32, lr_head=5e-3,
-               lr_locations=1e-4, weight_decay=0.0, warmup_ratio=0.06, max_length=512, B_a=10, B_l=20, T_s=None)
-GENERIC_LR = dict(lora=5e-4, vera=4e-3, fourierft=5e-2, fora=3e-2, dfora=3e-2, loca=5e-3, foura=5e-4,
-                  spectral_a=5e-4, spectral_r=5e-4, full=2e-5, head=None)
-TINY = dict(GENERIC, source="tiny offline demo (checks the pipeline, not accuracy)", epochs=10,
-            batch_size=16, max_length=128, B_a=2, B_l=2)  # short LoCA cycles: the demo's 40 steps see both phases
 TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "lr_locations", "weight_decay", "warmup_ratio",
                  "max_length", "B_a", "B_l", "T_s")
 HYPERPARAMETER_DESTS = {"r": "r", "n": "n", "alpha": "alpha", "scaling": "scaling", "dropout": "dropout",
@@ -123,8 +88,11 @@ def number(kind, low, high=None, strict=False):
 
 
 def build_parser():
-    p = Parser(description=__doc__.split("\n")[1], epilog="Paper rows (method, size, task): " + "; ".join(
-                   f"{m}/{s}/{t} ({row['source']})" for (m, s, t), row in PAPER_SETTINGS.items())
+    rows = {}  # method -> family -> tasks with a paper row
+    for m, family, t in PAPER_SETTINGS:
+        rows.setdefault(m, {}).setdefault(family, []).append(t)
+    p = Parser(description=__doc__.split("\n")[1], epilog="Paper rows (settings.py; see --print-config): " + "; ".join(
+                   f"{m} on {family} ({' '.join(tasks)})" for m, by in rows.items() for family, tasks in by.items())
                + ". Other combinations use generic defaults. Every flag overrides.")
     a = p.add_argument
     a("--method", choices=[*spectral_ft.METHODS, "full", "head"],
@@ -160,6 +128,8 @@ def build_parser():
     a("--eval-every", type=number(int, 1), help="evaluate every N steps (default: each epoch)")
     a("--resume", help="continue the run whose checkpoint.pt is in this folder")
     a("--count-params", action="store_true", default=None, help="print trainable parameters and exit")
+    a("--print-config", action="store_true", default=None,
+      help="print the resolved configuration (the paper row, then the flags) as JSON and exit; downloads nothing")
     return p
 
 
@@ -167,16 +137,10 @@ def flag(dest):
     return "--gate/--no-gate" if dest == "gate" else "--" + dest.replace("_", "-")
 
 
-def model_size(name):
-    """'base' or 'large' for RoBERTa checkpoints (the papers' models), else None."""
-    stem = Path(str(name)).name.lower()
-    return next((s for s in ("base", "large") if "roberta" in stem and s in stem), None)
-
-
 def resolve_config(args, saved=None):
     """The run's full configuration: a paper row (or GENERIC), then the flags. With `saved` (a
     checkpoint's configuration) the run keeps it, and only RESUME_MAY_CHANGE flags may differ."""
-    explicit = {k: v for k, v in vars(args).items() if v is not None}
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k != "print_config"}
     if saved is not None:
         for key, value in explicit.items():
             if key in HYPERPARAMETER_DESTS:
@@ -197,8 +161,7 @@ def resolve_config(args, saved=None):
 
     method, model, task = args.method or "loca", args.model or "roberta-base", args.task or "rte"
     tiny = model == "tiny"
-    row = None if tiny else PAPER_SETTINGS.get((method, model_size(model), task))
-    settings = {**(TINY if tiny else GENERIC), "lr": GENERIC_LR[method], **(row or {})}
+    settings, described = lookup(method, model, task)  # the paper row over GENERIC (settings.py)
     # Flags only some methods take: refuse the others, naming what the method does take.
     takes = {} if method in ("full", "head") else spectral_ft.hyperparameters(method)
     for dest, name in HYPERPARAMETER_DESTS.items():
@@ -216,14 +179,14 @@ def resolve_config(args, saved=None):
         if why and key in explicit:
             raise UsageError(f"{flag(key)} does not apply to --method {method}: {why}")
     given = {HYPERPARAMETER_DESTS[d]: v for d, v in explicit.items() if d in HYPERPARAMETER_DESTS}
-    hyperparameters = {name: given.get(name, (row or {}).get(name, default)) for name, default in takes.items()}
+    hyperparameters = {name: given.get(name, settings.get(name, default)) for name, default in takes.items()}
     config = dict(method=method, model=model, task=task, targets=None, hyperparameters=hyperparameters,
-                  settings=settings["source"], data_dir=args.data_dir, max_steps=args.max_steps,
+                  settings=described, data_dir=args.data_dir, max_steps=args.max_steps,
                   seed=args.seed or 0, save_every=args.save_every, eval_every=args.eval_every,
                   micro_batch_size=args.micro_batch_size)
     config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
     if method not in ("full", "head"):
-        config["targets"] = (args.targets or "query,value").split(",")
+        config["targets"] = (args.targets or ",".join(settings.get("targets", ("query", "value")))).split(",")
     for key, why in unused.items():
         if why and key != "targets":
             config[key] = None
@@ -528,6 +491,9 @@ def main(argv=None):
             raise UsageError(f"--resume {args.resume}: {path} is not a checkpoint written by train.py "
                              f"({type(e).__name__}: {e})") from None
     config = resolve_config(args, saved_config if checkpoint else None)
+    if args.print_config:  # settings only: no model, no data, nothing written
+        print(json.dumps(config, indent=2))
+        return {"config": config}
     method, task = config["method"], TASKS[config["task"]]
     counts = dry_inject(config)  # bad --targets or hyperparameters fail here, before data and weights
     if args.count_params:
