@@ -335,15 +335,20 @@ class WordPieceTokenizer(_Tokenizer):
 
 BPE_MODEL_TYPES = {"roberta", "bart", "longformer"}              # <s> A </s></s> B </s>
 WORDPIECE_MODEL_TYPES = {"bert", "distilbert", "electra", "mobilebert"}  # [CLS] A [SEP] B [SEP]
+SPM_MODEL_TYPES = {"deberta-v2"}                                 # spm.model, [CLS] A [SEP] B [SEP]
 
 
 def load_tokenizer(directory):
     """The tokenizer of a Hugging Face checkpoint folder, picked by the vocabulary files in it.
 
-    `vocab.json` + `merges.txt` -> ByteLevelBPETokenizer; `vocab.txt` -> WordPieceTokenizer.
+    `vocab.json` + `merges.txt` -> ByteLevelBPETokenizer; `vocab.txt` -> WordPieceTokenizer;
+    `spm.model` (DeBERTa-v3, model_type "deberta-v2") -> SentencePieceTokenizer.
     Settings come from `tokenizer_config.json`; `config.json`'s model_type breaks a tie.
     """
     path = lambda name: os.path.join(directory, name)
+    if os.path.exists(path("spm.model")) and (_read_json(path("config.json")).get("model_type") in SPM_MODEL_TYPES
+                                             or not any(map(os.path.exists, map(path, ("vocab.json", "vocab.txt"))))):
+        return _load_sentencepiece(directory)
     has_bpe = os.path.exists(path("vocab.json")) and os.path.exists(path("merges.txt"))
     has_wordpiece = os.path.exists(path("vocab.txt"))
     model_type = _read_json(path("config.json")).get("model_type")
@@ -367,7 +372,8 @@ def load_tokenizer(directory):
                                   tokenize_chinese_chars=config.get("tokenize_chinese_chars", True), **specials)
     found = sorted(os.listdir(directory)) if os.path.isdir(directory) else "no such directory"
     raise FileNotFoundError(f"no tokenizer in {directory}: expected vocab.json + merges.txt (RoBERTa/GPT-2 "
-                            f"byte-level BPE) or vocab.txt (BERT WordPiece); found {found}")
+                            f"byte-level BPE), vocab.txt (BERT WordPiece) or spm.model (DeBERTa-v3 "
+                            f"SentencePiece); found {found}")
 
 
 # --------------------------------------------------------------------------- DeBERTa-v3 / SentencePiece
@@ -461,13 +467,13 @@ def read_spm_model(data):
     3 type), 2 trainer_spec, 3 normalizer_spec. Each piece is a dict(piece, score, type).
     """
     pieces, trainer, normalizer = [], b"", b""
-    for number, value in read_protobuf(data):
-        if number == 1:
+    for number, value in read_protobuf(data):                  # a message given twice is merged, as in
+        if number == 1:                                        # protobuf: its bytes are concatenated
             pieces.append(_read_message(value, _PIECE_FIELDS))
         elif number == 2:
-            trainer = value
+            trainer += value
         elif number == 3:
-            normalizer = value
+            normalizer += value
     return pieces, _read_message(trainer, _TRAINER_FIELDS), _read_message(normalizer, _NORMALIZER_FIELDS)
 
 
@@ -567,8 +573,12 @@ class SentencePieceTokenizer(_Tokenizer):
         if mask_token not in vocab and mask_token not in added.values():
             added[len(pieces)] = mask_token
         for i, token in sorted(added.items()):
-            if token not in vocab:
-                vocab[token] = i
+            if vocab.get(token, i) != i:
+                raise ValueError(f"added token {token!r} is given id {i}, but it is piece {vocab[token]} of {model_file}")
+            if token not in vocab and i < len(pieces):
+                raise ValueError(f"added token {token!r} cannot take id {i}: that is piece {pieces[i]['piece']!r} "
+                                 f"of {model_file}")
+            vocab[token] = i
         super().__init__(vocab, unk_token, cls_token, sep_token, pad_token, mask_token, model_file)
         self.do_lower_case = do_lower_case
 
@@ -788,3 +798,20 @@ class SentencePieceTokenizer(_Tokenizer):
             text.append(piece.replace(SPACE, " "))
         flush()
         return "".join(text)
+
+
+def _load_sentencepiece(directory):
+    """SentencePieceTokenizer of a DeBERTa-v3 folder: spm.model + tokenizer_config.json.
+
+    Special tokens, `do_lower_case` and the added tokens' ids (`added_tokens_decoder`, where
+    DeBERTa-v3 puts '[MASK]' at 128000) come from tokenizer_config.json; without one, DeBERTa-v3's.
+    """
+    config = _read_json(os.path.join(directory, "tokenizer_config.json"))
+    if config.get("split_by_punct"):
+        raise ValueError(f"{directory}/tokenizer_config.json sets split_by_punct=true, which this tokenizer does "
+                         f"not implement (DeBERTa-v3 uses false)")
+    specials = {f"{role}_token": _token_name(config[f"{role}_token"])
+                for role in ("unk", "cls", "sep", "pad", "mask") if config.get(f"{role}_token")}
+    added = {int(i): _token_name(token) for i, token in config.get("added_tokens_decoder", {}).items()}
+    return SentencePieceTokenizer(os.path.join(directory, "spm.model"), do_lower_case=config.get("do_lower_case", False),
+                                  added_tokens=added, **specials)
