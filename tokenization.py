@@ -4,13 +4,18 @@ Plain Python, no Hugging Face libraries, and the same `input_ids` / `token_type_
 Hugging Face *fast* tokenizer of the checkpoint (what `AutoTokenizer` returns; in transformers
 v5 also what `BertTokenizer` / `RobertaTokenizer` are), truncation included:
 
-    tok = load_tokenizer("checkpoints/roberta-base")      # vocab.json + merges.txt, or vocab.txt
+    tok = load_tokenizer("checkpoints/roberta-base")      # vocab.json + merges.txt, vocab.txt or spm.model
     input_ids, token_type_ids = tok.encode("A man plays.", "Someone plays.", max_length=128)
 
 Where the old pure-Python ("slow") Hugging Face tokenizers disagree with the fast ones, we follow
 the fast ones and say so at the line that decides. One known difference remains: for BERT, the
 fast tokenizer classifies characters (punctuation, control, accents) with Unicode 8.0 tables, we
 with Python's `unicodedata`, so ~500 rare-script code points added since Unicode 9.0 can differ.
+
+DeBERTa-v3's SentencePiece `spm.model` (SentencePieceTokenizer) follows the sentencepiece library
+itself, which the slow `DebertaV2Tokenizer` calls. The fast one differs around unknown characters
+that the normalizer changes or that sit next to a changed one ('½' -> '1⁄2', 'Ã³' -> 'Ã3'), and in
+transformers v5 it ignores byte_fallback (unknown characters become [UNK], not `<0xNN>` bytes).
 """
 import array
 import functools
