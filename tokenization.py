@@ -579,7 +579,8 @@ class SentencePieceTokenizer(_Tokenizer):
             added[len(pieces)] = mask_token
         for i, token in sorted(added.items()):
             if vocab.get(token, i) != i:
-                raise ValueError(f"added token {token!r} is given id {i}, but it is piece {vocab[token]} of {model_file}")
+                raise ValueError(f"added token {token!r} is given id {i}, but it is piece {vocab[token]} "
+                                 f"of {model_file}")
             if token not in vocab and i < len(pieces):
                 raise ValueError(f"added token {token!r} cannot take id {i}: that is piece {pieces[i]['piece']!r} "
                                  f"of {model_file}")
@@ -818,5 +819,5 @@ def _load_sentencepiece(directory):
     specials = {f"{role}_token": _token_name(config[f"{role}_token"])
                 for role in ("unk", "cls", "sep", "pad", "mask") if config.get(f"{role}_token")}
     added = {int(i): _token_name(token) for i, token in config.get("added_tokens_decoder", {}).items()}
-    return SentencePieceTokenizer(os.path.join(directory, "spm.model"), do_lower_case=config.get("do_lower_case", False),
-                                  added_tokens=added, **specials)
+    return SentencePieceTokenizer(os.path.join(directory, "spm.model"), added_tokens=added,
+                                  do_lower_case=config.get("do_lower_case", False), **specials)
