@@ -546,6 +546,11 @@ class SentencePieceTokenizer(_Tokenizer):
     unigram_model.cc `EncodeOptimized`), then DeBERTa-v2's layout: `[CLS] A [SEP]` and
     `[CLS] A [SEP] B [SEP]`, token_type_ids 0 up to and including the first [SEP], 1 after it.
     `[MASK]` is not a piece of DeBERTa-v3's spm.model: it is added after the pieces (id 128000).
+
+    Departures from sentencepiece's code, none changing an id: pieces are looked up in a dict
+    with a set of their prefixes rather than a double-array trie (same candidates, same order);
+    path scores are compared as float32, as the library's builds do (see `viterbi`), not as the
+    double sums its source reads. Hugging Face's `split_by_punct` option is not implemented.
     """
 
     def __init__(self, model_file, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
