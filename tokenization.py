@@ -4,19 +4,26 @@ Plain Python, no Hugging Face libraries, and the same `input_ids` / `token_type_
 Hugging Face *fast* tokenizer of the checkpoint (what `AutoTokenizer` returns; in transformers
 v5 also what `BertTokenizer` / `RobertaTokenizer` are), truncation included:
 
-    tok = load_tokenizer("checkpoints/roberta-base")      # vocab.json + merges.txt, or vocab.txt
+    tok = load_tokenizer("checkpoints/roberta-base")      # vocab.json + merges.txt, vocab.txt or spm.model
     input_ids, token_type_ids = tok.encode("A man plays.", "Someone plays.", max_length=128)
 
 Where the old pure-Python ("slow") Hugging Face tokenizers disagree with the fast ones, we follow
 the fast ones and say so at the line that decides. One known difference remains: for BERT, the
 fast tokenizer classifies characters (punctuation, control, accents) with Unicode 8.0 tables, we
 with Python's `unicodedata`, so ~500 rare-script code points added since Unicode 9.0 can differ.
+
+DeBERTa-v3's SentencePiece `spm.model` (SentencePieceTokenizer) follows the sentencepiece library
+itself, which the slow `DebertaV2Tokenizer` calls. The fast one differs around unknown characters
+that the normalizer changes or that sit next to a changed one ('½' -> '1⁄2', 'Ã³' -> 'Ã3'), and in
+transformers v5 it ignores byte_fallback (unknown characters become [UNK], not `<0xNN>` bytes).
 """
+import array
 import functools
 import itertools
 import json
 import os
 import re
+import struct
 import sys
 import unicodedata
 
@@ -333,15 +340,20 @@ class WordPieceTokenizer(_Tokenizer):
 
 BPE_MODEL_TYPES = {"roberta", "bart", "longformer"}              # <s> A </s></s> B </s>
 WORDPIECE_MODEL_TYPES = {"bert", "distilbert", "electra", "mobilebert"}  # [CLS] A [SEP] B [SEP]
+SPM_MODEL_TYPES = {"deberta-v2"}                                 # spm.model, [CLS] A [SEP] B [SEP]
 
 
 def load_tokenizer(directory):
     """The tokenizer of a Hugging Face checkpoint folder, picked by the vocabulary files in it.
 
-    `vocab.json` + `merges.txt` -> ByteLevelBPETokenizer; `vocab.txt` -> WordPieceTokenizer.
+    `vocab.json` + `merges.txt` -> ByteLevelBPETokenizer; `vocab.txt` -> WordPieceTokenizer;
+    `spm.model` (DeBERTa-v3, model_type "deberta-v2") -> SentencePieceTokenizer.
     Settings come from `tokenizer_config.json`; `config.json`'s model_type breaks a tie.
     """
     path = lambda name: os.path.join(directory, name)
+    if os.path.exists(path("spm.model")) and (_read_json(path("config.json")).get("model_type") in SPM_MODEL_TYPES
+                                             or not any(map(os.path.exists, map(path, ("vocab.json", "vocab.txt"))))):
+        return _load_sentencepiece(directory)
     has_bpe = os.path.exists(path("vocab.json")) and os.path.exists(path("merges.txt"))
     has_wordpiece = os.path.exists(path("vocab.txt"))
     model_type = _read_json(path("config.json")).get("model_type")
@@ -365,4 +377,452 @@ def load_tokenizer(directory):
                                   tokenize_chinese_chars=config.get("tokenize_chinese_chars", True), **specials)
     found = sorted(os.listdir(directory)) if os.path.isdir(directory) else "no such directory"
     raise FileNotFoundError(f"no tokenizer in {directory}: expected vocab.json + merges.txt (RoBERTa/GPT-2 "
-                            f"byte-level BPE) or vocab.txt (BERT WordPiece); found {found}")
+                            f"byte-level BPE), vocab.txt (BERT WordPiece) or spm.model (DeBERTa-v3 "
+                            f"SentencePiece); found {found}")
+
+
+# --------------------------------------------------------------------------- DeBERTa-v3 / SentencePiece
+#
+# DeBERTa-v3 ships `spm.model`, a SentencePiece unigram model: a protobuf (`sentencepiece.ModelProto`)
+# holding the pieces with their log-probabilities, the trainer settings and a normalizer whose
+# character map is a Darts-clone double-array trie. We read all three with a few lines each.
+
+def _read_varint(data, pos):
+    """A protobuf base-128 varint at data[pos] -> (value, position after it)."""
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("protobuf: the data ends inside a varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def read_protobuf(data):
+    """The fields of one serialized protobuf message -> [(field_number, value), ...] in wire order.
+
+    Wire types: 0 varint -> int, 1 fixed64 -> 8 bytes, 2 length-delimited -> bytes (a string,
+    bytes, or a nested message to read again), 5 fixed32 -> 4 bytes. Groups (3, 4) are not used
+    by sentencepiece and are refused.
+    """
+    fields, pos = [], 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _read_varint(data, pos)
+        elif wire_type in (1, 5):
+            size = 8 if wire_type == 1 else 4
+            value, pos = bytes(data[pos:pos + size]), pos + size
+        elif wire_type == 2:
+            size, pos = _read_varint(data, pos)
+            value, pos = bytes(data[pos:pos + size]), pos + size
+        else:
+            raise ValueError(f"protobuf: field {number} has wire type {wire_type}; only 0, 1, 2 and 5 are supported")
+        if pos > len(data):
+            raise ValueError(f"protobuf: field {number} runs past the end of the data")
+        fields.append((number, value))
+    return fields
+
+
+def _int32(varint):
+    """An int32 field: negative values travel as 10-byte two's-complement varints."""
+    return varint - (1 << 64) if varint >= 1 << 63 else varint
+
+
+def _float32(four_bytes):
+    return struct.unpack("<f", four_bytes)[0]
+
+
+def _round_float32(x):
+    """x rounded to the nearest float32, as C stores a double into a float."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+# sentencepiece_model.proto: field number -> (name, reader, default), for the fields we use.
+_PIECE_FIELDS = {1: ("piece", bytes.decode, ""), 2: ("score", _float32, 0.0), 3: ("type", int, 1)}
+_TRAINER_FIELDS = {3: ("model_type", int, 1), 4: ("vocab_size", _int32, 8000),
+                   24: ("treat_whitespace_as_suffix", bool, False), 35: ("byte_fallback", bool, False),
+                   40: ("unk_id", _int32, 0), 41: ("bos_id", _int32, 1), 42: ("eos_id", _int32, 2),
+                   43: ("pad_id", _int32, -1), 44: ("unk_surface", bytes.decode, " \u2047 "),
+                   45: ("unk_piece", bytes.decode, "<unk>"), 46: ("bos_piece", bytes.decode, "<s>"),
+                   47: ("eos_piece", bytes.decode, "</s>"), 48: ("pad_piece", bytes.decode, "<pad>")}
+_NORMALIZER_FIELDS = {1: ("name", bytes.decode, ""), 2: ("precompiled_charsmap", bytes, b""),
+                      3: ("add_dummy_prefix", bool, True), 4: ("remove_extra_whitespaces", bool, True),
+                      5: ("escape_whitespaces", bool, True)}
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6   # SentencePiece.Type
+
+
+def _read_message(data, spec):
+    """One message -> {name: value} for the fields in `spec`, defaults for those absent (last one wins)."""
+    message = {name: default for name, _, default in spec.values()}
+    for number, value in read_protobuf(data):
+        if number in spec:
+            name, read, _ = spec[number]
+            message[name] = read(value)
+    return message
+
+
+def read_spm_model(data):
+    """A serialized sentencepiece ModelProto -> (pieces, trainer_spec, normalizer_spec).
+
+    ModelProto fields: 1 pieces (repeated SentencePiece: 1 piece, 2 score as fixed32 float,
+    3 type), 2 trainer_spec, 3 normalizer_spec. Each piece is a dict(piece, score, type).
+    """
+    pieces, trainer, normalizer = [], b"", b""
+    for number, value in read_protobuf(data):                  # a message given twice is merged, as in
+        if number == 1:                                        # protobuf: its bytes are concatenated
+            pieces.append(_read_message(value, _PIECE_FIELDS))
+        elif number == 2:
+            trainer += value
+        elif number == 3:
+            normalizer += value
+    return pieces, _read_message(trainer, _TRAINER_FIELDS), _read_message(normalizer, _NORMALIZER_FIELDS)
+
+
+class DoubleArray:
+    """A Darts-clone double-array trie, read from its array of 32-bit units.
+
+    Each unit packs: bit 8 has_leaf, bits 0-7 + bit 31 the label (a leaf's label has bit 31 set, so
+    it never equals a byte), bits 10-31 the offset to the children (shifted left by 8 when bit 9
+    is set), and, in a leaf, bits 0-30 the value. The child of node `i` for byte `b` sits at
+    `i ^ offset(i) ^ b` and is real only if its label is `b`.
+    """
+
+    def __init__(self, units):
+        self.units = units                                     # array of uint32
+
+    def _offset(self, unit):
+        return (unit >> 10) << ((unit & (1 << 9)) >> 6)
+
+    def common_prefix_search(self, key, start=0):
+        """All keys that are prefixes of key[start:] -> [(value, length in bytes), ...], shortest first."""
+        results, units = [], self.units
+        node = self._offset(units[0])
+        for i in range(start, len(key)):
+            node ^= key[i]
+            if node >= len(units) or units[node] & 0x800000FF != key[i]:
+                break
+            unit = units[node]
+            node ^= self._offset(unit)
+            if (unit >> 8) & 1:                                # has_leaf: a key ends here
+                results.append((units[node] & 0x7FFFFFFF, i + 1 - start))
+        return results
+
+    def exact_match_search(self, key):
+        """The value stored for `key` (bytes), or -1."""
+        matches = [value for value, length in self.common_prefix_search(key) if length == len(key)]
+        return matches[0] if matches else -1
+
+
+def _decode_utf8_char(data, pos):
+    """sentencepiece's DecodeUTF8 -> (length, valid). Overlong forms and surrogates are invalid;
+    an invalid byte counts as one character (U+FFFD); a literal U+FFFD is valid."""
+    lead = data[pos]
+    if lead < 0x80:
+        return 1, True
+    for size, mask, marker, smallest in ((2, 0xE0, 0xC0, 0x80), (3, 0xF0, 0xE0, 0x800), (4, 0xF8, 0xF0, 0x10000)):
+        if lead & mask == marker:
+            tail = data[pos + 1:pos + size]
+            if len(tail) == size - 1 and all(b & 0xC0 == 0x80 for b in tail):
+                cp = lead & (0x7F >> size)
+                for b in tail:
+                    cp = cp << 6 | b & 0x3F
+                if cp >= smallest and (cp < 0xD800 or 0xE000 <= cp <= 0x10FFFF):
+                    return size, True
+            break
+    return 1, False
+
+
+SPACE = "\u2581"                                               # '▁', SentencePiece's visible space
+
+
+class SentencePieceTokenizer(_Tokenizer):
+    """DeBERTa-v3's tokenizer from `spm.model`: SentencePiece normalization + unigram Viterbi.
+
+    The same ids as the sentencepiece library's `encode(text)` (unigram models; normalizer.cc and
+    unigram_model.cc `EncodeOptimized`), then DeBERTa-v2's layout: `[CLS] A [SEP]` and
+    `[CLS] A [SEP] B [SEP]`, token_type_ids 0 up to and including the first [SEP], 1 after it.
+    `[MASK]` is not a piece of DeBERTa-v3's spm.model: it is added after the pieces (id 128000).
+
+    Departures from sentencepiece's code, none changing an id: pieces are looked up in a dict
+    with a set of their prefixes rather than a double-array trie (same candidates, same order);
+    path scores are compared as float32, as the library's builds do (see `viterbi`), not as the
+    double sums its source reads. Hugging Face's `split_by_punct` option is not implemented.
+    """
+
+    def __init__(self, model_file, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+                 mask_token="[MASK]", do_lower_case=False, added_tokens=None):
+        with open(model_file, "rb") as f:
+            data = f.read()
+        try:
+            pieces, self.trainer_spec, self.normalizer_spec = read_spm_model(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{model_file} is not a sentencepiece model: {e}") from None
+        if self.trainer_spec["model_type"] != 1:
+            kind = {2: "BPE", 3: "WORD", 4: "CHAR"}.get(self.trainer_spec["model_type"], "unknown")
+            raise ValueError(f"{model_file} is a {kind} sentencepiece model (model_type="
+                             f"{self.trainer_spec['model_type']}); only UNIGRAM (1) is supported")
+        if not pieces:
+            raise ValueError(f"{model_file} holds no pieces")
+        self.pieces = pieces
+        vocab = {}
+        for i, p in enumerate(pieces):
+            if p["piece"] in vocab or not p["piece"]:
+                raise ValueError(f"{model_file}: piece {i} ({p['piece']!r}) is empty or repeated")
+            vocab[p["piece"]] = i
+        unk_ids = [i for i, p in enumerate(pieces) if p["type"] == UNKNOWN]
+        if len(unk_ids) != 1:
+            raise ValueError(f"{model_file} must have exactly one UNKNOWN piece, has {len(unk_ids)}")
+        self.spm_unk_id = unk_ids[0]
+        # Tokens added beyond the model (DeBERTa-v3's '[MASK]' = 128000): {id: token} from
+        # tokenizer_config.json's added_tokens_decoder, else the mask token right after the pieces.
+        added = dict(added_tokens or {})
+        if mask_token not in vocab and mask_token not in added.values():
+            added[len(pieces)] = mask_token
+        for i, token in sorted(added.items()):
+            if vocab.get(token, i) != i:
+                raise ValueError(f"added token {token!r} is given id {i}, but it is piece {vocab[token]} "
+                                 f"of {model_file}")
+            if token not in vocab and i < len(pieces):
+                raise ValueError(f"added token {token!r} cannot take id {i}: that is piece {pieces[i]['piece']!r} "
+                                 f"of {model_file}")
+            vocab[token] = i
+        super().__init__(vocab, unk_token, cls_token, sep_token, pad_token, mask_token, model_file)
+        self.do_lower_case = do_lower_case
+
+        # The lattice: NORMAL, USER_DEFINED and UNUSED pieces can match text (UNUSED ones are then skipped).
+        self.matchable = {p["piece"]: i for i, p in enumerate(pieces) if p["type"] in (NORMAL, USER_DEFINED, UNUSED)}
+        self.prefixes = {piece[:k] for piece in self.matchable for k in range(1, len(piece))}
+        self.max_piece_chars = max(map(len, self.matchable), default=0)
+        normal_scores = [p["score"] for p in pieces if p["type"] == NORMAL]
+        self.min_score = min(normal_scores, default=3.4028234663852886e38)      # FLT_MAX if none
+        self.max_score = max(normal_scores + [1.1754943508222875e-38])          # starts at FLT_MIN
+        self.unk_score = _round_float32(self.min_score - 10.0)                   # kUnkPenalty
+        self.byte_ids = {}
+        if self.trainer_spec["byte_fallback"]:
+            self.byte_ids = {b: vocab.get(f"<0x{b:02X}>") for b in range(256)}
+            if None in self.byte_ids.values() or any(pieces[i]["type"] != BYTE for i in self.byte_ids.values()):
+                raise ValueError(f"{model_file} has byte_fallback but not the 256 BYTE pieces <0x00>..<0xFF>")
+        # Text is turned into these ids (an unknown span into spm's unk id): pieces text can
+        # produce, plus the special tokens that `tokenize` splits out of the text.
+        self.text_vocab = {p["piece"]: i for i, p in enumerate(pieces) if p["type"] in (NORMAL, USER_DEFINED, BYTE)}
+        self.text_vocab.update({t: vocab[t] for t in self.special_tokens.values()})
+
+        # Normalizer: user-defined pieces pass through untouched; the rest go through the charsmap.
+        self.user_defined = {p["piece"].encode("utf-8") for p in pieces if p["type"] == USER_DEFINED}
+        self.charsmap, self.charsmap_strings = None, b""
+        blob = self.normalizer_spec["precompiled_charsmap"]
+        if blob:                                               # <trie size: uint32 LE><trie units><strings>
+            trie_size = struct.unpack("<I", blob[:4])[0] if len(blob) > 4 else len(blob)
+            if trie_size >= len(blob) or trie_size % 4:
+                raise ValueError(f"{model_file}: the normalizer's precompiled_charsmap is broken")
+            self.charsmap = DoubleArray(array.array("I", blob[4:4 + trie_size]))
+            if sys.byteorder == "big":
+                self.charsmap.units.byteswap()
+            self.charsmap_strings = blob[4 + trie_size:]       # NUL-terminated replacements
+
+    # -- normalizer.cc
+
+    def normalize_prefix(self, data, pos):
+        """Normalize the start of data[pos:] -> (replacement bytes, bytes consumed).
+
+        A user-defined piece (longest) is kept as it is; else the longest charsmap rule; else the
+        UTF-8 character itself, or U+FFFD for one byte of malformed UTF-8.
+        """
+        matched = [len(s) for s in self.user_defined if data.startswith(s, pos)]
+        if matched:
+            return data[pos:pos + max(matched)], max(matched)
+        if self.charsmap is not None:
+            rules = self.charsmap.common_prefix_search(data, pos)
+            if rules:
+                value, length = max(rules, key=lambda rule: rule[1])
+                end = self.charsmap_strings.index(b"\0", value)
+                return self.charsmap_strings[value:end], length
+        length, valid = _decode_utf8_char(data, pos)
+        return (data[pos:pos + length], length) if valid else ("\ufffd".encode("utf-8"), 1)
+
+    def normalize(self, text):
+        """Text (str or UTF-8 bytes) -> sentencepiece's normalized string ('▁' for spaces).
+
+        Charsmap rules (nmt_nfkc: NFKC, whitespace and control characters mapped); with
+        remove_extra_whitespaces, leading and trailing spaces are dropped and runs of spaces become
+        one; add_dummy_prefix puts '▁' in front; escape_whitespaces writes ' ' as '▁'.
+        """
+        data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+        spec = self.normalizer_spec
+        remove_extra, escape = spec["remove_extra_whitespaces"], spec["escape_whitespaces"]
+        space = SPACE.encode("utf-8") if escape else b" "
+        pos = 0
+        while remove_extra and pos < len(data):                # heading spaces
+            piece, length = self.normalize_prefix(data, pos)
+            if piece != b" ":
+                break
+            pos += length
+        if pos == len(data):
+            return ""
+        out = bytearray()
+        suffix = self.trainer_spec["treat_whitespace_as_suffix"]
+        if spec["add_dummy_prefix"] and not suffix:
+            out += space
+        is_prev_space = remove_extra
+        while pos < len(data):
+            piece, length = self.normalize_prefix(data, pos)
+            if is_prev_space:
+                piece = piece.lstrip(b" ")
+            if piece:
+                out += piece.replace(b" ", space) if escape else piece
+                is_prev_space = piece.endswith(b" ")
+            pos += length
+            if not remove_extra:
+                is_prev_space = False
+        while remove_extra and out.endswith(space):            # trailing spaces
+            del out[-len(space):]
+        if spec["add_dummy_prefix"] and suffix:
+            out += space
+        return out.decode("utf-8")
+
+    # -- unigram_model.cc
+
+    def viterbi(self, normalized):
+        """Best-scoring segmentation of a normalized string -> [(piece, id), ...] (EncodeOptimized).
+
+        Left to right over start positions, each piece starting there relaxes the best path ending
+        where it ends (a strict `>`, so on a tie the path found first, the one with the earlier
+        last-piece start, stays). Path scores are float32 sums, rounded before they are compared:
+        that is what the library's builds do (it breaks the ties of '2000' -> '2' '0' '00' in long
+        sentences the same way; comparing the double sums, as the C++ source reads, does not). A
+        user-defined piece scores `bytes * max_score - 0.1`, a bonus that makes it win; a
+        character no piece starts with becomes an unknown node scored `min_score - 10`.
+        """
+        n = len(normalized)
+        best = [0.0] * (n + 1)                                 # best path score ending at each position
+        start = [-1] * (n + 1)                                 # ... where its last piece starts
+        piece_id = [-1] * (n + 1)                              # ... and that piece's id
+        for s in range(n):
+            here, has_single = best[s], False
+            for end in range(s + 1, min(n, s + self.max_piece_chars) + 1):
+                candidate = normalized[s:end]
+                i = self.matchable.get(candidate)
+                if i is not None and self.pieces[i]["type"] != UNUSED:
+                    piece = self.pieces[i]
+                    score = piece["score"]
+                    if piece["type"] == USER_DEFINED:
+                        score = _round_float32(_round_float32(len(candidate.encode("utf-8")) * self.max_score) - 0.1)
+                    score = _round_float32(score + here)
+                    if start[end] == -1 or score > best[end]:
+                        best[end], start[end], piece_id[end] = score, s, i
+                    has_single = has_single or end == s + 1
+                if candidate not in self.prefixes:
+                    break
+            if not has_single:
+                score = _round_float32(self.unk_score + here)
+                if start[s + 1] == -1 or score > best[s + 1]:
+                    best[s + 1], start[s + 1], piece_id[s + 1] = score, s, self.spm_unk_id
+        result, end = [], n
+        while end > 0:
+            result.append((normalized[start[end]:end], piece_id[end]))
+            end = start[end]
+        return result[::-1]
+
+    def encode_pieces(self, text):
+        """Text -> [(piece, id), ...] exactly as sentencepiece's `encode`: unknown characters become
+        their UTF-8 bytes' `<0xNN>` pieces with byte_fallback, else runs of them one unknown piece."""
+        if self.do_lower_case:
+            text = text.lower()
+        pieces = []
+        for piece, i in self.viterbi(self.normalize(text)):
+            if i != self.spm_unk_id:
+                pieces.append((piece, i))
+            elif self.byte_ids:
+                pieces += [(f"<0x{b:02X}>", self.byte_ids[b]) for b in piece.encode("utf-8")]
+            elif pieces and pieces[-1][1] == self.spm_unk_id:
+                pieces[-1] = (pieces[-1][0] + piece, i)
+            else:
+                pieces.append((piece, i))
+        return pieces
+
+    def encode_as_ids(self, text):
+        """Text -> ids, no special tokens: sentencepiece's `encode(text)`."""
+        return [i for _, i in self.encode_pieces(text)]
+
+    def tokenize_text(self, text):
+        return [piece for piece, _ in self.encode_pieces(text)]
+
+    def convert_tokens_to_ids(self, tokens):
+        # An unknown span ('€' in a model without it) is spm's unk even where it spells a piece that
+        # text cannot produce (a CONTROL or UNUSED piece), as in sentencepiece.
+        return [self.text_vocab.get(t, self.spm_unk_id) for t in tokens]
+
+    def num_special_tokens(self, pair):
+        return 3 if pair else 2
+
+    def build_inputs(self, a, b):
+        ids = [self.cls_token_id, *a, self.sep_token_id]
+        types = [0] * len(ids)
+        if b is not None:
+            ids += [*b, self.sep_token_id]
+            types += [1] * (len(b) + 1)
+        return ids, types
+
+    def decode(self, ids, skip_special_tokens=True):
+        """Ids back to text as sentencepiece decodes: '▁' -> ' ', runs of `<0xNN>` pieces joined into
+        UTF-8 (U+FFFD per malformed byte), control pieces dropped, the unknown piece as ' ⁇ ', and
+        the leading '▁' of the first piece dropped (with remove_extra_whitespaces, of every piece
+        until some text has come out)."""
+        spec = self.normalizer_spec
+        text, run = [], bytearray()                            # decoded parts; pending <0xNN> bytes
+        is_bos, bos_space_seen = True, False
+
+        def flush():
+            pos = 0
+            while pos < len(run):
+                length, valid = _decode_utf8_char(run, pos)
+                text.append(run[pos:pos + length].decode("utf-8") if valid else "\ufffd")
+                pos += length
+            run.clear()
+
+        for i in ids:
+            if skip_special_tokens and i in self.special_ids:
+                continue
+            if i >= len(self.pieces):                          # a token added beyond the model ('[MASK]')
+                flush()
+                text.append(self.id_to_token[i])
+                continue
+            piece, kind = self.pieces[i]["piece"], self.pieces[i]["type"]
+            if kind == BYTE:
+                run.append(int(piece[3:5], 16))
+                continue
+            flush()
+            is_bos = is_bos and not bos_space_seen and not "".join(text)
+            bos_space_seen = False
+            if kind == CONTROL:
+                continue
+            if kind == UNKNOWN:
+                text.append(self.trainer_spec["unk_surface"])
+                continue
+            if is_bos and (spec["add_dummy_prefix"] or spec["remove_extra_whitespaces"]) and piece.startswith(SPACE):
+                piece = piece[1:]
+                bos_space_seen = not spec["remove_extra_whitespaces"]
+            text.append(piece.replace(SPACE, " "))
+        flush()
+        return "".join(text)
+
+
+def _load_sentencepiece(directory):
+    """SentencePieceTokenizer of a DeBERTa-v3 folder: spm.model + tokenizer_config.json.
+
+    Special tokens, `do_lower_case` and the added tokens' ids (`added_tokens_decoder`, where
+    DeBERTa-v3 puts '[MASK]' at 128000) come from tokenizer_config.json; without one, DeBERTa-v3's.
+    """
+    config = _read_json(os.path.join(directory, "tokenizer_config.json"))
+    if config.get("split_by_punct"):
+        raise ValueError(f"{directory}/tokenizer_config.json sets split_by_punct=true, which this tokenizer does "
+                         f"not implement (DeBERTa-v3 uses false)")
+    specials = {f"{role}_token": _token_name(config[f"{role}_token"])
+                for role in ("unk", "cls", "sep", "pad", "mask") if config.get(f"{role}_token")}
+    added = {int(i): _token_name(token) for i, token in config.get("added_tokens_decoder", {}).items()}
+    return SentencePieceTokenizer(os.path.join(directory, "spm.model"), added_tokens=added,
+                                  do_lower_case=config.get("do_lower_case", False), **specials)
