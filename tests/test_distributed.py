@@ -171,7 +171,12 @@ def test_torchrun_with_one_process_is_the_plain_run_bit_for_bit(tiny, tmp_path):
     """N = 1 under torchrun (a process group, DDP around the model) changes nothing, in float32."""
     flags = ["--model", tiny["model"], "--data-dir", tiny["rte"], "--method", "fourierft", "--lr", "5e-2",
              "--epochs", "2", "--batch-size", "8", "--device", "cpu"]
-    plain = train.main([*flags, "--out", str(tmp_path / "plain")])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the torchrun child (OMP_NUM_THREADS=1): float32 sums in the same order
+    try:
+        plain = train.main([*flags, "--out", str(tmp_path / "plain")])
+    finally:
+        torch.set_num_threads(threads)
     torchrun(1, *flags, "--out", tmp_path / "one")
     weights = [read_safetensors(p / "adapter.safetensors") for p in (tmp_path / "plain", tmp_path / "one")]
     assert sorted(weights[0]) == sorted(weights[1])
