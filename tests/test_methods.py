@@ -567,9 +567,11 @@ def test_vera_projections_are_pefts_for_the_same_seed(seed, r):
     assert torch.equal(model.query.vera_B, B[:5]) and torch.equal(model.value.vera_B, B)
 
 
-def test_fora_default_alpha_is_the_rank():
+def test_fora_default_alpha_is_the_rank_and_dfora_detaches_the_norm():
     assert spectral_ft.hyperparameters("fora")["alpha"] is None
     assert spectral_ft.hyperparameters("dfora")["alpha"] is None
+    assert spectral_ft.hyperparameters("dfora")["detach_norm"] is True  # DoRA §4.3, PEFT
+    assert spectral_ft.DFoRA(nn.Linear(6, 6), n=4, r=3).detach_norm is True
 
 
 @settings(max_examples=20, deadline=None)
