@@ -17,22 +17,24 @@ W0 of shape (out, in)) and adds an update ΔW of shape (out, in):
 Every class: `Cls(base, **hyperparameters)`, `forward(x)` for x of shape (..., in) in any
 float dtype and under torch.autocast, `delta_weight()` -> (out, in) update computed in the
 adapter's own precision (float32; float64 when the adapter is float64), and `merge()` -> a
-plain nn.Linear with the same output. Helpers: `inject`, `merge`, `adapter_state_dict`,
-`load_adapter_state_dict`, `count_trainable`, and `LoCASchedule` for LoCA's alternating
-optimisation.
+plain nn.Linear with the same output. Each method is its paper's equations in plain torch,
+differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
+Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
+`count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation.
 
     import spectral_ft
     names = spectral_ft.inject(model, "loca", targets=("query", "value"), n=1000)
 """
 
+import copy
 import functools
 import inspect
 import math
+import operator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.weak import WeakTensorKeyDictionary
 
 # -----------------------------------------------------------------------------
 # Transforms: orthonormal DCT-II and an orthonormal real DFT, both along the last axis
@@ -91,46 +93,17 @@ def inverse_real_dft(f):
     return torch.fft.irfft(torch.complex(real, imag), n=N, norm="ortho")
 
 
-class _SparseIDFT2Real(torch.autograd.Function):
-    """Σ_k s_k cos(2π(u_k p/M + v_k q/N)) (M, N): Re of the unnormalised inverse DFT2 of a
-    spectrum zero but s_k at (u_k, v_k).
 
-    Forward: the values go straight into the real parts of a complex zero spectrum, one
-    inverse FFT. Backward, with G = ∂L/∂ΔW: ∂L/∂s_k = Σ_pq G_pq cos(...) = Re(DFT2(G))[u_k, v_k],
-    one forward FFT of G read at the n locations (where autograd would convert, transform
-    and gather through complex copies). Both FFTs unnormalised: normalisation is left to
-    the caller, on the n values instead of an (M, N) pass each way.
-    """
-
-    @staticmethod
-    def forward(ctx, values, indices, shape):
-        spectrum = torch.zeros(shape, dtype=values.dtype.to_complex(), device=values.device)  # (M, N)
-        torch.view_as_real(spectrum)[..., 0].index_put_((indices[0], indices[1]), values)  # real parts
-        ctx.save_for_backward(indices)
-        return torch.fft.ifft2(spectrum, norm="forward").real  # "forward": the inverse is not divided by M·N
-
-    @staticmethod
-    def backward(ctx, grad):
-        indices, = ctx.saved_tensors
-        return torch.fft.fft2(grad).real[indices[0], indices[1]], None, None
-
-
-def sparse_idft2_real(values, indices, shape, scale=1.0):
-    """scale · Re(IDFT2(F)) for F of `shape` zero except F[indices[0], indices[1]] = values (distinct).
-
-    The IDFT2 is torch.fft.ifft2 with its default normalisation (divides by rows·cols);
-    scale and normalisation are applied to the n values, before the transform.
-    """
-    rows, cols = shape
-    return _SparseIDFT2Real.apply(values * (scale / (rows * cols)), indices, (rows, cols))
+def sparse_idft2_real(values, indices, shape):
+    """Re(IDFT2(F)) (rows, cols), F zero but F[indices[0], indices[1]] = values (distinct);
+    the IDFT2 is torch.fft.ifft2 with its default normalisation (divides by rows·cols)."""
+    dense = values.new_zeros(shape).index_put((indices[0], indices[1]), values)  # (rows, cols)
+    return torch.fft.ifft2(dense).real
 
 
 def random_locations(n, rows, cols, generator):
-    """n distinct positions of a (rows, cols) grid from a seeded permutation -> (2, n) long.
-
-    Flat index L maps to (L // cols, L % cols): the column count divides, also for
-    non-square grids (FoRA's Algorithm 1 divides by the wrong side when rows != cols).
-    """
+    """n distinct positions of a (rows, cols) grid from a seeded permutation -> (2, n) long,
+    flat index L -> (L // cols, L % cols) (FoRA's Algorithm 1 divides by the wrong side)."""
     flat = torch.randperm(rows * cols, generator=generator)[:n]
     return torch.stack([flat // cols, flat % cols])
 
@@ -140,12 +113,17 @@ def random_locations(n, rows, cols, generator):
 
 
 def _check_int(name, value, low=1, high=None, what=""):
-    if isinstance(value, bool) or not isinstance(value, int):
+    """value as a Python int: any integer type (int, numpy.int64, ...) but bool; else ValueError."""
+    try:
+        index = None if isinstance(value, bool) else operator.index(value)  # (a bool is an int to Python)
+    except TypeError:
+        index = None
+    if index is None:
         raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
+    if index < low or (high is not None and index > high):
         allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name}={value} is out of range: allowed {allowed}{what}")
-    return value
+        raise ValueError(f"{name}={index} is out of range: allowed {allowed}{what}")
+    return index
 
 
 def _check_float(name, value):
@@ -155,132 +133,45 @@ def _check_float(name, value):
 
 
 def _check_count(name, n, rows, cols, what):
-    _check_int(name, n)
-    if n > rows * cols:
+    if _check_int(name, n) > rows * cols:
         raise ValueError(f"{name}={n} spectral coefficients do not fit a {rows}x{cols} {what} (max {rows * cols})")
-    return n
+    return operator.index(n)
 
 
-def _kaiming_uniform(shape, fan_in, dtype, device, generator=None):
+def _kaiming_uniform(shape, fan_in, dtype, device):
     """nn.Linear's default init (Kaiming-uniform, a=√5): U(-1/√fan_in, 1/√fan_in)."""
     bound = 1.0 / math.sqrt(fan_in)
-    out = torch.empty(shape, dtype=dtype)
-    out.uniform_(-bound, bound, generator=generator)
-    return out.to(device)
+    return torch.empty(shape, dtype=dtype).uniform_(-bound, bound).to(device)
 
 
 def _linear(x, weight, bias=None):
-    """F.linear in x's dtype (a no-op cast under autocast, which casts again itself)."""
+    """F.linear in x's dtype, like nn.Linear on x (under autocast, which casts again itself)."""
     return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
-def _compute_dtype(x):
-    """The dtype F.linear computes x in: autocast's, where it is on and x is float32 or half,
-    else x's own."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
+def _exact(fn):
+    """Run the method with autocast off: ΔW is computed in the adapter's own precision."""
+    @functools.wraps(fn)
+    def wrapper(self, *args):
+        with torch.autocast(self.base.weight.device.type, enabled=False):
+            return fn(self, *args)
+    return wrapper
 
 
-_casts = WeakTensorKeyDictionary()  # input tensor -> ((its version, grad mode), its copy in the compute dtype)
-
-
-def _cast_once(x):
-    """x in its compute dtype (`_compute_dtype`), cast once per tensor.
-
-    Under autocast every F.linear casts its input again, and each one that trains a weight
-    keeps its own copy for backward. The adapters of one layer (query and value) read the
-    same LayerNorm output: one cast serves both GEMMs, autograd keeps one copy (4096 x 768
-    bf16 = 6.3 MB per layer at batch 32 x 128) and their input gradients meet in that copy
-    before one cast back. Only tensors made by this forward pass (x.grad_fn set) are cached:
-    an entry lives as long as x does and is dropped if x changes, so no step reuses the cast
-    (and autograd node) of another one, nor does a captured CUDA graph leave its cast out."""
-    dtype = _compute_dtype(x)
-    if x.dtype == dtype:
-        return x
-    if x.grad_fn is None or torch.compiler.is_compiling():  # (the compiler removes repeated casts itself)
-        return x.to(dtype)
-    key = (x._version, torch.is_grad_enabled())
-    cached = _casts.get(x)
-    if cached is None or cached[0] != key or cached[1].dtype != dtype:
-        cached = (key, x.to(dtype))
-        _casts[x] = cached
-    return cached[1]
-
-
-def _matmul_into(a, b, dtype):
-    """a @ b written in `dtype`: on CUDA, half-precision operands write float32 directly
-    (fp32 accumulation kept, no bf16 rounding of the result and no cast kernel)."""
-    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16) and dtype == torch.float32:
-        return torch.mm(a, b, out_dtype=dtype)
-    return (a @ b).to(dtype)
-
-
-class _Linear(torch.autograd.Function):
-    """y = x (W0 + ΔW)ᵀ + b, x in its compute dtype (`_cast_once`), W0 and b frozen, ΔW
-    (out, in) in float32 (or float64); W0 may be None (y = x ΔWᵀ + b).
-
-    Forward: W0 + ΔW summed and cast to x's dtype in one pass, one GEMM over the tokens.
-    Backward: ∂L/∂x = g (W0 + ΔW) in x's dtype and ∂L/∂ΔW = gᵀ x, the one product over the
-    tokens that training any weight needs, written straight in ΔW's dtype; nothing for the
-    frozen W0 and b (unless someone unfroze them). Saved: x and the cast weight, what
-    autocast's F.linear would keep.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight0, delta, bias):
-        if weight0 is None:
-            weight = delta.to(x.dtype)  # (out, in)
-        else:  # the sum in float32, rounded once to x's dtype
-            weight = torch.add(weight0, delta, out=torch.empty(delta.shape, dtype=x.dtype, device=delta.device))
-        needs_x, needs_w0, needs_delta, _ = ctx.needs_input_grad
-        ctx.save_for_backward(x if needs_w0 or needs_delta else None, weight if needs_x else None)
-        ctx.dtypes = (None if weight0 is None else weight0.dtype, delta.dtype)
-        return F.linear(x, weight, None if bias is None else bias.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        needs_x, needs_w0, needs_delta, needs_bias = ctx.needs_input_grad
-        grad_x = grad_w0 = grad_delta = grad_bias = None
-        if needs_x:
-            grad_x = grad @ weight  # (..., in)
-        grad2 = grad.reshape(-1, grad.shape[-1])  # (tokens, out)
-        if needs_w0 or needs_delta:
-            grad_weight = _matmul_into(grad2.T, x.reshape(-1, x.shape[-1]), ctx.dtypes[1])  # (out, in)
-            grad_delta = grad_weight if needs_delta else None
-            grad_w0 = grad_weight.to(ctx.dtypes[0]) if needs_w0 else None
-        if needs_bias:
-            grad_bias = grad2.sum(0)
-        return grad_x, grad_w0, grad_delta, grad_bias
+# Only LoCA's and FouRA's current code calls these two; delete them once it no longer does.
 
 
 def _scaled(factor, t):
-    """factor · t, with no kernel (and no gradient pass) when factor is 1 (LoRA's and FoRA's defaults)."""
+    """factor · t (t itself when factor is 1)."""
     return t if factor == 1 else factor * t
 
 
-def _plus_low_rank(x, base, down, up, scaling=1.0, dropout=None):
-    """x W0ᵀ + b + scaling · (x downᵀ) upᵀ, down (k, in), up (out, k), for adapters that act on
-    the activations (LoRA's dropout): x cast once for both GEMMs over the tokens, the up
-    projection and the sum in one addmm."""
-    x2 = _cast_once(x).reshape(-1, x.shape[-1])  # (tokens, in)
-    y = _linear(x2, base.weight, base.bias)  # (tokens, out)
-    h = _linear(x2 if dropout is None else dropout(x2), down)  # (tokens, k)
-    y = torch.addmm(y, h, up.to(h.dtype).T, alpha=scaling)
-    return y.view(*x.shape[:-1], y.shape[-1])
-
-
-def _exact(fn):
-    """Run fn with autocast off: ΔW is computed in the adapter's own precision."""
-
-    @functools.wraps(fn)
-    def wrapper(self, *args, **kwargs):
-        with torch.autocast(self.base.weight.device.type, enabled=False):
-            return fn(self, *args, **kwargs)
-
-    return wrapper
+def _cast_once(x):
+    """x in the dtype F.linear computes it in: autocast's, where it is on, else x's own."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return x.to(torch.get_autocast_dtype(device))
+    return x
 
 
 # -----------------------------------------------------------------------------
@@ -288,14 +179,9 @@ def _exact(fn):
 
 
 class Adapter(nn.Module):
-    """A frozen nn.Linear `base` plus an update. Subclasses define `delta_weight()`.
-
-    forward computes x (W0 + ΔW)ᵀ + b: one GEMM over the tokens forward, two backward
-    (∂L/∂x and ∂L/∂W = gᵀ x, the one product over the tokens any trained weight needs),
-    while ΔW, its sum with W0 and their backward are (out, in)-sized work that does not
-    grow with the batch. Only adapters that act on the activations (LoRA with dropout,
-    FouRA's input-dependent gate) take the factored path instead.
-    """
+    """A frozen nn.Linear `base` (W0 (out, in), b) plus the update ΔW (out, in) of `delta_weight()`,
+    float32 (float64 for a float64 adapter) with autocast off. forward: y = x W0ᵀ + b + x ΔWᵀ,
+    two GEMMs as in PEFT, so ΔW is never rounded into W0's half-precision step."""
 
     method = None  # the name in METHODS
 
@@ -303,57 +189,37 @@ class Adapter(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise ValueError(f"base must be an nn.Linear, got {type(base).__name__}")
+        if min(base.in_features, base.out_features) < 1:
+            raise ValueError(f"base is nn.Linear({base.in_features}, {base.out_features}): an adapter needs in and out features >= 1")
         self.base = base.requires_grad_(False)
         self.in_features, self.out_features = base.in_features, base.out_features
-        # Adapter tensors are made in float32 (float64 if the base is float64), whatever the base.
-        self._made_in = (torch.float64 if base.weight.dtype == torch.float64 else torch.float32, base.weight.device)
-
-    def _own_tensor(self):
-        return next(iter(self._parameters.values()), None)  # every adapter's tensors are its own attributes
 
     @property
     def dtype(self):
-        """The precision ΔW is computed in: float64 for a float64 adapter, else float32
-        (also after .half() or .bfloat16(), whose tensors are upcast for the computation)."""
-        tensor = self._own_tensor()
-        own = self._made_in[0] if tensor is None else tensor.dtype
-        return torch.float64 if own == torch.float64 else torch.float32
-
-    def _up(self, *tensors):
-        """The tensors in `self.dtype`: a no-op unless the adapter was cast to half precision."""
-        dtype = self.dtype
-        return [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+        """ΔW's precision: float64 if the adapter's own tensors are (the base's before it has any), else float32."""
+        tensor = next(iter(self._parameters.values()), self.base.weight)
+        return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
     @property
     def device(self):
-        tensor = self._own_tensor()
-        return self._made_in[1] if tensor is None else tensor.device
+        return self.base.weight.device
 
-    def delta_weight(self):
-        """ΔW (out, in), computed in the adapter's own precision (subclasses wrap it in @_exact)."""
-        raise NotImplementedError
+    def _up(self, *tensors):  # the tensors in `self.dtype` (upcast where the adapter was cast to half precision)
+        return [t.to(self.dtype) for t in tensors]
 
-    def merged_weight(self):
-        """W0 + ΔW (out, in), in the adapter's own precision."""
+    def merged_weight(self):  # W0 + ΔW (out, in)
         delta = self.delta_weight()
         return self.base.weight.to(delta.dtype) + delta
 
     def forward(self, x):
-        return _Linear.apply(_cast_once(x), self.base.weight, self.delta_weight(), self.base.bias)
+        return _linear(x, self.base.weight, self.base.bias) + _linear(x, self.delta_weight())  # x W0ᵀ + b + x ΔWᵀ
 
     @torch.no_grad()
     def merge(self):
-        """A new plain nn.Linear computing what this adapter computes (base dtype and device)."""
-        weight = self.base.weight
-        merged = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None,
-                           device=weight.device, dtype=weight.dtype)
+        """A new nn.Linear like `base` (dtype, device, bias) whose weight is the merged one."""
+        merged = copy.deepcopy(self.base)
         merged.weight.copy_(self.merged_weight())
-        if self.base.bias is not None:
-            merged.bias.copy_(self.base.bias)
-        return merged.requires_grad_(weight.requires_grad)
-
-    def extra_repr(self):
-        return f"in={self.in_features}, out={self.out_features}"
+        return merged
 
 
 # -----------------------------------------------------------------------------
@@ -361,7 +227,7 @@ class Adapter(nn.Module):
 
 
 class LoRA(Adapter):
-    """LoRA (Hu et al. 2021, eq. 3): ΔW = (alpha / r) · B A.
+    """LoRA (Hu et al. 2021, eq. 3): ΔW = (alpha / r) · B A, forward y = x W0ᵀ + b + scaling · B(A(dropout(x))).
 
     lora_A (r, in) Kaiming-uniform as nn.Linear, lora_B (out, r) zeros, so ΔW = 0 at init.
     Dropout acts on the adapter's input only.
@@ -371,11 +237,11 @@ class LoRA(Adapter):
 
     def __init__(self, base, r=8, alpha=8.0, dropout=0.0):
         super().__init__(base)
-        self.r = _check_int("r", r)
+        r = self.r = _check_int("r", r)
         self.alpha = _check_float("alpha", alpha)
         if not 0.0 <= _check_float("dropout", dropout) < 1.0:
             raise ValueError(f"dropout={dropout} is out of range: allowed [0, 1)")
-        self.scaling = self.alpha / self.r
+        self.scaling = self.alpha / r
         self.lora_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, self.dtype, self.device))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=self.dtype, device=self.device))  # (out, r)
         self.dropout = nn.Dropout(dropout)
@@ -383,32 +249,35 @@ class LoRA(Adapter):
     @_exact
     def delta_weight(self):
         B, A = self._up(self.lora_B, self.lora_A)
-        return _scaled(self.scaling, B) @ A  # (out, r) @ (r, in)
+        return self.scaling * (B @ A)  # (out, r) @ (r, in)
 
     def forward(self, x):
-        if self.dropout.p > 0 and self.training:  # dropout acts on the adapter's input: no merged weight
-            return _plus_low_rank(x, self.base, self.lora_A, self.lora_B, self.scaling, self.dropout)
-        return super().forward(x)
+        down = _linear(self.dropout(x), self.lora_A)  # (..., r)
+        return _linear(x, self.base.weight, self.base.bias) + self.scaling * _linear(down, self.lora_B)
 
 
-def vera_projections(r, in_features, out_features, seed=0, dtype=torch.float32, device="cpu"):
-    """VeRA's frozen random pair (A (r, in), B (out, r)), Kaiming-uniform from `seed`.
+def vera_projections(r, in_features, out_features, seed=0):
+    """VeRA's frozen random pair (A (r, in), B (out, r)) in float32, as PEFT draws it for `seed`.
 
-    `inject` draws them once at the largest adapted shape; smaller layers take slices.
+    One generator seeded with `seed` (PEFT's `projection_prng_key`) draws A, then B, each
+    Kaiming-uniform with gain √2 (PEFT's `_kaiming_init`): U(-√(6/fan_in), √(6/fan_in)) with
+    fan_in = in for A and r for B. `inject` draws them once at the largest adapted in and out;
+    smaller layers take the corner slices A[:, :in], B[:out].
     """
-    _check_int("r", r)
-    _check_int("seed", seed, low=0)
-    generator = torch.Generator().manual_seed(seed)
-    A = _kaiming_uniform((r, in_features), in_features, dtype, device, generator)  # (r, in)
-    B = _kaiming_uniform((out_features, r), r, dtype, device, generator)  # (out, r)
+    r, in_features, out_features = (_check_int(k, v) for k, v in (("r", r), ("in_features", in_features),
+                                                                    ("out_features", out_features)))
+    generator = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
+    bound_A, bound_B = math.sqrt(6.0 / in_features), math.sqrt(6.0 / r)
+    A = torch.empty(r, in_features).uniform_(-bound_A, bound_A, generator=generator)  # (r, in)
+    B = torch.empty(out_features, r).uniform_(-bound_B, bound_B, generator=generator)  # (out, r)
     return A, B
 
 
 class VeRAProjections(nn.Module):
     """VeRA's frozen random pair A (r, in), B (out, r) as the buffers of one module that every
-    layer holds: moving or casting the model converts the pair once. (As each layer's own
-    buffers, `model.to(device)` would make one copy per layer: 24 x 6 MB for RoBERTa-base
-    at r = 1024.) Not saved: `vera_projections` rebuilds it from the seed."""
+    layer holds: moving or casting the model converts the pair once (as each layer's own
+    buffers, `model.to(device)` would make one copy per layer). Not saved: `vera_projections`
+    rebuilds it from the seed."""
 
     def __init__(self, A, B):
         super().__init__()
@@ -416,40 +285,27 @@ class VeRAProjections(nn.Module):
         self.register_buffer("B", B, persistent=False)  # (out, r)
 
 
-class _RowColScale(torch.autograd.Function):
-    """diag(a) M diag(b) (out, r) for a frozen M. Backward, with H = G ⊙ M:
-    ∂L/∂a = H b and ∂L/∂b = Hᵀ a, two matrix-vector products (autograd's broadcasting would
-    multiply and reduce twice); only M and the two vectors are kept for backward."""
-
-    @staticmethod
-    def forward(ctx, a, M, b):
-        ctx.save_for_backward(a, M, b)
-        return M * torch.outer(a, b)
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, M, b = ctx.saved_tensors
-        H = grad * M  # (out, r)
-        return H @ b, None, H.T @ a
-
-
 class VeRA(Adapter):
     """VeRA (Kopiczko et al. 2023, eq. 1): ΔW = diag(λ_b) · B · diag(λ_d) · A.
 
     vera_A (r, in) and vera_B (out, r) are frozen random matrices shared by every layer
-    (one `VeRAProjections` module, sliced per layer), rebuilt from `seed` (so they are not
-    saved); lambda_d (r,) starts at d_initial and lambda_b (out,) at zero, so ΔW = 0 at init.
+    (one `VeRAProjections` module, sliced per layer), PEFT's for the same seed
+    (`vera_projections`) and rebuilt from it (so not saved); lambda_d (r,) starts at
+    d_initial and lambda_b (out,) at zero, so ΔW = 0 at init.
+    Differs from PEFT: the update is formed as ΔW (out, in) and applied as x ΔWᵀ, where PEFT
+    computes λ_b ⊙ (λ_d ⊙ x Aᵀ) Bᵀ on the activations (the same product; at r = 1024 > in
+    one (out, in) GEMM over the tokens is cheaper than two through r); no VeRA dropout.
     """
 
     method = "vera"
 
     def __init__(self, base, r=1024, d_initial=0.1, seed=0, projections=None):
         super().__init__(base)
-        self.r = _check_int("r", r)
+        r = self.r = _check_int("r", r)
         self.d_initial = _check_float("d_initial", d_initial)
         self.seed = _check_int("seed", seed, low=0)
         if projections is None:
-            projections = vera_projections(r, self.in_features, self.out_features, seed, self.dtype, self.device)
+            projections = vera_projections(r, self.in_features, self.out_features, self.seed)
         if not isinstance(projections, VeRAProjections):
             projections = VeRAProjections(*projections)
         A, B = projections.A, projections.B
@@ -471,7 +327,7 @@ class VeRA(Adapter):
     @_exact
     def delta_weight(self):
         lambda_b, B, lambda_d, A = self._up(self.lambda_b, self.vera_B, self.lambda_d, self.vera_A)
-        return _RowColScale.apply(lambda_b, B, lambda_d) @ A  # (out, r) @ (r, in)
+        return (lambda_b[:, None] * B) @ (lambda_d[:, None] * A)  # (out, r) @ (r, in)
 
 
 class FourierFT(Adapter):
@@ -488,18 +344,17 @@ class FourierFT(Adapter):
 
     def __init__(self, base, n=1000, scaling=150.0, seed=777):
         super().__init__(base)
-        self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
+        n = self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
         self.scaling = _check_float("scaling", scaling)
         self.seed = _check_int("seed", seed, low=0)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(self.seed)
         self.register_buffer("indices", random_locations(n, self.out_features, self.in_features, generator).to(self.device))  # (2, n)
         self.spectrum = nn.Parameter(torch.randn(n, dtype=self.dtype).to(self.device))  # (n,)
 
     @_exact
     def delta_weight(self):
         spectrum, = self._up(self.spectrum)
-        # the scaling acts on the n coefficients (the IDFT is linear), not on the (out, in) result
-        return sparse_idft2_real(spectrum, self.indices, (self.out_features, self.in_features), self.scaling)
+        return self.scaling * sparse_idft2_real(spectrum, self.indices, (self.out_features, self.in_features))
 
 
 # -----------------------------------------------------------------------------
@@ -507,28 +362,23 @@ class FourierFT(Adapter):
 
 
 class FoRA(Adapter):
-    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã with
+    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r)
+    each Re(IDFT2) of a spectrum zero but n trainable coefficients at fixed random indices.
 
-        Ã = Re(IDFT2(S_A)),  S_A (r, in) zero but n trainable `spectrum_A` at `indices_A`
-        B̃ = Re(IDFT2(S_B)),  S_B (out, r) zero but n trainable `spectrum_B` at `indices_B`
-
-    so the rank r can be large at a fixed cost of 2n parameters. Init: `spectrum_B` = 0
-    (ΔW = 0); `spectrum_A` Kaiming-uniform, then rescaled by √(Var(A') / Var(Ã)) so that
-    Var(Ã) equals the variance of a Kaiming-uniform A' of the same shape, 1 / (3·in)
-    (we use that expected variance rather than one random draw of A'). Locations are
-    distinct and drawn correctly for non-square matrices (see `random_locations`).
+    The paper has no alpha: alpha=None (default) means alpha = r, scale 1, for any r. Init:
+    spectrum_B = 0 (ΔW = 0); spectrum_A Kaiming-uniform, rescaled so that Var(Ã) = 1/(3·in),
+    that of a Kaiming-uniform A'. Differs from the paper: that expected Var(A'), not one draw's.
     """
 
     method = "fora"
 
-    def __init__(self, base, n=500, r=32, alpha=32.0, seed=0):
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0):
         super().__init__(base)
-        self.r = _check_int("r", r)
-        self.n = _check_count("n", n, r, min(self.in_features, self.out_features), f"spectrum (r={r} by min(in, out))")
-        self.alpha = _check_float("alpha", alpha)
+        r = self.r = _check_int("r", r)
+        n = self.n = _check_count("n", n, r, min(self.in_features, self.out_features), f"spectrum (r={r} by min(in, out))")
+        self.alpha = float(r) if alpha is None else _check_float("alpha", alpha)
         self.seed = _check_int("seed", seed, low=0)
-        self.scaling = self.alpha / r
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(self.seed)
         self.register_buffer("indices_A", random_locations(n, r, self.in_features, generator).to(self.device))  # (2, n)
         self.register_buffer("indices_B", random_locations(n, self.out_features, r, generator).to(self.device))  # (2, n)
         self.spectrum_B = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
@@ -540,73 +390,43 @@ class FoRA(Adapter):
         self.spectrum_A = nn.Parameter(spectrum_A)
 
     @_exact
-    def factors(self):
-        """(Ã (r, in), B̃ (out, r)), the spatial factors of eq. 3-4."""
-        spectrum_A, spectrum_B = self._up(self.spectrum_A, self.spectrum_B)
-        A = sparse_idft2_real(spectrum_A, self.indices_A, (self.r, self.in_features))  # (r, in)
-        B = sparse_idft2_real(spectrum_B, self.indices_B, (self.out_features, self.r))  # (out, r)
-        return A, B
-
-    @_exact
     def delta_weight(self):
-        A, B = self.factors()
-        return _scaled(self.scaling, B) @ A  # (out, r) @ (r, in)
+        spectrum_A, spectrum_B = self._up(self.spectrum_A, self.spectrum_B)
+        A = sparse_idft2_real(spectrum_A, self.indices_A, (self.r, self.in_features))  # Ã (r, in)
+        B = sparse_idft2_real(spectrum_B, self.indices_B, (self.out_features, self.r))  # B̃ (out, r)
+        return self.alpha / self.r * (B @ A)  # (out, r) @ (r, in)
 
 
 class DFoRA(FoRA):
-    """DFoRA: DoRA's decomposition (Liu et al. 2024, eq. 5) with FoRA's update.
+    """DFoRA: DoRA's decomposition (Liu et al. 2024, eq. 5) with FoRA's ΔW,
+    W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row (norm per output row), y = x W'ᵀ + b.
 
-        W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row,  ΔW = (alpha/r) B̃ Ã as in FoRA
-
-    The norm is taken per output row of the (out, in) weight; the trainable `magnitude`
-    m (out,) starts at ‖W0‖_row, so W' = W0 at init. Unlike DoRA §4.3 we do not detach
-    the norm in backward: gradients are exact (the saving is one (out, in) buffer).
+    m (out,) trainable, starts at ‖W0‖_row (W' = W0 at init). detach_norm=True (default): the
+    norm is a constant in backward, as in DoRA §4.3 and PEFT (`.detach()`; the FoRA paper is
+    silent); detach_norm=False differentiates it too.
     """
 
     method = "dfora"
 
-    def __init__(self, base, n=500, r=32, alpha=32.0, seed=0):
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0, detach_norm=True):
         super().__init__(base, n=n, r=r, alpha=alpha, seed=seed)
+        if not isinstance(detach_norm, bool):
+            raise ValueError(f"detach_norm must be True or False, got {detach_norm!r}")
+        self.detach_norm = detach_norm
         self.magnitude = nn.Parameter(base.weight.detach().to(self.dtype).norm(dim=1))  # (out,)
 
     @_exact
-    def delta_weight(self):
-        # W' - W0 written as ΔW_FoRA + (m / ‖V‖ - 1) ⊙ V: exactly zero at init, where
-        # ΔW_FoRA = 0 and m = ‖W0‖_row come from the same float operations.
-        update = FoRA.delta_weight(self)  # (out, in)
-        direction = self.base.weight.to(update.dtype) + update  # V (out, in)
-        magnitude, = self._up(self.magnitude)
-        return update + (magnitude.unsqueeze(1) / direction.norm(dim=1, keepdim=True) - 1) * direction
-
-    @_exact
     def merged_weight(self):
-        update = FoRA.delta_weight(self)  # (out, in)
+        V = self.base.weight.to(self.dtype) + FoRA.delta_weight(self)  # W0 + ΔW (out, in)
+        norm = V.norm(dim=1).detach() if self.detach_norm else V.norm(dim=1)  # (out,)
         magnitude, = self._up(self.magnitude)
-        return _RowRescale.apply(self.base.weight.to(update.dtype) + update, magnitude)  # W' = m ⊙ V / ‖V‖_row
+        return (magnitude / norm)[:, None] * V  # W' = m ⊙ V / ‖V‖_row (exactly W0 at init)
+
+    def delta_weight(self):
+        return self.merged_weight() - self.base.weight.to(self.dtype)  # W' - W0
 
     def forward(self, x):
-        return _Linear.apply(_cast_once(x), None, self.merged_weight(), self.base.bias)
-
-
-class _RowRescale(torch.autograd.Function):
-    """W' = m ⊙ V / ‖V‖_row for V (out, in), m (out,): DoRA's normalisation, gradients exact
-    (the norm not detached). With G = ∂L/∂W', n = ‖V‖_row and d = (G·V)_row / n:
-        ∂L/∂m = d,   ∂L/∂V = (m / n) (G - (d / n) V)
-    in a few (out, in) passes, where autograd takes a dozen through norm, division and product.
-    """
-
-    @staticmethod
-    def forward(ctx, direction, magnitude):
-        norm = direction.norm(dim=1, keepdim=True)  # (out, 1)
-        scale = magnitude.unsqueeze(1) / norm  # (out, 1)
-        ctx.save_for_backward(direction, norm, scale)
-        return scale * direction
-
-    @staticmethod
-    def backward(ctx, grad):
-        direction, norm, scale = ctx.saved_tensors
-        d = (grad * direction).sum(dim=1, keepdim=True) / norm  # (out, 1)
-        return scale * (grad - (d / norm) * direction), d.squeeze(1)
+        return _linear(x, self.merged_weight(), self.base.bias)
 
 
 # -----------------------------------------------------------------------------
@@ -846,6 +666,8 @@ class FouRA(Adapter):
         return _scaled(self.scaling, up) @ down  # F_out⁻¹ B A F_in · scaling (out, in)
 
 
+
+
 # -----------------------------------------------------------------------------
 # Spectral Adapter
 
@@ -856,39 +678,13 @@ def top_singular(weight, r):
     return U[:, :r], S[:r], Vh[:r].T
 
 
-class _Cayley(torch.autograd.Function):
-    """R = (I + Q)(I - Q)⁻¹ = 2 K - I with K = (I - Q)⁻¹, Q = (P - Pᵀ)/2 (they commute).
-
-    Backward: dR = 2 K dQ K, so ∂L/∂Q = 2 Kᵀ G Kᵀ and, Q being the skew part of P,
-    ∂L/∂P = M - Mᵀ with M = Kᵀ G Kᵀ: two small batched products where autograd would
-    differentiate the solve, the transposes and the sums one by one.
-    """
-
-    @staticmethod
-    def forward(ctx, P):
-        eye = _identity(P.shape[-1], P.dtype, P.device)
-        # I - Q is never singular for skew Q, so the inverse's error check (a GPU synchronisation) is skipped.
-        K = torch.linalg.inv_ex(eye - (P - P.mT) / 2)[0]  # (..., r, r)
-        ctx.save_for_backward(K)
-        return 2 * K - eye
-
-    @staticmethod
-    def backward(ctx, grad):
-        K, = ctx.saved_tensors
-        M = K.mT @ grad @ K.mT
-        return M - M.mT
-
-
-@functools.lru_cache(maxsize=64)
-def _identity(size, dtype, device):
-    """The (size, size) identity, cached per size, dtype and device; do not modify it in place."""
-    return torch.eye(size, dtype=dtype, device=device)
-
-
 def cayley(P):
     """Cayley map R = (I + Q)(I - Q)⁻¹ with Q = (P - Pᵀ)/2: exactly orthogonal, R(0) = I.
     P (..., r, r): a batch of matrices maps in one call."""
-    return _Cayley.apply(P)
+    Q = (P - P.mT) / 2  # skew-symmetric
+    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
+    # I - Q is never singular for skew Q: inv_ex skips the error check (a GPU synchronisation).
+    return (eye + Q) @ torch.linalg.inv_ex(eye - Q)[0]
 
 
 class _SpectralAdapter(Adapter):
@@ -901,7 +697,7 @@ class _SpectralAdapter(Adapter):
     def __init__(self, base, r):
         super().__init__(base)
         limit = min(self.in_features, self.out_features)
-        self.r = _check_int("r", r, high=limit, what=f" (r <= min(in, out) = {limit} singular vectors)")
+        r = self.r = _check_int("r", r, high=limit, what=f" (r <= min(in, out) = {limit} singular vectors)")
         U1, S1, V1 = top_singular(base.weight, r)
         self.register_buffer("U1", U1.to(self.dtype), persistent=False)  # (out, r)
         self.register_buffer("S1", S1.to(self.dtype), persistent=False)  # (r,)
@@ -914,27 +710,22 @@ class SpectralAdapterA(_SpectralAdapter):
         W' = W0 - U1 S1 V1ᵀ + (U1 + A_U) S1 (V1 + A_V)ᵀ,   A_U (out, r), A_V (in, r) zeros
 
     The same parameter count as LoRA of rank r, but ΔW can reach rank 2r (Lemma 3.1).
+    Differs from the authors' code: W0 stays whole in the base and ΔW = W' - W0 is added
+    (the same W'), where they store the residual W0 - U1 S1 V1ᵀ and the new top part.
     """
 
     method = "spectral_a"
 
     def __init__(self, base, r=8):
         super().__init__(base, r)
-        self.A_U = nn.Parameter(torch.zeros(self.out_features, r, dtype=self.dtype, device=self.device))  # (out, r)
-        self.A_V = nn.Parameter(torch.zeros(self.in_features, r, dtype=self.dtype, device=self.device))  # (in, r)
-
-    def factors(self):
-        """ΔW = left @ rightᵀ, left (out, 2r), right (in, 2r), expanded without cancellation:
-        (U1 + A_U) S1 (V1 + A_V)ᵀ - U1 S1 V1ᵀ = U1 S1 A_Vᵀ + A_U S1 (V1 + A_V)ᵀ, exactly 0 at init."""
-        U1, S1, V1, A_U, A_V = self._up(self.U1, self.S1, self.V1, self.A_U, self.A_V)
-        left = torch.cat([U1 * S1, A_U * S1], dim=1)  # (out, 2r)
-        right = torch.cat([A_V, V1 + A_V], dim=1)  # (in, 2r)
-        return left, right
+        self.A_U = nn.Parameter(torch.zeros(self.out_features, self.r, dtype=self.dtype, device=self.device))  # (out, r)
+        self.A_V = nn.Parameter(torch.zeros(self.in_features, self.r, dtype=self.dtype, device=self.device))  # (in, r)
 
     @_exact
     def delta_weight(self):
-        left, right = self.factors()
-        return left @ right.T  # (out, 2r) @ (2r, in)
+        U1, S1, V1, A_U, A_V = self._up(self.U1, self.S1, self.V1, self.A_U, self.A_V)
+        # (U1 + A_U) S1 (V1 + A_V)ᵀ - U1 S1 V1ᵀ, multiplied out so that nothing cancels
+        return (U1 * S1) @ A_V.T + (A_U * S1) @ (V1 + A_V).T  # (out, r) @ (r, in) twice
 
 
 class SpectralAdapterR(_SpectralAdapter):
@@ -943,31 +734,27 @@ class SpectralAdapterR(_SpectralAdapter):
         W' = W0 - U1 S1 V1ᵀ + (U1 R_U) S1 (V1 R_V)ᵀ,   R = cayley(P), P (r, r) zeros -> R = I
 
     R_U, R_V are exactly orthogonal, so W' keeps the singular values of W0 (Lemma 4.1).
-    Trainable: P_U, P_V, 2r² parameters.
+    Trainable: P_U, P_V, 2r² parameters. Differs from the authors' code as Spectral Adapter A.
     """
 
     method = "spectral_r"
 
     def __init__(self, base, r=8):
         super().__init__(base, r)
-        self.P_U = nn.Parameter(torch.zeros(r, r, dtype=self.dtype, device=self.device))  # (r, r)
-        self.P_V = nn.Parameter(torch.zeros(r, r, dtype=self.dtype, device=self.device))  # (r, r)
+        self.P_U = nn.Parameter(torch.zeros(self.r, self.r, dtype=self.dtype, device=self.device))  # (r, r)
+        self.P_V = nn.Parameter(torch.zeros(self.r, self.r, dtype=self.dtype, device=self.device))  # (r, r)
 
     def rotations(self):
-        """(R_U, R_V), each (r, r) orthogonal (one batched Cayley map for both)."""
-        R = cayley(torch.stack(self._up(self.P_U, self.P_V)))  # (2, r, r)
-        return R[0], R[1]
-
-    def core(self):
-        """M (r, r) with ΔW = U1 M V1ᵀ: M = R_U S1 R_Vᵀ - S1 (one addmm, beta = -1)."""
-        R_U, R_V = self.rotations()
-        S1, = self._up(self.S1)
-        return torch.addmm(torch.diag(S1), R_U * S1, R_V.T, beta=-1)
+        """(R_U, R_V), each (r, r) orthogonal."""
+        P_U, P_V = self._up(self.P_U, self.P_V)
+        return cayley(P_U), cayley(P_V)
 
     @_exact
     def delta_weight(self):
-        U1, V1 = self._up(self.U1, self.V1)
-        return U1 @ (self.core() @ V1.T)  # (out, r) @ (r, in)
+        R_U, R_V = self.rotations()
+        U1, S1, V1 = self._up(self.U1, self.S1, self.V1)
+        core = (R_U * S1) @ R_V.T - torch.diag(S1)  # (r, r): R_U S1 R_Vᵀ - S1
+        return U1 @ core @ V1.T  # (U1 R_U) S1 (V1 R_V)ᵀ - U1 S1 V1ᵀ (out, in)
 
 
 # -----------------------------------------------------------------------------
@@ -984,6 +771,9 @@ METHODS = {
     "spectral_a": SpectralAdapterA,
     "spectral_r": SpectralAdapterR,
 }
+
+# BERT/RoBERTa name their attention projections query/value, DeBERTa-v2/v3 query_proj/value_proj.
+DEFAULT_TARGETS = ("query", "value", "query_proj", "value_proj")
 
 
 def hyperparameters(method):
@@ -1004,27 +794,40 @@ def _replace(model, name, module):
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def inject(model, method, targets=("query", "value"), **hyperparameters_):
+def _matches(name, targets):
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     """Wrap every nn.Linear whose qualified name ends with a target in `method`'s adapter.
 
-    Freezes every other parameter of the model, leaving only the adapters' tensors
-    trainable. Returns the replaced names. Hyperparameters are the method's keywords
+    A target matches whole dotted components: "query" matches "attention.self.query", not
+    "query_proj". The default reaches BERT/RoBERTa's query and value and DeBERTa's query_proj
+    and value_proj. Freezes every other parameter of the model, leaving only the adapters'
+    tensors trainable. Returns the replaced names. Hyperparameters are the method's keywords
     (see `hyperparameters(method)`); the defaults are the papers' RoBERTa-base GLUE settings.
     """
     allowed = hyperparameters(method)
     unknown = sorted(set(hyperparameters_) - set(allowed))
     if unknown:
         raise ValueError(f"{method} takes no hyperparameter {', '.join(map(repr, unknown))}: allowed {', '.join(allowed)}")
-    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    targets = (targets,) if isinstance(targets, str) else targets
+    if not isinstance(targets, (tuple, list, set)) or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(f"targets must be module name suffixes (non-empty strings), e.g. {DEFAULT_TARGETS}; "
+                         f"got {targets!r}")
+    targets = tuple(targets)
     if not targets:
         raise ValueError("targets is empty: name at least one module suffix, e.g. ('query', 'value')")
+    adapted = [f"{name} ({a.method})" for name, a in adapters(model) if _matches(name, targets)]
+    if adapted:
+        raise ValueError(f"layers already adapted: {', '.join(adapted)}; one adapter per layer "
+                         f"(spectral_ft.merge(model) first to stack a new one on the merged weights)")
     inside_adapter = {f"{name}.{child}" for name, a in adapters(model) for child, _ in a.named_modules() if child}
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and name not in inside_adapter}
-    names = [name for name in linears if any(name == t or name.endswith("." + t) for t in targets)]
+    names = [name for name in linears if _matches(name, targets)]
     if not names:
         sample = ", ".join(list(linears)[:8]) or "none"
         raise ValueError(f"no nn.Linear's name ends with any of targets={targets}; linear layers here: {sample}")
-    model.requires_grad_(False)
     cls = METHODS[method]
     extra = {}
     if cls is VeRA:  # one shared random pair, drawn at the largest shape
@@ -1032,8 +835,17 @@ def inject(model, method, targets=("query", "value"), **hyperparameters_):
         largest_in = max(linears[n].in_features for n in names)
         largest_out = max(linears[n].out_features for n in names)
         extra["projections"] = VeRAProjections(*vera_projections(settings["r"], largest_in, largest_out, settings["seed"]))
+    trainable, built = [p for p in model.parameters() if p.requires_grad], {}
+    for name in names:  # every layer is built before the model changes
+        try:
+            built[name] = cls(linears[name], **hyperparameters_, **extra)
+        except ValueError as error:
+            for p in trainable:  # (the adapters built so far froze their base)
+                p.requires_grad_(True)
+            raise ValueError(f"layer {name!r}: {error}") from None
+    model.requires_grad_(False)
     for name in names:
-        _replace(model, name, cls(linears[name], **hyperparameters_, **extra))
+        _replace(model, name, built[name])
     return names
 
 
@@ -1064,6 +876,14 @@ def load_adapter_state_dict(model, state):
     expected = adapter_state_dict(model)
     if not expected:
         raise ValueError("the model has no adapters: inject(model, method, ...) with the saved method first")
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict of tensors (adapter_state_dict's output), got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"adapter state {key!r} is a {type(value).__name__}, not a tensor")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"adapter state {key!r} holds non-finite values (inf or nan): the run that saved it "
+                             f"diverged; load an earlier state")
     for name, adapter in adapters(model):
         want = sorted(k[len(name) + 1:] for k in expected if k.startswith(name + "."))
         have = sorted(k[len(name) + 1:] for k in state if k.startswith(name + ".") and "." not in k[len(name) + 1:])

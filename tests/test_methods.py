@@ -44,9 +44,10 @@ def valid_hyperparameters(method, i, o, gate=False):
         return st.fixed_dictionaries({"r": st.integers(1, 32), "d_initial": st.floats(0.01, 1.0), "seed": seed})
     if method == "fourierft":
         return st.fixed_dictionaries({"n": st.integers(1, i * o), "scaling": st.floats(1.0, 300.0), "seed": seed})
-    if method in ("fora", "dfora"):
+    if method in ("fora", "dfora"):  # alpha None: the paper's scale 1 (alpha = r)
+        extra = {"detach_norm": st.booleans()} if method == "dfora" else {}
         return st.integers(1, 8).flatmap(lambda r: st.fixed_dictionaries(
-            {"r": st.just(r), "n": st.integers(1, r * small), "alpha": alpha, "seed": seed}))
+            {"r": st.just(r), "n": st.integers(1, r * small), "alpha": st.none() | alpha, "seed": seed, **extra}))
     if method == "loca":
         return st.fixed_dictionaries({"n": st.integers(1, i * o), "alpha": alpha, "seed": seed})
     if method == "foura":
@@ -420,6 +421,8 @@ def _gradcheck(adapter, x, skip=()):
 @given(data=st.data())
 def test_gradients_match_finite_differences(method, gate, data):
     case = data.draw(cases(methods=(method,), max_dim=6, gate=gate))
+    if method == "dfora":  # the exact gradient: the norm differentiated (the default detaches it)
+        case[3]["detach_norm"] = False
     adapter = randomise(build(case), seed=case[-1])  # eval mode: no dropout
     _gradcheck(adapter, tokens(case[1], B=2, T=3), skip=("locations",))
 
@@ -477,8 +480,8 @@ def test_fora_init_variance_of_A_is_kaiming(case, dtype):
     dominates (|mean| up to ~10³·std for tiny n) loses digits to cancellation: 1e-3
     (worst seen over 20,000 draws: 8e-5)."""
     adapter = build(case, dtype=dtype)
-    A, _ = adapter.factors()
     i = case[1]
+    A = torch.as_tensor(idft2_real_reference(adapter.spectrum_A, adapter.indices_A, case[3]["r"], i))
     if (adapter.indices_A == 0).all():
         assert A.abs().max() <= 1 / math.sqrt(i)  # the coefficient's own Kaiming bound, ÷ r·in
     else:
@@ -496,8 +499,8 @@ def test_fora_lone_dc_coefficient_is_not_blown_up():
             adapter = FoRA(nn.Linear(i, 4), n=1, r=1, seed=seed)
             if adapter.indices_A[:, 0].tolist() == [0, 0]:
                 checked += 1
-                A, _ = adapter.factors()
-                assert A.abs().max() <= 1 / math.sqrt(i), (i, seed, A.abs().max().item())
+                A = idft2_real_reference(adapter.spectrum_A, adapter.indices_A, 1, i)
+                assert abs(A).max() <= 1 / math.sqrt(i), (i, seed, abs(A).max())
     assert checked >= 10
 
 
@@ -526,6 +529,111 @@ def test_fourierft_same_seed_gives_same_indices_across_layers_of_one_shape(n, se
     assert len(by_shape) == 2 and all(len(group) >= 2 for group in by_shape.values())
     for group in by_shape.values():
         assert all(torch.equal(group[0], other) for other in group[1:])
+
+
+# -----------------------------------------------------------------------------
+# 8b. VeRA's frozen pair is PEFT's, tensor for tensor; FoRA's default scale is the paper's 1
+
+# Made once with /work/venv-methods (torch 2.13.0+cpu, peft 0.21.2): get_peft_model on a module with
+# query = nn.Linear(7, 5) and value = nn.Linear(6, 9), VeraConfig(r, target_modules=["query", "value"],
+# projection_prng_key=seed), then query.vera_A["default"] (r, 7) and query.vera_B["default"] (9, r):
+# the pair at the largest in (7) and out (9). Entries are float32 values; sums taken in float64.
+PEFT_VERA = {  # (seed, r): (A's first 4, A's last 2, sum A, sum |A|, B's first 4, B's last 2, sum B, sum |B|)
+    (0, 4): ([-0.006931448820978403, 0.4966502785682678, -0.7619917392730713, -0.681347131729126],
+             [0.8383080959320068, -0.8588559031486511], -1.0639162347652018, 11.891774422023445,
+             [-0.7710233926773071, -0.31006285548210144, -0.47740551829338074, 1.058180570602417],
+             [-0.7254807353019714, 0.3700041174888611], -3.2546061240136623, 23.518659602850676),
+    (1234, 3): ([-0.8721609711647034, -0.18164856731891632, -0.44468218088150024, -0.246932253241539],
+                [0.42825567722320557, 0.18742790818214417], -1.376520775258541, 8.737989880144596,
+                [-0.5534427165985107, -0.693665623664856, 0.36589062213897705, 1.3194925785064697],
+                [-0.2292567640542984, -1.2289342880249023], -0.1341438740491867, 16.877460062503815),
+}
+
+
+@pytest.mark.parametrize("seed,r", list(PEFT_VERA))
+def test_vera_projections_are_pefts_for_the_same_seed(seed, r):
+    model = nn.Module()
+    model.query, model.value = nn.Linear(7, 5), nn.Linear(6, 9)
+    inject(model, "vera", targets=("query", "value"), r=r, seed=seed)
+    A, B = model.query.projections.A, model.query.projections.B  # the shared pair, (r, 7) and (9, r)
+    assert A.shape == (r, 7) and B.shape == (9, r) and A.dtype == B.dtype == torch.float32
+    first_A, last_A, sum_A, abs_A, first_B, last_B, sum_B, abs_B = PEFT_VERA[(seed, r)]
+    assert A.flatten()[:4].tolist() == first_A and A.flatten()[-2:].tolist() == last_A
+    assert B.flatten()[:4].tolist() == first_B and B.flatten()[-2:].tolist() == last_B
+    for tensor, total, absolute in ((A, sum_A, abs_A), (B, sum_B, abs_B)):
+        assert math.isclose(tensor.double().sum().item(), total, rel_tol=1e-12)
+        assert math.isclose(tensor.double().abs().sum().item(), absolute, rel_tol=1e-12)
+    assert torch.equal(model.query.vera_A, A[:, :7]) and torch.equal(model.value.vera_A, A[:, :6])
+    assert torch.equal(model.query.vera_B, B[:5]) and torch.equal(model.value.vera_B, B)
+
+
+def test_fora_default_alpha_is_the_rank_and_dfora_detaches_the_norm():
+    assert spectral_ft.hyperparameters("fora")["alpha"] is None
+    assert spectral_ft.hyperparameters("dfora")["alpha"] is None
+    assert spectral_ft.hyperparameters("dfora")["detach_norm"] is True  # DoRA §4.3, PEFT
+    assert spectral_ft.DFoRA(nn.Linear(6, 6), n=4, r=3).detach_norm is True
+
+
+@settings(max_examples=20, deadline=None)
+@given(method=st.sampled_from(["fora", "dfora"]), r=st.integers(1, 64), seed=st.integers(0, 100))
+def test_fora_default_scale_is_one_for_any_rank(method, r, seed):
+    """alpha=None: ΔW = B̃ Ã exactly (the paper's eq. 3-4 has no alpha), the same as alpha = r."""
+    torch.manual_seed(seed)
+    base = nn.Linear(12, 10, dtype=F64)
+    n = min(4, r * 10)
+    torch.manual_seed(seed)
+    default = randomise(METHODS[method](base, n=n, r=r, seed=seed), seed)
+    torch.manual_seed(seed)
+    explicit = randomise(METHODS[method](base, n=n, r=r, alpha=float(r), seed=seed), seed)
+    assert default.alpha == r
+    assert torch.equal(default.delta_weight(), explicit.delta_weight())
+    A = idft2_real_reference(default.spectrum_A, default.indices_A, r, 12)
+    B = idft2_real_reference(default.spectrum_B, default.indices_B, 10, r)
+    if method == "fora":
+        assert_close64(default.delta_weight(), B @ A)
+
+
+# -----------------------------------------------------------------------------
+# 8c. DFoRA's gradients: the norm detached (DoRA §4.3, default) or differentiated
+
+
+def cosine_basis(indices, M, N):
+    """(n, M, N): Re(IDFT2) of a spectrum with a single 1 at each of the n locations."""
+    u, v = numpy64(indices)
+    p, q = np.arange(M)[:, None, None], np.arange(N)[None, :, None]
+    return np.moveaxis(np.cos(2 * np.pi * (u * p / M + v * q / N)) / (M * N), -1, 0)
+
+
+@pytest.mark.parametrize("detach_norm", [True, False])
+@settings(max_examples=15, deadline=None)
+@given(case=cases(methods=("dfora",), max_dim=10))
+def test_dfora_gradients_match_float64_reference(detach_norm, case):
+    """With G = ∂L/∂W', V = W0 + ΔW, ν = ‖V‖_row, d = (G·V)_row / ν: ∂L/∂m = d, and
+    ∂L/∂V = (m/ν) G with the norm detached, (m/ν) (G - (d/ν) V) with it differentiated;
+    then through ΔW = (alpha/r) B̃ Ã to the two spectra."""
+    case[3]["detach_norm"] = detach_norm
+    adapter = randomise(build(case), seed=case[-1])
+    _, i, o, kwargs, seed = case
+    x = tokens(i, B=2, T=3, seed=seed)
+    weights = torch.randn(2, 3, o, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    (adapter(x) * weights).sum().backward()
+
+    G = numpy64(weights).reshape(-1, o).T @ numpy64(x).reshape(-1, i)  # ∂L/∂W' (out, in)
+    r, scale, m = adapter.r, adapter.alpha / adapter.r, numpy64(adapter.magnitude)
+    basis_A, basis_B = cosine_basis(adapter.indices_A, r, i), cosine_basis(adapter.indices_B, o, r)
+    A = np.einsum("k,kmn->mn", numpy64(adapter.spectrum_A), basis_A)  # Ã (r, in)
+    B = np.einsum("k,kmn->mn", numpy64(adapter.spectrum_B), basis_B)  # B̃ (out, r)
+    V = numpy64(adapter.base.weight) + scale * B @ A
+    norm = np.linalg.norm(V, axis=1)
+    d = (G * V).sum(1) / norm
+    grad_V = (m / norm)[:, None] * (G if detach_norm else G - (d / norm)[:, None] * V)
+    assert_close64(adapter.magnitude.grad, d)
+    assert_close64(adapter.spectrum_A.grad, np.einsum("kmn,mn->k", basis_A, scale * B.T @ grad_V))
+    assert_close64(adapter.spectrum_B.grad, np.einsum("kmn,mn->k", basis_B, scale * grad_V @ A.T))
+
+
+def test_dfora_detach_norm_must_be_a_bool():
+    raises_with(["detach_norm", "'yes'"], spectral_ft.DFoRA, nn.Linear(6, 6), n=4, r=3, detach_norm="yes")
 
 
 # -----------------------------------------------------------------------------
@@ -600,7 +708,7 @@ def _small_case(method, gate, seed):
     i, o = 12, 10  # non-square
     kwargs = {**SMALL[method], "gate": gate} if method == "foura" else dict(SMALL[method])
     if method == "vera":
-        kwargs["r"] = 3 if seed % 2 else 64  # both of VeRA's forward paths
+        kwargs["r"] = 3 if seed % 2 else 64  # r below and above in
     return method, i, o, kwargs, seed
 
 
@@ -801,8 +909,10 @@ def test_vera_layers_share_one_random_pair(r, seed):
     for m in layers:  # every layer's pair is a corner slice of the same matrices
         assert torch.equal(m.vera_A, widest_in.vera_A[:, :m.in_features])
         assert torch.equal(m.vera_B, tallest_out.vera_B[:m.out_features])
-    bound_A = 1 / math.sqrt(widest_in.in_features)  # Kaiming-uniform, drawn at the largest shape
+    bound_A = math.sqrt(6 / widest_in.in_features)  # PEFT's Kaiming-uniform (gain √2), at the largest shape
+    bound_B = math.sqrt(6 / r)
     assert widest_in.vera_A.abs().max() <= bound_A and widest_in.vera_A.std() > bound_A / 4
+    assert tallest_out.vera_B.abs().max() <= bound_B and tallest_out.vera_B.std() > bound_B / 4
 
 
 @settings(max_examples=len(ALL) * 2, deadline=None)
@@ -905,60 +1015,45 @@ def test_loca_counts_locations_until_they_are_frozen():
 
 
 # -----------------------------------------------------------------------------
-# 14. What a training step keeps and computes (the speed work of issue 5)
+# 14. The forward pass is x (W0 + ΔW)ᵀ + b, in every precision, and trains under autocast
 
 
-def _saved_copies_of(x, run):
-    """Distinct storages autograd keeps during run() that hold a bfloat16 copy of x (same shape)."""
-    storages = set()
-
-    def pack(t):
-        if t.dtype == torch.bfloat16 and t.numel() == x.numel() and t.shape[-1] == x.shape[-1]:
-            storages.add(t.untyped_storage().data_ptr())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return len(storages)
+@pytest.mark.parametrize("method", ALL)  # FouRA with gate=False (the gated one: test_foura_gated_output_...)
+@settings(max_examples=10, deadline=None)
+@given(data=st.data(), bias=st.booleans())
+def test_forward_equals_dense_paper_reference(method, data, bias):
+    """forward(x) = x (W0 + ΔW)ᵀ + b with ΔW from `delta_reference` (the paper's equation in numpy)."""
+    case = data.draw(cases(methods=(method,), max_dim=12))
+    adapter = randomise(build(case, bias=bias), seed=case[-1])
+    x = tokens(case[1], B=2, T=3, seed=case[-1])
+    W = numpy64(adapter.base.weight) + delta_reference(adapter)  # (out, in)
+    b = numpy64(adapter.base.bias) if bias else 0.0
+    with torch.no_grad():
+        assert_close64(adapter(x), numpy64(x) @ W.T + b)
 
 
 @pytest.mark.parametrize("method,gate", LOW_PRECISION_CASES)
-def test_query_and_value_adapters_keep_one_copy_of_their_shared_input(method, gate):
-    """Under autocast the two adapters of a layer read one LayerNorm output: it is cast once
-    and kept once for backward (two F.linear calls with trained weights would keep two)."""
+def test_autocast_training_step_gives_float32_gradients_close_to_float32_ones(method, gate):
+    """Under bfloat16 autocast the adapter's gradients (and the input's) stay float32 tensors
+    close to the float32 step's: ΔW is computed in float32 and autograd differentiates it."""
     case = _small_case(method, gate, 0)
-    query = randomise(build(case, dtype=torch.float32), 0).train()
-    value = randomise(build(case, dtype=torch.float32), 1).train()
-    leaf = torch.randn(2, 7, case[1], requires_grad=True)  # 14 tokens: no weight has x's size
-    x = leaf * 1.0  # a tensor made in this forward pass, like the LayerNorm output
-
-    def forward():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            forward.out = (query(x).float().sum() + value(x).float().sum())
-
-    assert _saved_copies_of(x, forward) == 1
-    forward.out.backward()
-    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
-    reference = leaf.detach().clone().requires_grad_(True)  # the same step without any sharing
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        (query(reference).float().sum() + value(reference).float().sum()).backward()
-    assert relative_error(leaf.grad, reference.grad) < TOLERANCE[torch.bfloat16]
-
-
-def test_input_cast_is_never_reused_for_a_leaf_or_a_changed_tensor():
-    adapter = randomise(build(_small_case("lora", False, 0), dtype=torch.float32), 0)
-    leaf = torch.randn(3, 12, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        first, second = spectral_ft._cast_once(leaf), spectral_ft._cast_once(leaf)
-        assert first is not second  # a leaf may be fed step after step: each forward casts anew
-        x = leaf * 1.0
-        assert spectral_ft._cast_once(x) is spectral_ft._cast_once(x)
-        before = adapter(x)
-        with torch.no_grad():
-            x.add_(1.0)  # changed in place: the cached copy is stale
-        after = adapter(x)
-        assert torch.equal(after, adapter(x.detach().clone()))
-        assert not torch.equal(after, before)
+    if method == "dfora":
+        case[3]["detach_norm"] = False
+    adapter = randomise(build(case, dtype=torch.float32), 0).train()
+    x = torch.randn(2, 7, case[1], generator=torch.Generator().manual_seed(3))
+    weights = torch.randn(2, 7, case[2], generator=torch.Generator().manual_seed(4))
+    grads = []
+    for autocast in (False, True):
+        leaf = x.clone().requires_grad_(True)
+        adapter.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = (adapter(leaf).float() * weights).sum()
+        loss.backward()
+        grads.append([leaf.grad] + [p.grad for p in own_parameters(adapter).values() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) >= 2
+    for low, high in zip(*reversed(grads)):
+        assert low.dtype == torch.float32 and torch.isfinite(low).all()
+        assert relative_error(low, high) < 3 * TOLERANCE[torch.bfloat16]
 
 
 def test_vera_pair_stays_one_tensor_when_the_model_is_converted():
@@ -977,7 +1072,7 @@ def test_vera_pair_stays_one_tensor_when_the_model_is_converted():
 
 @pytest.mark.parametrize("method", [m for m in ALL if m not in ("foura", "dfora")])  # (DFoRA normalises W0 + ΔW)
 def test_unfrozen_base_weight_gets_the_gradient_of_the_merged_weight(method):
-    """The fused x (W0 + ΔW)ᵀ computes ∂L/∂W0 too when someone unfreezes W0: the same gᵀ x."""
+    """x W0ᵀ + x ΔWᵀ gives ∂L/∂W0 = gᵀ x when someone unfreezes W0, as a plain nn.Linear would."""
     case = _small_case(method, False, 0)
     adapter = randomise(build(case), 0)
     adapter.base.weight.requires_grad_(True)
