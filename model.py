@@ -1,5 +1,6 @@
 """
-A minimal BERT / RoBERTa encoder with a sequence-classification head, in one file.
+A minimal BERT / RoBERTa encoder with a sequence-classification head, in one file; and
+DeBERTa-v2/v3 (model type "deberta-v2", DebertaClassifier) beside it, further down.
 
 The module tree mirrors Hugging Face's names exactly (embeddings.word_embeddings,
 encoder.layer.{i}.attention.self.query, ..., classifier), so that

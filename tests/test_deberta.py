@@ -31,8 +31,10 @@ transformers 5.24.0 and torch 2.13.0 (CPU, float32) by this script (not kept in 
         # stored: f"{name}.{batch}.{input_ids|attention_mask|token_type_ids|logits|last_hidden_state}"
         #         (out.logits, out.hidden_states[-1]) with hub.write_safetensors.
 """
+import hashlib
+import http.server
 import json
-import math
+import threading
 import warnings
 from pathlib import Path
 
@@ -44,8 +46,8 @@ from hypothesis import given, settings, strategies as st
 import hub
 import spectral_ft
 import train
-from model import (KNOWN_CONFIGS, DebertaClassifier, DebertaV2Config, config_from_json, load_hf_state_dict,
-                   log_bucket_position, relative_positions, save_pretrained)
+from model import (KNOWN_CONFIGS, DebertaClassifier, DebertaV2Config, _download, config_from_json,
+                   load_hf_state_dict, log_bucket_position, relative_positions, save_pretrained)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN_CASES = [("deberta_tiny", 2, "short"), ("deberta_tiny", 2, "long"), ("deberta_tiny_conv", 1, "short")]
@@ -317,6 +319,47 @@ def test_pretraining_checkpoint_loads_backbone_and_leaves_a_fresh_head(golden):
     ids, mask, tt = inputs(golden, "deberta_tiny", "short")
     with torch.no_grad():
         assert torch.equal(model.encode(ids, mask), source.encode(ids, mask))
+
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """/{repo}/resolve/main/{file} from `root`, with the headers hub.hf_hub_download reads."""
+    root, commit = None, "c" * 40
+
+    def do_GET(self):
+        path = self.root / self.path.rsplit("/", 1)[-1]
+        data = path.read_bytes() if "/resolve/main/" in self.path and path.is_file() else None
+        self.send_response(200 if data is not None else 404)
+        self.send_header("X-Repo-Commit", self.commit)
+        if data is None:
+            self.send_header("X-Error-Code", "EntryNotFound")
+        else:
+            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data or b"")))
+        self.end_headers()
+        self.wfile.write(data or b"")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_hub_download_fetches_the_sentencepiece_model_beside_the_weights(tmp_path, golden):
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (served / name).write_bytes((FIXTURES / "deberta_tiny" / name).read_bytes())
+    (served / "spm.model").write_bytes(b"a sentencepiece model")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (FakeHub,), {"root": served}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        folder = _download("org/tiny-deberta", f"http://127.0.0.1:{server.server_port}", tmp_path / "cache")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (folder / "spm.model").read_bytes() == b"a sentencepiece model"
+    ids, mask, _ = inputs(golden, "deberta_tiny", "short")
+    with torch.no_grad():
+        logits = DebertaClassifier.from_pretrained(folder, 2).eval()(ids, mask)
+    torch.testing.assert_close(logits, golden["deberta_tiny.short.logits"], rtol=0, atol=1e-5)
+
 
 # -----------------------------------------------------------------------------
 # configs, and what they refuse
