@@ -1,5 +1,6 @@
 """
-A minimal BERT / RoBERTa encoder with a sequence-classification head, in one file.
+A minimal BERT / RoBERTa encoder with a sequence-classification head, in one file; and
+DeBERTa-v2/v3 (model type "deberta-v2", DebertaClassifier) beside it, further down.
 
 The module tree mirrors Hugging Face's names exactly (embeddings.word_embeddings,
 encoder.layer.{i}.attention.self.query, ..., classifier), so that
@@ -13,6 +14,7 @@ Every projection is a plain nn.Linear; attention is F.scaled_dot_product_attenti
     logits = model(torch.tensor([ids]), torch.ones(1, len(ids)), torch.tensor([types]))
 """
 import json
+import math
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -121,10 +123,20 @@ _BERT_BASE_UNCASED = {
     "position_embedding_type": "absolute", "transformers_version": "4.6.0.dev0",
     "type_vocab_size": 2, "use_cache": True, "vocab_size": 30522,
 }
+_DEBERTA_V3_BASE = {  # pos_att_type is written "p2c|c2p" in the file; pooler_* are transformers' defaults
+    "model_type": "deberta-v2", "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+    "max_position_embeddings": 512, "relative_attention": True, "position_buckets": 256,
+    "norm_rel_ebd": "layer_norm", "share_att_key": True, "pos_att_type": "p2c|c2p", "layer_norm_eps": 1e-7,
+    "max_relative_positions": -1, "position_biased_input": False, "num_attention_heads": 12,
+    "num_hidden_layers": 12, "type_vocab_size": 0, "vocab_size": 128100,
+    "pooler_hidden_size": 768, "pooler_hidden_act": "gelu",
+}
 KNOWN_CONFIGS = {
     "roberta-base": _ROBERTA_BASE, "FacebookAI/roberta-base": _ROBERTA_BASE,
     "roberta-large": _ROBERTA_LARGE, "FacebookAI/roberta-large": _ROBERTA_LARGE,
     "bert-base-uncased": _BERT_BASE_UNCASED, "google-bert/bert-base-uncased": _BERT_BASE_UNCASED,
+    "microsoft/deberta-v3-base": _DEBERTA_V3_BASE,
 }
 
 # -----------------------------------------------------------------------------
@@ -332,10 +344,374 @@ def count_parameters(model, trainable_only=False):
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 # -----------------------------------------------------------------------------
+# DeBERTa-v2 / v3 (Hugging Face model type "deberta-v2"): BERT's post-LayerNorm layers with
+# disentangled attention over log-bucketed relative positions, and a ContextPooler head.
+#   He et al. 2021, "DeBERTa: Decoding-enhanced BERT with Disentangled Attention" (ICLR), §3.1;
+#   He et al. 2023, "DeBERTaV3" (ICLR): the v3 checkpoints use this same encoder.
+
+DEBERTA_POS_ATT_TYPES = ("c2p", "p2c")  # content->position, position->content
+CONV_ACTIVATIONS = dict(ACTIVATIONS, tanh=torch.tanh)
+
+
+@dataclass
+class DebertaV2Config:
+    """A "deberta-v2" config.json. Fields and defaults are transformers' DebertaV2Config,
+    including the keys its model reads with a default when absent (position_buckets, ...)."""
+    model_type: str = "deberta-v2"
+    vocab_size: int = 128100
+    hidden_size: int = 1536
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 24
+    intermediate_size: int = 6144
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 0  # 0: no token-type embedding (token_type_ids are ignored)
+    layer_norm_eps: float = 1e-7
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+    position_biased_input: bool = True  # add absolute position embeddings (v3: False)
+    relative_attention: bool = False  # add the pos_att_type terms (v3: True)
+    pos_att_type: tuple = ()  # a subset of DEBERTA_POS_ATT_TYPES (v3: both)
+    max_relative_positions: int = -1  # < 1: max_position_embeddings
+    position_buckets: int = -1  # > 0: relative distances log-bucketed, 2 * position_buckets embeddings
+    share_att_key: bool = False  # relative embeddings projected by query_proj / key_proj (v3: True)
+    norm_rel_ebd: str = "none"  # "layer_norm": a LayerNorm on the relative embeddings (v3)
+    embedding_size: int | None = None  # None: hidden_size; else embed_proj maps it to hidden_size
+    conv_kernel_size: int = 0  # > 0: a Conv1d branch after the first layer (DeBERTa-v2 xlarge/xxlarge)
+    conv_groups: int = 1
+    conv_act: str = "tanh"
+    pooler_hidden_size: int | None = None  # None: hidden_size (the only size the head accepts)
+    pooler_hidden_act: str = "gelu"
+    pooler_dropout: float = 0.0
+    cls_dropout: float | None = None  # None: hidden_dropout_prob
+
+    def __post_init__(self):
+        if self.model_type != "deberta-v2":
+            raise ValueError(f"model_type={self.model_type!r}: DebertaV2Config is for 'deberta-v2' only")
+        if isinstance(self.pos_att_type, str):  # config.json may write "p2c|c2p"
+            self.pos_att_type = self.pos_att_type.lower().split("|")
+        self.pos_att_type = tuple(t.strip() for t in self.pos_att_type or ())
+        bad = [t for t in self.pos_att_type if t not in DEBERTA_POS_ATT_TYPES]
+        if bad:
+            raise ValueError(f"pos_att_type={list(self.pos_att_type)} has {bad}; allowed: "
+                             f"{', '.join(DEBERTA_POS_ATT_TYPES)}")
+        self.norm_rel_ebd = "|".join(t.strip() for t in self.norm_rel_ebd.lower().split("|"))
+        if not set(self.norm_rel_ebd.split("|")) <= {"none", "layer_norm"}:
+            raise ValueError(f"norm_rel_ebd={self.norm_rel_ebd!r} is not supported; allowed: 'none', 'layer_norm'")
+        for key, table in (("hidden_act", ACTIVATIONS), ("pooler_hidden_act", ACTIVATIONS),
+                           ("conv_act", CONV_ACTIVATIONS)):
+            if getattr(self, key) not in table:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not supported; allowed: {', '.join(table)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        self.embedding_size = self.embedding_size or self.hidden_size
+        self.pooler_hidden_size = self.pooler_hidden_size or self.hidden_size
+        if self.pooler_hidden_size != self.hidden_size:  # transformers' classifier takes hidden_size inputs
+            raise ValueError(f"pooler_hidden_size={self.pooler_hidden_size} must equal "
+                             f"hidden_size={self.hidden_size}")
+        if self.conv_kernel_size > 0 and self.conv_kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel_size={self.conv_kernel_size} must be odd (the convolution keeps "
+                             f"the sequence length with (k - 1) / 2 zeros on each side)")
+
+    @property
+    def max_relative(self):
+        """The largest relative distance: max_relative_positions, or max_position_embeddings if < 1."""
+        return self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
+
+    @property
+    def att_span(self):
+        """k: relative positions index 2k embeddings, R + k clamped to [0, 2k)."""
+        return self.position_buckets if self.position_buckets > 0 else self.max_relative
+
+    @classmethod
+    def from_json(cls, d):
+        """A DebertaV2Config from the dict of a Hugging Face config.json."""
+        head = d.get("attention_head_size")
+        if head is not None and head * d.get("num_attention_heads", 24) != d.get("hidden_size", 1536):
+            raise ValueError(f"attention_head_size={head} is not supported: heads must split hidden_size")
+        kwargs = {f.name: d.get(f.name, f.default) for f in fields(cls) if f.name != "model_type"}
+        return cls(**kwargs)
+
+    def to_json(self):
+        return dict(asdict(self), pos_att_type=list(self.pos_att_type))
+
+
+def config_from_json(d):
+    """The config of a Hugging Face config.json dict: ModelConfig (BERT, RoBERTa) or DebertaV2Config."""
+    model_type = d.get("model_type")
+    archs = [a.lower() for a in d.get("architectures") or []]
+    if model_type == "deberta-v2" or (model_type is None and any(a.startswith("debertav2") for a in archs)):
+        return DebertaV2Config.from_json(d)
+    if model_type == "deberta" or (model_type is None and any(a.startswith("deberta") for a in archs)):
+        raise ValueError("config.json describes DeBERTa v1 (model type 'deberta'), which is not supported; "
+                         f"supported: {', '.join(MODEL_TYPES)}, deberta-v2 (DeBERTa-v2 and -v3)")
+    return ModelConfig.from_json(d)
+
+
+def log_bucket_position(relative_pos, bucket_size, max_position):
+    """DeBERTa's log buckets (transformers' make_log_bucket_position): with m = bucket_size // 2,
+    distances |d| <= m stay as they are, farther ones become
+        sign(d) · (m + ceil((m - 1) · log(|d| / m) / log((max_position - 1) / m)))
+    in float32 as there, so that |d| = max_position - 1 lands on bucket_size - 1. Beyond
+    max_position the bucket grows past it; the attention clamps indices to its table."""
+    mid = bucket_size // 2
+    distance = relative_pos.abs()
+    far = distance.clamp(min=mid)  # (the near ones' log is never used)
+    log_pos = torch.ceil(torch.log(far / mid) / torch.log(torch.tensor((max_position - 1) / mid))
+                         * (mid - 1)) + mid
+    return torch.where(distance <= mid, relative_pos, log_pos.long() * relative_pos.sign())
+
+
+def relative_positions(T, bucket_size, max_position, device=None):
+    """R (T, T) long, R[i, j] = bucket(i - j): query i's position relative to key j."""
+    pos = torch.arange(T, device=device)
+    rel = pos[:, None] - pos[None, :]  # (T, T)
+    return log_bucket_position(rel, bucket_size, max_position) if bucket_size > 0 and max_position > 0 else rel
+
+
+class DebertaEmbeddings(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        E, H = config.embedding_size, config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = (nn.Embedding(config.max_position_embeddings, E)
+                                    if config.position_biased_input else None)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E) if config.type_vocab_size > 0 else None
+        self.embed_proj = nn.Linear(E, H, bias=False) if E != H else None
+        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # What train.py reads to bound --max-length. Relative positions take any length (far
+        # distances share buckets); absolute ones (position_biased_input) raise beyond it.
+        self.max_positions, self.position_offset = config.max_position_embeddings, 0
+
+    def forward(self, input_ids, token_type_ids, mask=None):
+        T = input_ids.shape[1]
+        x = self.word_embeddings(input_ids)  # (B, T, E)
+        if self.position_embeddings is not None:
+            if T > self.max_positions:
+                raise ValueError(f"sequence length {T} does not fit max_position_embeddings={self.max_positions}")
+            x = x + self.position_embeddings(torch.arange(T, device=input_ids.device))
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings(token_type_ids)
+        if self.embed_proj is not None:
+            x = self.embed_proj(x)  # (B, T, H)
+        x = self.LayerNorm(x)
+        if mask is not None:
+            x = x * mask[:, :, None].to(x.dtype)  # padding rows are zero
+        return self.dropout(x)
+
+
+def _project_positions(proj, rel):
+    """proj(rel) for the relative embeddings rel (2k, H). They are no tokens of the batch, so an
+    adapter's padding mask (`token_mask`, which the classifier sets per batch) is lifted meanwhile."""
+    mask = getattr(proj, "token_mask", None)
+    if mask is None:
+        return proj(rel)
+    proj.token_mask = None
+    try:
+        return proj(rel)
+    finally:
+        proj.token_mask = mask
+
+
+class DisentangledSelfAttention(nn.Module):
+    """DeBERTa's attention (He et al. 2021, eq. 4), with relative distances δ = bucket(i - j):
+        A[i, j] = (q_i·k_j + q_i·k^r_δ(i,j) + k_j·q^r_δ(j,i)) / √(hs · (1 + len(pos_att_type)))
+    c2p is the second term, p2c the third; k^r, q^r project the relative embeddings (2k, H)
+    with key_proj, query_proj (share_att_key) or their own pos_key_proj, pos_query_proj. The
+    index of δ in the table is δ + k clamped to [0, 2k). As transformers, the scale counts
+    pos_att_type even without relative_attention, and padding queries are masked too (their
+    rows come out uniform; they never reach a real token)."""
+
+    def __init__(self, config):
+        super().__init__()
+        H = config.hidden_size
+        self.n_head = config.num_attention_heads
+        self.query_proj, self.key_proj, self.value_proj = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
+        self.pos_att_type, self.relative_attention = config.pos_att_type, config.relative_attention
+        self.scale = math.sqrt(H // self.n_head * (1 + len(config.pos_att_type)))
+        self.share_att_key = config.share_att_key
+        if self.relative_attention and not self.share_att_key:
+            if "c2p" in self.pos_att_type:
+                self.pos_key_proj = nn.Linear(H, H)
+            if "p2c" in self.pos_att_type:
+                self.pos_query_proj = nn.Linear(H, H)
+        self.pos_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def heads(self, t):  # (..., L, H) -> (..., nh, L, hs)
+        return t.view(*t.shape[:-1], self.n_head, -1).transpose(-3, -2)
+
+    def forward(self, x, mask, rel_pos, rel_emb):
+        B, T, H = x.shape
+        q = self.heads(self.query_proj(x))  # (B, nh, T, hs)
+        k, v = (self.heads(proj(x)).to(q.dtype) for proj in (self.key_proj, self.value_proj))  # (B, nh, T, hs)
+        scores = q @ k.transpose(-1, -2) / self.scale  # (B, nh, T, T) content->content
+        if self.relative_attention:
+            rel = self.pos_dropout(rel_emb)  # (2k, H)
+            span = rel.shape[0] // 2
+            if "c2p" in self.pos_att_type:
+                proj = self.key_proj if self.share_att_key else self.pos_key_proj
+                pos_k = self.heads(_project_positions(proj, rel)).to(q.dtype)  # (nh, 2k, hs)
+                c2p = q @ pos_k.transpose(-1, -2)  # (B, nh, T, 2k): query i against every distance
+                index = (rel_pos + span).clamp(0, 2 * span - 1)  # (T, T)
+                scores = scores + c2p.gather(-1, index.expand(B, self.n_head, T, T)) / self.scale
+            if "p2c" in self.pos_att_type:
+                proj = self.query_proj if self.share_att_key else self.pos_query_proj
+                pos_q = self.heads(_project_positions(proj, rel)).to(q.dtype)  # (nh, 2k, hs)
+                p2c = k @ pos_q.transpose(-1, -2)  # (B, nh, T, 2k): key j against every distance
+                index = (span - rel_pos).clamp(0, 2 * span - 1)  # (T, T): row j, column i -> δ(j, i)
+                scores = scores + p2c.gather(-1, index.expand(B, self.n_head, T, T)).transpose(-1, -2) / self.scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = self.dropout(torch.softmax(scores, dim=-1))  # (B, nh, T, T)
+        return (probs @ v).transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+
+
+class DebertaAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.self = DisentangledSelfAttention(config)
+        self.output = SelfOutput(config, config.hidden_size)
+
+    def forward(self, x, mask, rel_pos, rel_emb):
+        return self.output(self.self(x, mask, rel_pos, rel_emb), x)
+
+
+class DebertaLayer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.attention = DebertaAttention(config)
+        self.intermediate = Intermediate(config)
+        self.output = SelfOutput(config, config.intermediate_size)
+
+    def forward(self, x, mask, rel_pos, rel_emb):
+        x = self.attention(x, mask, rel_pos, rel_emb)
+        return self.output(self.intermediate(x), x)
+
+
+class ConvLayer(nn.Module):
+    """DeBERTa-v2's convolution branch beside the first layer: LayerNorm(layer output +
+    act(conv(embeddings))), padding rows zeroed before and after."""
+
+    def __init__(self, config):
+        super().__init__()
+        H, k = config.hidden_size, config.conv_kernel_size
+        self.conv = nn.Conv1d(H, H, k, padding=(k - 1) // 2, groups=config.conv_groups)
+        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.act = CONV_ACTIVATIONS[config.conv_act]
+
+    def forward(self, embeddings, residual, mask):
+        y = self.conv(embeddings.transpose(1, 2)).transpose(1, 2)  # (B, T, H)
+        if mask is not None:
+            y = y.masked_fill(~mask[:, :, None], 0.0)
+        y = self.LayerNorm(residual + self.act(self.dropout(y)))
+        return y if mask is None else y * mask[:, :, None].to(y.dtype)
+
+
+class DebertaEncoder(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.layer = nn.ModuleList(DebertaLayer(config) for _ in range(config.num_hidden_layers))
+        self.relative_attention = config.relative_attention
+        self.bucket_size, self.max_relative = config.position_buckets, config.max_relative
+        if config.relative_attention:
+            self.rel_embeddings = nn.Embedding(2 * config.att_span, config.hidden_size)  # (2k, H)
+        if "layer_norm" in config.norm_rel_ebd.split("|"):
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.conv = ConvLayer(config) if config.conv_kernel_size > 0 else None
+
+    def forward(self, x, mask):
+        """x (B, T, H) embeddings, mask (B, T) bool or None -> last hidden states (B, T, H)."""
+        pair = None if mask is None else mask[:, None, :, None] & mask[:, None, None, :]  # (B, 1, T, T)
+        rel_pos = rel_emb = None
+        if self.relative_attention:
+            rel_pos = relative_positions(x.shape[1], self.bucket_size, self.max_relative, x.device)  # (T, T)
+            rel_emb = self.rel_embeddings.weight  # (2k, H)
+            if hasattr(self, "LayerNorm"):
+                rel_emb = self.LayerNorm(rel_emb)
+        h = x
+        for i, layer in enumerate(self.layer):
+            h = layer(h, pair, rel_pos, rel_emb)
+            if i == 0 and self.conv is not None:
+                h = self.conv(x, h, mask)
+        return h
+
+
+class ContextPooler(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.pooler_hidden_size, config.pooler_hidden_size)
+        self.dropout = nn.Dropout(config.pooler_dropout)
+        self.act = ACTIVATIONS[config.pooler_hidden_act]
+
+    def forward(self, h):
+        return self.act(self.dense(self.dropout(h[:, 0])))  # (B, H), the [CLS] token
+
+
+class DebertaClassifier(nn.Module):
+    """HF's DebertaV2ForSequenceClassification: our state dict keys are theirs with "deberta."
+    stripped (pooler and classifier are at the top in both). num_labels=1 means regression."""
+
+    head_modules = ("pooler", "classifier")
+    _init_weights = SequenceClassifier._init_weights  # transformers' init: N(0, initializer_range), ...
+    head_parameter_names = SequenceClassifier.head_parameter_names
+
+    def __init__(self, config, num_labels):
+        super().__init__()
+        if not (isinstance(num_labels, int) and num_labels >= 1):
+            raise ValueError(f"num_labels must be an int >= 1 (1 = regression), got {num_labels!r}")
+        self.config, self.num_labels = config, num_labels
+        self.embeddings = DebertaEmbeddings(config)
+        self.encoder = DebertaEncoder(config)
+        self.pooler = ContextPooler(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if config.cls_dropout is None else config.cls_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.apply(self._init_weights)
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Last hidden states (B, T, H). attention_mask: 1 = token, 0 = padding."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and t.shape != input_ids.shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids {tuple(input_ids.shape)}")
+        for module in self.modules():  # adapters that need this batch's padding (FouRA's gate)
+            if hasattr(module, "token_mask"):
+                module.token_mask = attention_mask
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        mask = None if attention_mask is None else attention_mask.bool()  # (B, T)
+        return self.encoder(self.embeddings(input_ids, token_type_ids, mask), mask)  # (B, T, H)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        return self.classifier(self.dropout(self.pooler(h)))  # (B, num_labels)
+
+    @classmethod
+    def from_pretrained(cls, directory, num_labels):
+        """The model of a local Hugging Face "deberta-v2" checkpoint directory (no tokenizer)."""
+        directory = Path(directory)
+        config = DebertaV2Config.from_json(json.loads((directory / "config.json").read_text()))
+        model = cls(config, num_labels)
+        load_hf_state_dict(model, read_checkpoint(directory))
+        return model
+
+
+def classifier_for(config, num_labels):
+    """A fresh classifier of a config: SequenceClassifier (BERT, RoBERTa) or DebertaClassifier."""
+    return (DebertaClassifier if isinstance(config, DebertaV2Config) else SequenceClassifier)(config, num_labels)
+
+# -----------------------------------------------------------------------------
 # loading and saving Hugging Face checkpoints
 
 
-IGNORED_PREFIXES = ("lm_head.", "cls.predictions.", "cls.seq_relationship.")  # pre-training heads
+IGNORED_PREFIXES = ("lm_head.", "cls.predictions.", "cls.seq_relationship.",  # pre-training heads
+                    "lm_predictions.", "mask_predictions.")  # DeBERTa-v3's generator / discriminator heads
 IGNORED_SUFFIXES = ("position_ids", "embeddings.token_type_ids")  # buffers, not weights
 
 
@@ -352,7 +728,7 @@ def read_checkpoint(directory):
 
 def _our_name(key):
     """HF key -> our module path: drop the model prefix, rename old gamma/beta."""
-    for prefix in ("roberta.", "bert."):
+    for prefix in ("roberta.", "bert.", "deberta."):
         if key.startswith(prefix):
             key = key[len(prefix):]
             break
@@ -373,7 +749,9 @@ def load_hf_state_dict(model, state_dict):
     for key, tensor in state_dict.items():
         name = _our_name(key)
         if (name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES)
-                or (model.config.model_type == "roberta" and name.startswith("pooler."))):
+                or (model.config.model_type == "roberta" and name.startswith("pooler."))
+                or (name == "embeddings.position_embeddings.weight"  # in v3 files, unused (as transformers)
+                    and model.config.model_type == "deberta-v2" and not model.config.position_biased_input)):
             continue
         if name not in ours:
             unexpected.append(key)
@@ -403,13 +781,13 @@ def _download(repo_id, endpoint, cache_dir):
     """Fetch a checkpoint's files from the hub; returns the folder that holds them."""
     get = lambda filename: hf_hub_download(repo_id, filename, endpoint=endpoint, cache_dir=cache_dir)
     config_path = Path(get("config.json"))
-    config = ModelConfig.from_json(json.loads(config_path.read_text()))
+    config = config_from_json(json.loads(config_path.read_text()))
     try:
         paths = [get("model.safetensors")]
     except EntryNotFoundError:
         paths = [get("pytorch_model.bin")]
-    paths += [get(f) for f in (["vocab.json", "merges.txt"] if config.model_type == "roberta"
-                               else ["vocab.txt"])]
+    vocabulary = {"roberta": ["vocab.json", "merges.txt"], "deberta-v2": ["spm.model"]}
+    paths += [get(f) for f in vocabulary.get(config.model_type, ["vocab.txt"])]
     try:
         paths.append(get("tokenizer_config.json"))
     except EntryNotFoundError:
@@ -429,24 +807,28 @@ def load_pretrained(name_or_path, num_labels, *, endpoint=None, cache_dir=None):
                                 f"'roberta-base' or 'FacebookAI/roberta-base'")
     else:
         directory = _download(str(name_or_path), endpoint, cache_dir)
-    return SequenceClassifier.from_pretrained(directory, num_labels), load_tokenizer(directory)
+    config = config_from_json(json.loads((Path(directory) / "config.json").read_text()))
+    cls = DebertaClassifier if isinstance(config, DebertaV2Config) else SequenceClassifier
+    return cls.from_pretrained(directory, num_labels), load_tokenizer(directory)
 
 
 def save_pretrained(model, directory, tokenizer_files=None):
     """Write config.json and model.safetensors as HF's *ForSequenceClassification does
-    (keys with the "roberta."/"bert." prefix, the head at top level), then copy the
+    (keys with the "roberta."/"bert."/"deberta." prefix, the head at top level), then copy the
     given tokenizer files in. Adapters must be merged away first."""
     config, directory = model.config, Path(directory)
     with torch.device("meta"):  # the plain model's key names, without allocating anything
-        plain = SequenceClassifier(config, model.num_labels).state_dict().keys()
+        plain = type(model)(config, model.num_labels).state_dict().keys()
     state = model.state_dict()
     if set(state) != set(plain):
         extra = sorted(set(state) - set(plain))[:5]
         raise ValueError(f"model has tensors a plain SequenceClassifier lacks (e.g. {extra}); "
                          f"merge and remove adapters before save_pretrained")
-    prefix = config.model_type + "."
-    tensors = {(n if n.startswith("classifier.") else prefix + n): t for n, t in state.items()}
-    arch = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification"}
+    prefix = "deberta." if config.model_type == "deberta-v2" else config.model_type + "."
+    top = ("classifier.", "pooler.") if config.model_type == "deberta-v2" else ("classifier.",)
+    tensors = {(n if n.startswith(top) else prefix + n): t for n, t in state.items()}
+    arch = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
+            "deberta-v2": "DebertaV2ForSequenceClassification"}
     labels = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
     config_json = dict(config.to_json(), architectures=[arch[config.model_type]],
                        num_labels=model.num_labels, id2label=labels,

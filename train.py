@@ -39,8 +39,9 @@ from tqdm import tqdm
 import spectral_ft
 from data import RTE_SAMPLE_DIR, TASKS, compute_metrics, load_glue, main_metric
 from hub import atomic_write, hf_hub_download, write_safetensors
+from model import (KNOWN_CONFIGS, DebertaV2Config, SequenceClassifier, classifier_for, config_from_json,
+                   load_pretrained, save_pretrained, tiny_config)
 from settings import PAPER_SETTINGS, lookup
-from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier, load_pretrained, save_pretrained, tiny_config
 from tokenization import WordPieceTokenizer
 
 # -----------------------------------------------------------------------------
@@ -97,7 +98,8 @@ def build_parser():
     a = p.add_argument
     a("--method", choices=[*spectral_ft.METHODS, "full", "head"],
       help="default loca; full: every weight trains, head: classifier only")
-    a("--targets", help="comma-separated suffixes of the linear layers to adapt (default query,value)")
+    a("--targets", help="comma-separated suffixes of the linear layers to adapt "
+                        "(default query,value; DeBERTa: query_proj,value_proj)")
     types = dict(r=int, n=int, alpha=float, scaling=float, dropout=float, d_initial=float, transform=str,
                  adapter_seed=int)
     for dest, name in HYPERPARAMETER_DESTS.items():  # the methods' keywords, named as in spectral_ft
@@ -135,6 +137,16 @@ def build_parser():
 
 def flag(dest):
     return "--gate/--no-gate" if dest == "gate" else "--" + dest.replace("_", "-")
+
+
+def default_targets(model):
+    """The query and value projections: "query,value" (BERT, RoBERTa), "query_proj,value_proj" (DeBERTa).
+    Read from the config of known names and local folders; a hub id is judged by its name (no download)."""
+    if model != "tiny" and (model in KNOWN_CONFIGS or Path(model).is_dir()):
+        deberta = isinstance(model_config_without_weights(model), DebertaV2Config)
+    else:
+        deberta = "deberta" in Path(str(model)).name.lower()
+    return "query_proj,value_proj" if deberta else "query,value"
 
 
 def resolve_config(args, saved=None):
@@ -186,7 +198,8 @@ def resolve_config(args, saved=None):
                   micro_batch_size=args.micro_batch_size)
     config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
     if method not in ("full", "head"):
-        config["targets"] = (args.targets or ",".join(settings.get("targets", ("query", "value")))).split(",")
+        row_targets = ",".join(settings["targets"]) if "targets" in settings else None
+        config["targets"] = (args.targets or row_targets or default_targets(model)).split(",")
     for key, why in unused.items():
         if why and key != "targets":
             config[key] = None
@@ -408,15 +421,16 @@ def prepare_model(model, config):
 
 
 def model_config_without_weights(name):
-    """The ModelConfig of --model, downloading at most its config.json (nothing for known names)."""
+    """The config of --model (model.config_from_json), downloading at most its config.json (nothing for
+    known names)."""
     if name == "tiny":
         return tiny_config("bert", len(SPECIAL_TOKENS))
     if name in KNOWN_CONFIGS:
-        return ModelConfig.from_json(KNOWN_CONFIGS[name])
+        return config_from_json(KNOWN_CONFIGS[name])
     if not Path(name).is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise FileNotFoundError(f"--model {name} is not a directory, nor a hub id like 'FacebookAI/roberta-base'")
     path = Path(name) / "config.json" if Path(name).is_dir() else hf_hub_download(name, "config.json")
-    return ModelConfig.from_json(json.loads(Path(path).read_text()))
+    return config_from_json(json.loads(Path(path).read_text()))
 
 
 def dry_inject(config):
@@ -424,7 +438,7 @@ def dry_inject(config):
     adapted layers (random CPU weights: some methods read them). Bad targets and hyperparameters fail
     here, before any download; and parameters are counted without one (--count-params)."""
     with torch.device("meta"):
-        model = SequenceClassifier(model_config_without_weights(config["model"]), TASKS[config["task"]].num_labels)
+        model = classifier_for(model_config_without_weights(config["model"]), TASKS[config["task"]].num_labels)
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and any(name.endswith("." + t) for t in config["targets"] or ()):
             model._init_weights(module.to_empty(device="cpu"))
