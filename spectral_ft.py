@@ -614,15 +614,12 @@ class _RowRescale(torch.autograd.Function):
 
 
 class _LoCADelta(torch.autograd.Function):
-    """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1) as a sum of n rank-1 products of DCT basis rows,
-    S (out, in) zero but the coefficients s at the grid points (r, c) of the locations.
-
-    A custom Function because rounding to the grid has no gradient: LoCA defines its own
-    (eq. 3-5). With D = C_out (∂L/∂ΔW) C_inᵀ, one DCT2 of the incoming gradient:
-        ∂L/∂s_k = alpha · D[r_k, c_k],
+    """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1), S (out, in) zero but coefficients s at the grid
+    points (r, c) of the locations: a sum of n rank-1 products of DCT basis rows, S never formed.
+    A custom Function: rounding to the grid has no gradient, so LoCA defines one (eq. 3-5). With
+    D = C_out (∂L/∂ΔW) C_inᵀ,  ∂L/∂s_k = alpha · D[r_k, c_k]  and, columns alike,
         ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2, -1, 1) · (out - 1),
-    columns alike; a neighbour off the grid is the point itself; · (out - 1) turns grid
-    steps into units of the location, which lives in [0, 1].
+    a neighbour off the grid being the point itself; · (out - 1) turns grid steps into location units.
     """
 
     @staticmethod
@@ -767,7 +764,7 @@ class FouRA(Adapter):
         self.r = _check_int("r", r, high=min(self.in_features, self.out_features), what=" (r <= min(in, out))")
         self.alpha = _check_float("alpha", alpha)
         if transform not in ("dct", "dft") or not isinstance(gate, bool):
-            raise ValueError(f"FouRA takes transform 'dct' or 'dft' and gate True or False, got {transform!r}, {gate!r}")
+            raise ValueError(f"transform must be 'dct' or 'dft' and gate True or False, got {transform!r}, {gate!r}")
         self.transform, self.gate, self.scaling, self.token_mask = transform, gate, self.alpha / r, None
         like = dict(dtype=self.dtype, device=self.device)
         self.foura_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, **like))  # (r, in)
@@ -788,7 +785,7 @@ class FouRA(Adapter):
         if z.dim() < 2 or (token_mask is not None and token_mask.shape[-1] != z.shape[-2]):
             raise ValueError(f"FouRA's gate needs x (..., T, in) and token_mask (..., T), got {tuple(z.shape[:-1])} "
                              f"tokens and token_mask {None if token_mask is None else tuple(token_mask.shape)}")
-        real = torch.ones_like(z[..., :1], dtype=torch.bool) if token_mask is None else token_mask.bool().unsqueeze(-1)  # (..., T, 1)
+        real = (z.new_ones(z.shape[:-1]) if token_mask is None else token_mask).bool().unsqueeze(-1)  # (..., T, 1)
         log_p = torch.log_softmax(z.masked_fill(~real, -math.inf), dim=-2).masked_fill(~real, 0.0)  # (..., T, r)
         entropy = -(log_p.exp() * log_p).sum(dim=-2, keepdim=True)  # (..., 1, r)
         a, b = self._up(self.gate_scale, self.gate_shift)
@@ -998,7 +995,8 @@ def inject(model, method, targets=("query", "value"), **hyperparameters_):
         largest_out = max(linears[n].out_features for n in names)
         extra["projections"] = VeRAProjections(*vera_projections(settings["r"], largest_in, largest_out, settings["seed"]))
     if cls is LoCA:  # one generator for the model: each layer draws its own locations from it, in module order
-        hyperparameters_["seed"] = torch.Generator().manual_seed(_check_int("seed", hyperparameters_.get("seed", allowed["seed"]), 0))
+        seed = _check_int("seed", hyperparameters_.get("seed", allowed["seed"]), low=0)
+        hyperparameters_["seed"] = torch.Generator().manual_seed(seed)
     for name in names:
         _replace(model, name, cls(linears[name], **hyperparameters_, **extra))
     return names

@@ -51,7 +51,8 @@ def test_foura_output_at_real_tokens_does_not_depend_on_padding(T, amount, trans
 
 
 @settings(max_examples=20, deadline=None)
-@given(lengths=st.lists(st.integers(1, 7), min_size=2, max_size=4), extra=st.integers(0, 4), seed=st.integers(0, 10_000))
+@given(lengths=st.lists(st.integers(1, 7), min_size=2, max_size=4), extra=st.integers(0, 4),
+       seed=st.integers(0, 10_000))
 def test_foura_sequence_batched_with_longer_ones_gives_its_output_alone(lengths, extra, seed):
     adapter = foura(seed=seed)
     g = torch.Generator().manual_seed(seed)
@@ -103,7 +104,8 @@ def test_foura_padding_gets_no_gradient_through_the_gate_and_gradients_stay_fini
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
     adapter.rank_gate(z, mask).sum().backward()
     assert torch.isfinite(z.grad).all() and torch.isfinite(adapter.gate_scale.grad).all()
-    assert torch.equal(z.grad[0, 3:], torch.zeros(3, 3, dtype=F64)) and torch.equal(z.grad[1, 1:], torch.zeros(5, 3, dtype=F64))
+    assert torch.equal(z.grad[0, 3:], torch.zeros(3, 3, dtype=F64))
+    assert torch.equal(z.grad[1, 1:], torch.zeros(5, 3, dtype=F64))
     assert z.grad[0, :3].abs().max() > 0
 
 
@@ -165,7 +167,7 @@ def encoder_with_foura(model_type, seed):
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(lengths=st.lists(st.integers(2, 9), min_size=1, max_size=3), extra=st.integers(1, 6), seed=st.integers(0, 1000))
 def test_encoder_hidden_states_and_logits_do_not_depend_on_padding(model_type, lengths, extra, seed):
     model = encoder_with_foura(model_type, seed)
