@@ -746,15 +746,13 @@ class LoCASchedule:
 
 class FouRA(Adapter):
     """FouRA (Borse et al. 2024, eq. 4-6): LoRA in the frequency domain of the activations,
-    y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" (orthonormal DCT-II) or "dft"
-    (`real_dft`) along each token's features; foura_A (r, in) Kaiming-uniform, foura_B (out, r)
-    zeros (ΔW = 0 at init; the community code starts B at nn.Linear's default). gate=False: a
-    fixed ΔW = alpha/r · F_out⁻¹ B A F_in. gate=True: g_i = sigmoid(a_i (H_i - b_i)), H_i the
-    entropy of softmax over the real tokens of z[..., i], z = A F_in(x) (..., T, r) (raw H, as
-    the community code; the paper asks only for a gate learnt from z), a = `gate_scale` (init 1),
-    b = `gate_shift` (init 0); the same in training and eval; no fixed ΔW: merge() raises.
-    Before the forward set `token_mask` (..., T), 1 = real token, None = all real, on each FouRA
-    module (SequenceClassifier does): padding never enters the gate.
+    y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" or "dft" (`real_dft`) along each token's
+    features; foura_A (r, in) Kaiming-uniform, foura_B (out, r) zeros: ΔW = 0 at init (the community
+    code starts B at nn.Linear's default). gate=False: a fixed ΔW, merged. gate=True: g_i =
+    sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the real tokens of z[..., i], z = A F_in(x)
+    (..., T, r) (raw H, as the community code; the paper asks only for a gate learnt from z), a =
+    `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge() raises.
+    Set `token_mask` (..., T), 1 = real token, None = all, before the forward (SequenceClassifier does).
     """
 
     method = "foura"
@@ -783,8 +781,8 @@ class FouRA(Adapter):
     def rank_gate(self, z, token_mask=None):
         """g (..., 1, r) from z (..., T, r), over the tokens where token_mask (..., T) is 1 (None: all)."""
         if z.dim() < 2 or (token_mask is not None and token_mask.shape[-1] != z.shape[-2]):
-            raise ValueError(f"FouRA's gate needs x (..., T, in) and token_mask (..., T), got {tuple(z.shape[:-1])} "
-                             f"tokens and token_mask {None if token_mask is None else tuple(token_mask.shape)}")
+            raise ValueError(f"FouRA's gate needs x (..., T, in) and token_mask (..., T); got x {tuple(z.shape[:-1])} "
+                             f"+ (in,) and token_mask {None if token_mask is None else tuple(token_mask.shape)}")
         real = (z.new_ones(z.shape[:-1]) if token_mask is None else token_mask).bool().unsqueeze(-1)  # (..., T, 1)
         log_p = torch.log_softmax(z.masked_fill(~real, -math.inf), dim=-2).masked_fill(~real, 0.0)  # (..., T, r)
         entropy = -(log_p.exp() * log_p).sum(dim=-2, keepdim=True)  # (..., 1, r)
