@@ -761,8 +761,10 @@ class FouRA(Adapter):
         super().__init__(base)
         self.r = _check_int("r", r, high=min(self.in_features, self.out_features), what=" (r <= min(in, out))")
         self.alpha = _check_float("alpha", alpha)
-        if transform not in ("dct", "dft") or not isinstance(gate, bool):
-            raise ValueError(f"transform must be 'dct' or 'dft' and gate True or False, got {transform!r}, {gate!r}")
+        if transform not in ("dct", "dft"):
+            raise ValueError(f"transform={transform!r} is unknown: allowed 'dct', 'dft'")
+        if not isinstance(gate, bool):
+            raise ValueError(f"gate must be True or False, got {gate!r}")
         self.transform, self.gate, self.scaling, self.token_mask = transform, gate, self.alpha / r, None
         like = dict(dtype=self.dtype, device=self.device)
         self.foura_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, **like))  # (r, in)
