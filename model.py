@@ -322,6 +322,9 @@ class SequenceClassifier(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        for module in self.modules():  # adapters whose gate must skip the padding (spectral_ft.FouRA)
+            if hasattr(module, "token_mask"):
+                module.token_mask = attention_mask  # (B, T) or None: every token real
         return self.encoder(self.embeddings(input_ids, token_type_ids), mask)  # (B, T, H)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):

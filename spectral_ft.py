@@ -158,22 +158,6 @@ def _exact(fn):
     return wrapper
 
 
-# Only LoCA's and FouRA's current code calls these two; delete them once it no longer does.
-
-
-def _scaled(factor, t):
-    """factor · t (t itself when factor is 1)."""
-    return t if factor == 1 else factor * t
-
-
-def _cast_once(x):
-    """x in the dtype F.linear computes it in: autocast's, where it is on, else x's own."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
-        return x.to(torch.get_autocast_dtype(device))
-    return x
-
-
 # -----------------------------------------------------------------------------
 # The base class: what every adapter shares
 
@@ -434,77 +418,50 @@ class DFoRA(FoRA):
 
 
 class _LoCADelta(torch.autograd.Function):
-    """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1), S zero but coefficients at rounded locations.
-
-    Forward: for n < out + in a sum of n rank-1 products of DCT basis rows, O(n·out·in),
-    S never formed; otherwise the dense product C_outᵀ S C_in, O(out·in·(out + in)).
-    Backward: with G = ∂L/∂ΔW, one DCT D = C_out G C_inᵀ gives (eq. 3-5)
-        ∂L/∂s_k   = alpha · D[r_k, c_k]
-        ∂L/∂row_k = alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2   (columns alike),
-    one-sided at the grid's edges; times (size - 1) since locations live in [0, 1]. All
-    five entries of D per coefficient are read in one gather.
+    """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1), S (out, in) zero but coefficients s at the grid
+    points (r, c) of the locations: a sum of n rank-1 products of DCT basis rows, S never formed.
+    A custom Function: rounding to the grid has no gradient, so LoCA defines one (eq. 3-5). With
+    D = C_out (∂L/∂ΔW) C_inᵀ,  ∂L/∂s_k = alpha · D[r_k, c_k]  and, columns alike,
+        ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2, -1, 1) · (out - 1),
+    a neighbour off the grid being the point itself; · (out - 1) turns grid steps into location units.
     """
 
     @staticmethod
     def forward(ctx, coefficients, locations, C_out, C_in, alpha):
-        index = _grid_indices(locations, C_out.shape[0], C_in.shape[0])  # (2, n): rows; cols
-        rows, cols = index
-        ctx.save_for_backward(coefficients, index, C_out, C_in)
+        rows, cols = _grid_indices(locations, len(C_out), len(C_in))  # (n,), (n,)
+        ctx.save_for_backward(coefficients, rows, cols, C_out, C_in)
         ctx.alpha = alpha
-        scaled = _scaled(alpha, coefficients)  # (n,)
-        if len(coefficients) < C_out.shape[0] + C_in.shape[0]:
-            return (C_out[rows].T * scaled) @ C_in[cols]  # (out, n) @ (n, in)
-        S = torch.zeros(C_out.shape[0], C_in.shape[0], dtype=coefficients.dtype, device=coefficients.device)
-        S.index_put_((rows, cols), scaled, accumulate=True)  # (out, in); colliding locations add
-        return C_out.T @ S @ C_in
+        return (C_out[rows].T * (alpha * coefficients)) @ C_in[cols]  # (out, n) @ (n, in); repeated points add
 
     @staticmethod
     def backward(ctx, grad):
-        coefficients, index, C_out, C_in = ctx.saved_tensors
-        alpha = ctx.alpha
-        D = C_out @ grad @ C_in.T  # DCT2 of ∂L/∂ΔW (out, in)
-        rows, cols = index
-        needs = ctx.needs_input_grad
-        if not needs[1]:
-            grad_coefficients = alpha * D[rows, cols] if needs[0] else None
-            return grad_coefficients, None, None, None, None
-        # The five grid points [centre, row + 1, column + 1, row - 1, column - 1] of each
-        # location, kept on the grid (one-sided differences at its edges): one gather from D.
-        last, stencil = _grid_constants(C_out.shape[0], C_in.shape[0], index.device)  # (2, 1), (2, 5, 1)
-        points = (index.unsqueeze(1) + stencil).clamp_(min=0)  # (2, 5, n)
-        points = torch.minimum(points, last.unsqueeze(1))
-        picked = D[points[0], points[1]]  # (5, n)
-        steps = (points[:, 1:3] - points[:, 3:5]).diagonal(dim1=0, dim2=1).T.clamp(min=1)  # (2, n): 2, 1 at an edge
-        slope = (picked[1:3] - picked[3:5]) * (last / steps)  # (2, n), per unit of location in [0, 1]
-        grad_coefficients = alpha * picked[0] if needs[0] else None
-        return grad_coefficients, (alpha * coefficients) * slope, None, None, None
-
-
-@functools.lru_cache(maxsize=64)
-def _grid_constants(rows, cols, device):
-    """(last, stencil), long and cached per shape and device (no host copy inside a step):
-    last = [[rows - 1], [cols - 1]] (2, 1), the largest grid index of each axis, and stencil
-    (2, 5, 1) the offsets of [centre, row + 1, column + 1, row - 1, column - 1] (rows; cols)."""
-    last = torch.tensor([[rows - 1], [cols - 1]], device=device)
-    stencil = torch.tensor([[0, 1, 0, -1, 0], [0, 0, 1, 0, -1]], device=device).unsqueeze(2)
-    return last, stencil
+        coefficients, rows, cols, C_out, C_in = ctx.saved_tensors
+        D = C_out @ grad @ C_in.T  # (out, in)
+        last_row, last_col, scale = len(C_out) - 1, len(C_in) - 1, ctx.alpha / 2 * coefficients
+        d_row = D[(rows + 1).clamp(max=last_row), cols] - D[(rows - 1).clamp(min=0), cols]  # (n,)
+        d_col = D[rows, (cols + 1).clamp(max=last_col)] - D[rows, (cols - 1).clamp(min=0)]  # (n,)
+        grad_locations = torch.stack([(d_row * scale).clamp(-1, 1) * last_row, (d_col * scale).clamp(-1, 1) * last_col])
+        return ctx.alpha * D[rows, cols], grad_locations, None, None, None
 
 
 def _grid_indices(locations, rows, cols):
-    """Continuous locations (2, n) in [0, 1] -> nearest grid points (2, n) long (rows; cols)."""
-    last, _ = _grid_constants(rows, cols, locations.device)  # (2, 1)
-    return torch.round(locations.detach().clamp(0, 1) * last).long()
+    """Locations (2, n) in [0, 1] -> the nearest grid points: rows (n,), cols (n,), long."""
+    fraction = locations.detach().clamp(0, 1)
+    return torch.round(fraction[0] * (rows - 1)).long(), torch.round(fraction[1] * (cols - 1)).long()
 
 
 class LoCA(Adapter):
-    """LoCA (ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in.
-
-    S (out, in) is zero except n trainable `coefficients` (n,) at trainable continuous
-    `locations` (2, n) (rows; cols), kept scaled to [0, 1] as in the paper; the forward
-    pass rounds them to the nearest grid point, `location_indices()`. Their gradient is
-    the paper's finite-difference estimate (eq. 3-5, see _LoCADelta). Coefficients start
-    at zero (ΔW = 0); locations at n distinct grid points drawn uniformly from `seed`.
-    Train with `LoCASchedule`, which alternates coefficients and locations (§4.4).
+    """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
+    zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
+    [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train
+    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from.
+    Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
+    - as A, not P: a location's step is clamped to [-1, 1] grid steps;
+    - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
+    - as A: every layer draws its own uniform locations (`inject` passes one generator); they
+      may coincide, and coinciding coefficients add;
+    - not as A: locations are clamped to [0, 1], not [0, 0.999], which leaves the last row and
+      column out of reach for sizes above 501 (round(0.999 · 767) = 766).
     """
 
     method = "loca"
@@ -513,23 +470,26 @@ class LoCA(Adapter):
         super().__init__(base)
         self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
         self.alpha = _check_float("alpha", alpha)
-        self.seed = _check_int("seed", seed, low=0)
-        generator = torch.Generator().manual_seed(seed)
-        grid = random_locations(n, self.out_features, self.in_features, generator).to(self.dtype)  # (2, n)
-        sizes = torch.tensor([self.out_features - 1, self.in_features - 1], dtype=self.dtype).clamp(min=1)
-        self.locations = nn.Parameter((grid / sizes.unsqueeze(1)).to(self.device))  # (2, n) in [0, 1]
+        if not isinstance(seed, torch.Generator):
+            seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
+        locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)
+        self.locations = nn.Parameter(locations.to(self.dtype).to(self.device))
         self.coefficients = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
 
     def location_indices(self):
-        """The (2, n) long grid positions (rows; cols) the forward pass uses."""
-        return _grid_indices(self.locations, self.out_features, self.in_features)
+        """The (2, n) long grid points (rows; cols) the forward pass uses."""
+        return torch.stack(_grid_indices(self.locations, self.out_features, self.in_features))
 
-    @_exact
     def delta_weight(self):
         coefficients, locations = self._up(self.coefficients, self.locations)
         C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
         C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
-        return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
+        with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
+            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
+
+    def forward(self, x):
+        weight, bias = self.base.weight + self.delta_weight(), self.base.bias  # (out, in): W0 + ΔW
+        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
 class LoCASchedule:
@@ -589,83 +549,66 @@ class LoCASchedule:
 
 
 class FouRA(Adapter):
-    """FouRA (Borse et al. 2024, eq. 4-6): a low-rank adapter in the frequency domain of
-    the activations,  y = x W0ᵀ + b + F_out⁻¹( B (scaling · g ⊙ (A F_in(x))) ),
-
-    F a transform along the feature axis of each token: "dct" (orthonormal DCT-II) or
-    "dft" (`real_dft`, the DFT written as N real numbers, orthonormal). foura_A (r, in)
-    Kaiming-uniform, foura_B (out, r) zeros (ΔW = 0 at init), scaling = alpha / r.
-
-    gate=True: adaptive rank gating. With z = A F(x) (..., T, r), H_i the entropy over the
-    T tokens of softmax(z[..., i]) divided by log T (so in [0, 1] whatever the length),
-    g_i = sigmoid(a_i (H_i - b_i)) with trainable `gate_scale` a (init 1) and `gate_shift`
-    b (init 0), as in the community code. The gate is the same function in training and
-    evaluation, computed per sequence (padding tokens included), and needs x of shape
-    (..., T, in). It depends on the input, so the adapter is no fixed matrix: with the
-    gate on, `delta_weight()` and `merge()` raise; with it off ΔW = F_out⁻¹ B A F_in · scaling.
+    """FouRA (Borse et al. 2024, eq. 4-6): LoRA in the frequency domain of the activations,
+    y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" or "dft" (`real_dft`) along each token's
+    features; foura_A (r, in) Kaiming-uniform, foura_B (out, r) zeros: ΔW = 0 at init (the community
+    code starts B at nn.Linear's default). gate=False: a fixed ΔW, merged. gate=True: g_i =
+    sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the real tokens of z[..., i], z = A F_in(x)
+    (..., T, r) (raw H, as the community code; the paper asks only for a gate learnt from z), a =
+    `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge() raises.
+    Set `token_mask` (..., T), 1 = real token, None = all, before the forward (SequenceClassifier does).
     """
 
     method = "foura"
-    transforms = {"dct": (dct, idct), "dft": (real_dft, inverse_real_dft)}
 
     def __init__(self, base, r=16, alpha=32.0, transform="dct", gate=True):
         super().__init__(base)
         self.r = _check_int("r", r, high=min(self.in_features, self.out_features), what=" (r <= min(in, out))")
         self.alpha = _check_float("alpha", alpha)
-        if transform not in self.transforms:
-            raise ValueError(f"transform={transform!r} is unknown: allowed {sorted(self.transforms)}")
+        if transform not in ("dct", "dft"):
+            raise ValueError(f"transform={transform!r} is unknown: allowed 'dct', 'dft'")
         if not isinstance(gate, bool):
             raise ValueError(f"gate must be True or False, got {gate!r}")
-        self.transform, self.gate, self.scaling = transform, gate, self.alpha / r
-        self.foura_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, self.dtype, self.device))  # (r, in)
-        self.foura_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=self.dtype, device=self.device))  # (out, r)
+        self.transform, self.gate, self.scaling, self.token_mask = transform, gate, self.alpha / r, None
+        like = dict(dtype=self.dtype, device=self.device)
+        self.foura_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, **like))  # (r, in)
+        self.foura_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
         if gate:
-            self.gate_scale = nn.Parameter(torch.ones(r, dtype=self.dtype, device=self.device))  # (r,)
-            self.gate_shift = nn.Parameter(torch.zeros(r, dtype=self.dtype, device=self.device))  # (r,)
+            self.gate_scale, self.gate_shift = nn.Parameter(torch.ones(r, **like)), nn.Parameter(torch.zeros(r, **like))
 
-    def rank_gate(self, z):
-        """g (..., 1, r) from the low-rank features z (..., T, r)."""
-        T = z.shape[-2]
-        if T > 1:  # H / log T, with H = -Σ_t p log p from log_softmax (finite where p underflows to 0)
-            log_p = torch.log_softmax(z, dim=-2)
-            entropy = (log_p.exp() * log_p).sum(dim=-2, keepdim=True) * (-1.0 / math.log(T))  # (..., 1, r)
-        else:
-            entropy = z.new_zeros(z.shape[:-2] + (1, z.shape[-1]))
-        scale, shift = self._up(self.gate_scale, self.gate_shift)
-        return torch.sigmoid(scale * (entropy - shift))
-
-    @_exact
     def factors(self):
-        """(down (r, in), up (out, r)) with A F_in(x) = down x and F_out⁻¹(B u) = up u.
-
-        F is linear and orthogonal (F⁻¹ = Fᵀ), so A F_in = (F_in⁻¹ Aᵀ)ᵀ and F_out⁻¹ B act on
-        the r rows of A and columns of B once per step, not on every token: exact, and the
-        cost of LoRA plus the gate instead of two (in, in) transforms per token."""
-        _, inverse_transform = self.transforms[self.transform]
+        """(down (r, in), up (out, r)) with A F_in(x) = down x and F_out⁻¹(B u) = up u: as F⁻¹ = Fᵀ,
+        down = F_in⁻¹ of A's rows and up = F_out⁻¹ of B's columns, once per step, not per token."""
+        inverse = idct if self.transform == "dct" else inverse_real_dft
         A, B = self._up(self.foura_A, self.foura_B)
-        return inverse_transform(A), inverse_transform(B.T).T
+        with torch.autocast(A.device.type, enabled=False):  # in the adapter's precision
+            return inverse(A), inverse(B.T).T
+
+    def rank_gate(self, z, token_mask=None):
+        """g (..., 1, r) from z (..., T, r), over the tokens where token_mask (..., T) is 1 (None: all)."""
+        if z.dim() < 2 or (token_mask is not None and token_mask.shape[-1] != z.shape[-2]):
+            raise ValueError(f"FouRA's gate needs x (..., T, in) and token_mask (..., T); got x {tuple(z.shape[:-1])} "
+                             f"+ (in,) and token_mask {None if token_mask is None else tuple(token_mask.shape)}")
+        real = (z.new_ones(z.shape[:-1]) if token_mask is None else token_mask).bool().unsqueeze(-1)  # (..., T, 1)
+        log_p = torch.log_softmax(z.masked_fill(~real, -math.inf), dim=-2).masked_fill(~real, 0.0)  # (..., T, r)
+        entropy = -(log_p.exp() * log_p).sum(dim=-2, keepdim=True)  # (..., 1, r)
+        a, b = self._up(self.gate_scale, self.gate_shift)
+        return torch.sigmoid(a * (entropy - b))
 
     def forward(self, x):
-        if not self.gate:
-            return super().forward(x)  # a fixed ΔW: one GEMM over the tokens
-        if x.dim() < 2:
-            raise ValueError(f"FouRA's rank gate needs x of shape (..., T, in) with a token axis, got {tuple(x.shape)}")
         down, up = self.factors()  # (r, in), (out, r)
-        x = _cast_once(x)  # one copy of x for the base GEMM and the down projection (and the value adapter)
-        z = _linear(x, down)  # (..., T, r) = A F_in(x)
-        z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype))).to(z.dtype)  # gate in float32+
         y = _linear(x, self.base.weight, self.base.bias)  # (..., T, out)
-        return torch.addmm(y.flatten(0, -2), z.flatten(0, -2), up.to(z.dtype).T, alpha=self.scaling).view(y.shape)
+        z = _linear(x, down)  # (..., T, r)
+        if self.gate:
+            z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype)), self.token_mask).to(z.dtype)
+        return y + F.linear(z, (self.scaling * up).to(z.dtype))  # (..., T, out)
 
-    @_exact
     def delta_weight(self):
         if self.gate:
-            raise ValueError("FouRA with gate=True depends on its input: it has no fixed ΔW and cannot be "
-                             "merged; build it with gate=False to merge")
+            raise ValueError("FouRA with gate=True depends on its input: no fixed ΔW, it cannot merge; use gate=False")
         down, up = self.factors()
-        return _scaled(self.scaling, up) @ down  # F_out⁻¹ B A F_in · scaling (out, in)
-
-
+        with torch.autocast(up.device.type, enabled=False):
+            return self.scaling * up @ down  # (out, in)
 
 
 # -----------------------------------------------------------------------------
@@ -835,6 +778,9 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
         largest_in = max(linears[n].in_features for n in names)
         largest_out = max(linears[n].out_features for n in names)
         extra["projections"] = VeRAProjections(*vera_projections(settings["r"], largest_in, largest_out, settings["seed"]))
+    if cls is LoCA:  # one generator for the model: each layer draws its own locations from it, in module order
+        seed = _check_int("seed", hyperparameters_.get("seed", allowed["seed"]), low=0)
+        hyperparameters_["seed"] = torch.Generator().manual_seed(seed)
     trainable, built = [p for p in model.parameters() if p.requires_grad], {}
     for name in names:  # every layer is built before the model changes
         try:

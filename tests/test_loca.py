@@ -34,35 +34,87 @@ def move(adapter, k, axis, new_index):
 shapes = st.tuples(st.integers(2, 12), st.integers(2, 12))
 
 
+def loss_at(adapter, k, axis, index, x, weights):
+    """The loss with location k moved to grid `index` along `axis` (then put back)."""
+    start = adapter.locations.detach().clone()
+    move(adapter, k, axis, index)
+    with torch.no_grad():
+        loss = linear_loss(adapter, x, weights).item()
+    adapter.locations.data.copy_(start)
+    return loss
+
+
+def expected_location_grad(adapter, k, axis, x, weights):
+    """The authors' rule from losses alone: half the loss difference between the grid
+    neighbours (a neighbour off the grid is the point itself), clamped to [-1, 1], in
+    grid units, times (size - 1) for a location in [0, 1]."""
+    size = adapter.out_features if axis == 0 else adapter.in_features
+    i = int(adapter.location_indices()[axis, k])
+    after, before = min(i + 1, size - 1), max(i - 1, 0)
+    difference = (loss_at(adapter, k, axis, after, x, weights) - loss_at(adapter, k, axis, before, x, weights)) / 2
+    return min(max(difference, -1.0), 1.0) * (size - 1)
+
+
+def location_grad(adapter, x, weights):
+    adapter.locations.grad = None
+    linear_loss(adapter, x, weights).backward()
+    return adapter.locations.grad.clone()  # (2, n)
+
+
+def problem(shape, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, shape[1], dtype=torch.float64, generator=generator)
+    return x, torch.randn(5, shape[0], dtype=torch.float64, generator=generator)
+
+
 @settings(max_examples=25, deadline=None)
-@given(shape=shapes, seed=st.integers(0, 2**16), alpha=st.floats(0.1, 3.0), data=st.data())
-def test_loca_location_grad_matches_central_difference(shape, seed, alpha, data):
-    """∂L/∂location equals the central difference of L from moving the location one grid
-    step either way (one-sided at the edges), in grid units times (size - 1)."""
+@given(shape=shapes, seed=st.integers(0, 2**16), alpha=st.floats(0.1, 3.0), size=st.floats(0.01, 3.0),
+       data=st.data())
+def test_loca_location_grad_is_the_clamped_central_difference(shape, seed, alpha, size, data):
+    """∂L/∂location is half the difference of L between the location's two grid neighbours
+    (eq. 3-5), clamped to one grid step as the authors' code does, times (size - 1);
+    coefficient sizes from 0.01 to 3 make the clamp sometimes bite and sometimes not."""
     out_features, in_features = shape
     n = data.draw(st.integers(1, min(6, out_features * in_features)))
     adapter = make_loca(out_features, in_features, n, seed, alpha)
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(5, in_features, dtype=torch.float64, generator=generator)
-    weights = torch.randn(5, out_features, dtype=torch.float64, generator=generator)
-
-    linear_loss(adapter, x, weights).backward()
-    grad = adapter.locations.grad.clone()  # (2, n)
-
-    start = adapter.locations.detach().clone()
-    indices = adapter.location_indices()
+    with torch.no_grad():
+        adapter.coefficients.mul_(size)
+    x, weights = problem(shape, seed)
+    grad = location_grad(adapter, x, weights)
     for k in range(n):
-        for axis, size in ((0, out_features), (1, in_features)):
-            i = int(indices[axis, k])
-            after, before = min(i + 1, size - 1), max(i - 1, 0)
-            losses = []
-            for j in (after, before):
-                move(adapter, k, axis, j)
-                with torch.no_grad():
-                    losses.append(linear_loss(adapter, x, weights).item())
-                adapter.locations.data.copy_(start)
-            difference = (losses[0] - losses[1]) / (after - before)
-            assert grad[axis, k].item() == pytest.approx(difference * (size - 1), rel=1e-9, abs=1e-9)
+        for axis in (0, 1):
+            expected = expected_location_grad(adapter, k, axis, x, weights)
+            assert grad[axis, k].item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_loca_location_grad_at_an_edge_is_half_the_one_sided_difference(axis):
+    """At the first and last grid point the missing neighbour is the point itself (the
+    authors' rule): half the one-sided difference, not the full one (the paper's)."""
+    shape = (7, 9)
+    adapter = make_loca(*shape, n=2, seed=5)
+    with torch.no_grad():
+        adapter.coefficients.mul_(0.01)  # small: no clamp
+    size = shape[axis]
+    move(adapter, 0, axis, 0)
+    move(adapter, 1, axis, size - 1)
+    x, weights = problem(shape, 5)
+    grad = location_grad(adapter, x, weights)
+    first = (loss_at(adapter, 0, axis, 1, x, weights) - loss_at(adapter, 0, axis, 0, x, weights)) / 2
+    last = (loss_at(adapter, 1, axis, size - 1, x, weights) - loss_at(adapter, 1, axis, size - 2, x, weights)) / 2
+    assert abs(first) < 1 and abs(last) < 1 and first != 0 and last != 0
+    assert grad[axis, 0].item() == pytest.approx(first * (size - 1), rel=1e-9)
+    assert grad[axis, 1].item() == pytest.approx(last * (size - 1), rel=1e-9)
+
+
+def test_loca_location_grad_is_clamped_to_one_grid_step():
+    adapter = make_loca(8, 6, n=4, seed=2)
+    with torch.no_grad():
+        adapter.coefficients.mul_(1e4)
+        adapter.locations.fill_(0.5)  # interior on both axes
+    x, weights = problem((8, 6), 2)
+    grad = location_grad(adapter, x, weights)
+    assert torch.equal(grad.abs(), torch.tensor([[7.0] * 4, [5.0] * 4], dtype=torch.float64))
 
 
 def test_loca_location_grad_is_zero_on_a_single_row_grid():
@@ -99,11 +151,65 @@ def test_loca_location_indices_round_to_nearest_grid_point(shape, seed):
     assert adapter.location_indices().dtype == torch.long
 
 
-def test_loca_initial_locations_are_distinct_grid_points():
-    adapter = make_loca(9, 7, 40, seed=3)
-    flat = adapter.location_indices()[0] * 7 + adapter.location_indices()[1]
-    assert flat.unique().numel() == 40
-    assert torch.all((adapter.locations >= 0) & (adapter.locations <= 1))
+def test_loca_last_row_and_column_are_reachable():
+    """Locations clamp to [0, 1], not the authors' [0, 0.999]: on a 600 x 768 grid 0.999
+    would round to rows 598 and columns 766, never the last ones."""
+    adapter = sf.LoCA(nn.Linear(768, 600), n=3)
+    with torch.no_grad():
+        adapter.locations.copy_(torch.tensor([[1.0, 0.9995, 1.5], [1.0, 0.9995, 1.5]]))
+    assert adapter.location_indices().tolist() == [[599, 599, 599], [767, 767, 767]]
+
+
+def test_loca_initial_locations_are_uniform_in_the_unit_square_and_seeded():
+    base = nn.Linear(30, 40)
+    locations = lambda seed: sf.LoCA(base, n=500, seed=seed).locations.detach()
+    first = locations(3)
+    assert torch.equal(first, locations(3)) and not torch.equal(first, locations(4))
+    assert ((first >= 0) & (first < 1)).all()
+    assert first.mean().item() == pytest.approx(0.5, abs=0.05)
+    rows, cols = sf.LoCA(base, n=500, seed=3).location_indices()
+    assert set(rows.tolist()) == set(range(40)) and set(cols.tolist()) == set(range(30))  # every grid row and column
+    generator = torch.Generator().manual_seed(3)  # a generator is drawn from, like the int seed's own
+    assert torch.equal(sf.LoCA(base, n=500, seed=generator).locations.detach(), first)
+    assert not torch.equal(sf.LoCA(base, n=500, seed=generator).locations.detach(), first)  # drawn on
+
+
+def loca_model(seed, layers=3):
+    torch.manual_seed(0)
+    model = nn.ModuleList(nn.ModuleDict({"query": nn.Linear(8, 8), "value": nn.Linear(8, 6)}) for _ in range(layers))
+    sf.inject(model, "loca", n=10, seed=seed)
+    return model
+
+
+def all_locations(model):
+    return [adapter.locations.detach().clone() for _, adapter in sf.adapters(model)]
+
+
+def test_inject_gives_every_loca_layer_its_own_locations_from_one_seed():
+    first = all_locations(loca_model(seed=7))
+    assert len(first) == 6
+    for i in range(6):
+        for j in range(i):
+            assert not torch.equal(first[i], first[j]), "two layers start at the same locations"
+    assert all(torch.equal(a, b) for a, b in zip(first, all_locations(loca_model(seed=7))))
+    assert not any(torch.equal(a, b) for a, b in zip(first, all_locations(loca_model(seed=8))))
+    generator = torch.Generator().manual_seed(7)  # the layers draw in module order from one generator
+    assert all(torch.equal(a, torch.rand(2, 10, generator=generator, dtype=torch.float64).float()) for a in first)
+
+
+def test_loca_locations_are_saved_and_restored_with_the_adapter_state():
+    """Resume and data-parallel copies get their locations from the state, not the seed."""
+    model = loca_model(seed=1)
+    x = torch.randn(4, 8)
+    for _, adapter in sf.adapters(model):
+        with torch.no_grad():
+            adapter.coefficients.normal_()
+            adapter.locations.uniform_()
+    other = loca_model(seed=2)
+    sf.load_adapter_state_dict(other, sf.adapter_state_dict(model))
+    assert all(torch.equal(a, b) for a, b in zip(all_locations(model), all_locations(other)))
+    with torch.no_grad():
+        assert torch.equal(other[0]["query"](x), model[0]["query"](x))
 
 
 # ----------------------------------------------------------------------------- schedule

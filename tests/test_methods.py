@@ -801,15 +801,14 @@ def test_foura_without_gate_merges_for_both_transforms(transform, i, o, data):
 
 def foura_gated_reference(adapter, x):
     """y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))) with g_i = sigmoid(a_i (H_i - b_i)),
-    H_i the entropy over the T tokens of softmax(z[..., i]) divided by log T, z = A F_in(x)."""
+    H_i the entropy over the T tokens of softmax(z[..., i]) (raw: not divided by log T), z = A F_in(x)."""
     F = dct_reference if adapter.transform == "dct" else real_dft_reference
     t = {name: numpy64(p) for name, p in own_parameters(adapter).items()}
     x = numpy64(x)  # (B, T, in)
     z = x @ F(adapter.in_features).T @ t["foura_A"].T  # (B, T, r)
-    T = z.shape[-2]
     p = np.exp(z - z.max(axis=-2, keepdims=True))
     p /= p.sum(axis=-2, keepdims=True)
-    H = -(p * np.log(p)).sum(axis=-2, keepdims=True) / np.log(T) if T > 1 else np.zeros_like(z[..., :1, :])
+    H = -(p * np.log(p)).sum(axis=-2, keepdims=True)  # (B, 1, r)
     g = 1 / (1 + np.exp(-t["gate_scale"] * (H - t["gate_shift"])))  # (B, 1, r)
     update = (adapter.alpha / adapter.r * g * z) @ t["foura_B"].T @ F(adapter.out_features)  # (B, T, out)
     return x @ numpy64(adapter.base.weight).T + numpy64(adapter.base.bias) + update
