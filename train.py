@@ -40,8 +40,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 import spectral_ft
-from data import RTE_SAMPLE_DIR, TASKS, compute_metrics, download_glue, load_glue, main_metric
-from data.glue_tasks import default_root
+from data import RTE_SAMPLE_DIR, TASKS, compute_metrics, default_root, download_glue, load_glue, main_metric
 from hub import atomic_write, hf_hub_download, write_safetensors
 from model import (KNOWN_CONFIGS, ModelConfig, SequenceClassifier, load_pretrained, read_config, save_pretrained,
                    tiny_config)
