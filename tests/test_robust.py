@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 WORDS = "red blue green cat dog bird runs sits eats big small old".split()
 
 ZYGOTE = r"""
-import json, os, sys, traceback
+import json, os, signal, sys, traceback
 sys.path.insert(0, os.environ["SPECTRAL_FT_REPO"])
 import torch._dynamo  # imported lazily by meta-device code; once here, not in every child
 import bench, train  # torch and the project, imported once; nothing has run, so forking is safe
@@ -37,7 +37,8 @@ for line in sys.stdin:
         continue
     pid = os.fork()
     if pid == 0:
-        os.chdir(request["cwd"])
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises, as at a terminal (even when
+        os.chdir(request["cwd"])                                    # the suite was started with SIGINT ignored)
         os.environ.update(request["env"])
         for fd, path in ((1, request["out"]), (2, request["err"])):
             os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
