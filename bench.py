@@ -361,20 +361,36 @@ def per_layer_table(args, rows, device, name):
     return results, []
 
 
+def int_list(low, high):
+    """An argparse type: comma-separated integers in [low, high], '' for none."""
+    def parse(text):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if any(not low <= v <= high for v in values):
+            raise argparse.ArgumentTypeError(f"each must be >= {low} and <= {high}, got {text}")
+        return values
+    return parse
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = train.Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    number = train.number
     parser.add_argument("--model", default="roberta-base", choices=sorted(KNOWN_CONFIGS))
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=0, help="override the layer count (0: the model's)")
+    parser.add_argument("--batch", type=number(int, 1), default=32)
+    parser.add_argument("--seq", type=number(int, 1), default=128, help="tokens per example (at most the model's 512)")
+    parser.add_argument("--layers", type=number(int, 0, 1000), default=0, help="override the layer count (0: the model's)")
     parser.add_argument("--methods", default=",".join(ROWS), help=f"comma-separated rows among {','.join(ROWS)}")
-    parser.add_argument("--hidden", type=int, default=0, help="override the width (0: the model's); for smoke tests")
+    parser.add_argument("--hidden", type=number(int, 0, 65537), default=0,
+                        help="override the width (0: the model's; else even, 2 heads); for smoke tests")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--delta-sizes", default="256,512,1024,2048,4096", help="d for the ΔW table ('' to skip)")
-    parser.add_argument("--delta-n", default="100,1000,10000")
+    parser.add_argument("--device", help="cuda (default), cuda:N, or cpu for a smoke test")
+    parser.add_argument("--steps", type=number(int, 1), default=30)
+    parser.add_argument("--warmup", type=number(int, 0), default=10)
+    parser.add_argument("--delta-sizes", type=int_list(1, 16384), default="256,512,1024,2048,4096",
+                        help="d for the ΔW table ('' to skip)")
+    parser.add_argument("--delta-n", type=int_list(1, 2**28), default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
     parser.add_argument("--graph", action="store_true", help="also time the step captured as a CUDA graph")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compilation)")
@@ -387,7 +403,22 @@ def main(argv=None):
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)}; allowed {', '.join(ROWS)}")
     rows = ["floor", "lora"] + [r for r in rows if r not in ("floor", "lora")]  # the baselines come first
-    device = torch.device(args.device)
+    if args.hidden % 2:
+        parser.error(f"--hidden {args.hidden}: must be even (the narrow model has 2 attention heads)")
+    limit = KNOWN_CONFIGS[args.model]["max_position_embeddings"] - 2  # RoBERTa's positions start at 2
+    if args.seq > limit:
+        parser.error(f"--seq {args.seq}: {args.model} takes at most {limit} tokens")
+    if args.device is None and not torch.cuda.is_available():
+        parser.error("no CUDA GPU on this machine: bench.py times training steps on a GPU; for a CPU smoke test "
+                     "pass --device cpu with a small shape, e.g. --layers 1 --hidden 32 --batch 2 --seq 16")
+    try:
+        device = torch.device(args.device or "cuda")
+    except (RuntimeError, ValueError):
+        parser.error(f"--device {args.device!r} is not a device: use cuda, cuda:N or cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {args.device}: only cuda and cpu are supported")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if "WORLD_SIZE" in os.environ:  # torchrun: one process per GPU, each with --batch examples
         if args.graph or args.compile or args.profile or args.per_layer:
@@ -399,7 +430,7 @@ def main(argv=None):
                                 device_id=device if device.type == "cuda" else None)
         if dist.get_rank() != 0:
             sys.stdout = open(os.devnull, "w")  # process 0 prints the table
-        args.delta_sizes = ""  # the ΔW table is a one-GPU measurement
+        args.delta_sizes = []  # the ΔW table is a one-GPU measurement
         try:
             return run(args, rows, device, world)
         finally:
@@ -416,7 +447,10 @@ def run(args, rows, device, world):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     if device.type == "cuda":
         warm_cuda(device)
-    print(f"# {args.model}, batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW{', torch.compile' if args.compile else ''}; "
+    config = KNOWN_CONFIGS[args.model]
+    shape = (f"hidden {args.hidden or config['hidden_size']}, {args.layers or config['num_hidden_layers']} layers"
+             + (" (narrowed: 2 heads, vocabulary 1000)" if args.hidden else ""))
+    print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW{', torch.compile' if args.compile else ''}; "
           f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
           + (f"; {world} processes (DDP), --batch each" if world > 1 else ""))
 
@@ -444,13 +478,13 @@ def run(args, rows, device, world):
         print(line)
 
     deltas = []
-    sizes = [int(d) for d in args.delta_sizes.split(",") if d]
+    sizes = args.delta_sizes
     if sizes:
         print("\n# ΔW forward + backward, ms (median); d x d matrix, n coefficients")
         paths = ("fft", "dense_dct", "sparse_dct", "loca")
         print(f"{'d':>5} {'n':>6} {'fft':>8} {'dense_dct':>10} {'sparse_dct':>11} {'loca':>8}")
         for d in sizes:
-            for n in [int(n) for n in args.delta_n.split(",")]:
+            for n in args.delta_n:
                 if n > d * d:
                     continue
                 costs = {p: delta_cost(d, n, p, device, repeats=max(3, args.steps // 3)) for p in paths}
@@ -463,5 +497,16 @@ def run(args, rows, device, world):
     return results, deltas
 
 
+def cli(argv=None):
+    """The command line: bad flags are one line and exit status 2, as in train.py."""
+    try:
+        main(argv)
+        return 0
+    except train.UsageError as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"bench.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -475,10 +475,19 @@ def load_torch_checkpoint(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e) and "Unsupported global" not in str(e):
+            raise ValueError(f"{path}: damaged or truncated, not a readable torch checkpoint "
+                             f"({str(e).splitlines()[0] if str(e) else 'UnpicklingError'})") from None
         needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
         needs = f" (it needs {needs.group(1)})" if needs else ""
         raise ValueError(f"{path}: refused: the file holds Python objects other than tensors"
                          f"{needs}, and loading it could run code") from None
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError) as e:  # a cut-off zip, or pickle stream, ...
+        reason = str(e).split(". ")[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: damaged or truncated, not a readable torch checkpoint ({reason}); "
+                         f"download it again") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict {{name: tensor}}, got a {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]

@@ -59,6 +59,27 @@ class ModelConfig:
     initializer_range: float = 0.02  # std of the normal init of fresh weights (the head)
 
     def __post_init__(self):
+        for f in fields(self):  # a config.json may hold anything: each value's type and range first
+            value, kinds = getattr(self, f.name), FIELD_TYPES.get(f.name, (object,))
+            ok = kinds == (object,) or any(value is None if k is None else isinstance(value, k) and not isinstance(value, bool)
+                     for k in kinds)
+            if not ok:
+                allowed = " or ".join({str: "a string", int: "an integer", float: "a number", None: "null"}[k]
+                                      for k in kinds if k is not int or float not in kinds)
+                raise ValueError(f"{f.name}={value!r} is not {allowed}")
+            low, high = FIELD_RANGES.get(f.name, (None, None))
+            if value is not None and ((low is not None and value < low) or (high is not None and value >= high)):
+                bound = " and ".join(b for b in (low is not None and f">= {low}", high is not None and f"< {high}") if b)
+                raise ValueError(f"{f.name}={value!r} is out of range: must be {bound}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id={self.pad_token_id} is not a token id: must be >= 0 and < "
+                             f"vocab_size={self.vocab_size}")
+        if self.num_parameters() > MAX_PARAMETERS:
+            raise ValueError(f"the model would have {self.num_parameters():,} parameters "
+                             f"({self.num_parameters() * 4 / 2**30:,.0f} GiB in float32), more than the "
+                             f"{MAX_PARAMETERS:,} this encoder allows (hidden_size={self.hidden_size}, "
+                             f"num_hidden_layers={self.num_hidden_layers}, vocab_size={self.vocab_size}, "
+                             f"intermediate_size={self.intermediate_size})")
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type={self.model_type!r} is not supported; "
                              f"allowed: {', '.join(MODEL_TYPES)}")
@@ -69,9 +90,18 @@ class ModelConfig:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}")
 
+    def num_parameters(self):
+        """The encoder's parameter count (embeddings, layers, pooler), from the sizes alone."""
+        H, I, L = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
+        layer = 4 * (H * H + H) + 2 * H * I + I + H + 4 * H
+        return embeddings + L * layer + H * H + H
+
     @classmethod
     def from_json(cls, d):
         """A ModelConfig from the dict of a Hugging Face config.json."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object {{\"hidden_size\": ..., ...}}, got a {type(d).__name__}")
         model_type = d.get("model_type")
         if model_type is None:  # old files: only "architectures", e.g. ["RobertaForMaskedLM"]
             archs = [a.lower() for a in d.get("architectures") or []]
@@ -90,6 +120,37 @@ class ModelConfig:
 
     def to_json(self):
         return dict(asdict(self), position_embedding_type="absolute")
+
+
+# Each field's allowed JSON types and [low, high) range. A float field takes integers too (JSON has 1e-05
+# and 0 alike); the sizes are bounded together by MAX_PARAMETERS (10 billion: 40 GiB in float32).
+FIELD_TYPES = dict(model_type=(str,), vocab_size=(int,), hidden_size=(int,), num_hidden_layers=(int,),
+                   num_attention_heads=(int,), intermediate_size=(int,), hidden_act=(str,),
+                   hidden_dropout_prob=(float, int), attention_probs_dropout_prob=(float, int),
+                   max_position_embeddings=(int,), type_vocab_size=(int,), layer_norm_eps=(float, int),
+                   pad_token_id=(int,), classifier_dropout=(float, int, None), initializer_range=(float, int))
+FIELD_RANGES = dict(vocab_size=(1, None), hidden_size=(1, None), num_hidden_layers=(1, None),
+                    num_attention_heads=(1, None), intermediate_size=(1, None), hidden_dropout_prob=(0, 1),
+                    attention_probs_dropout_prob=(0, 1), max_position_embeddings=(1, None),
+                    type_vocab_size=(1, None), layer_norm_eps=(0, None), classifier_dropout=(0, 1),
+                    initializer_range=(0, None))
+MAX_PARAMETERS = 10**10
+
+
+def read_config(path):
+    """The config (ModelConfig or DebertaV2Config) of a config.json file; any problem is a ValueError naming the file."""
+    try:
+        d = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    try:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object {{\"hidden_size\": ..., ...}}, got a {type(d).__name__}")
+        return config_from_json(d)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def tiny_config(model_type, vocab_size):
@@ -337,8 +398,7 @@ class SequenceClassifier(nn.Module):
     def from_pretrained(cls, directory, num_labels):
         """The model of a local Hugging Face checkpoint directory (no tokenizer)."""
         directory = Path(directory)
-        config = ModelConfig.from_json(json.loads((directory / "config.json").read_text()))
-        model = cls(config, num_labels)
+        model = cls(read_config(directory / "config.json"), num_labels)
         load_hf_state_dict(model, read_checkpoint(directory))
         return model
 
@@ -784,7 +844,7 @@ def _download(repo_id, endpoint, cache_dir):
     """Fetch a checkpoint's files from the hub; returns the folder that holds them."""
     get = lambda filename: hf_hub_download(repo_id, filename, endpoint=endpoint, cache_dir=cache_dir)
     config_path = Path(get("config.json"))
-    config = config_from_json(json.loads(config_path.read_text()))
+    config = read_config(config_path)
     try:
         paths = [get("model.safetensors")]
     except EntryNotFoundError:
@@ -810,7 +870,7 @@ def load_pretrained(name_or_path, num_labels, *, endpoint=None, cache_dir=None):
                                 f"'roberta-base' or 'FacebookAI/roberta-base'")
     else:
         directory = _download(str(name_or_path), endpoint, cache_dir)
-    config = config_from_json(json.loads((Path(directory) / "config.json").read_text()))
+    config = read_config(Path(directory) / "config.json")
     cls = DebertaClassifier if isinstance(config, DebertaV2Config) else SequenceClassifier
     return cls.from_pretrained(directory, num_labels), load_tokenizer(directory)
 

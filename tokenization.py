@@ -18,6 +18,7 @@ that the normalizer changes or that sit next to a changed one ('½' -> '1⁄2', 
 transformers v5 it ignores byte_fallback (unknown characters become [UNK], not `<0xNN>` bytes).
 """
 import array
+import contextlib
 import functools
 import itertools
 import json
@@ -45,10 +46,21 @@ def longest_first(len_a, len_b, budget):
     return (long, short) if len_a > len_b else (short, long)
 
 
+@contextlib.contextmanager
+def _reading(path):
+    """A tokenizer file that is not UTF-8 text (or not JSON) -> a ValueError naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason}); tokenizer files are UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+
+
 def _read_json(path):
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
+    with _reading(path), open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -161,12 +173,12 @@ class ByteLevelBPETokenizer(_Tokenizer):
 
     def __init__(self, vocab_file, merges_file, add_prefix_space=False, unk_token="<unk>", cls_token="<s>",
                  sep_token="</s>", pad_token="<pad>", mask_token="<mask>", mask_lstrip=True):
-        with open(vocab_file, encoding="utf-8") as f:
+        with _reading(vocab_file), open(vocab_file, encoding="utf-8") as f:
             vocab = json.load(f)                               # token -> id
         super().__init__(vocab, unk_token, cls_token, sep_token, pad_token, mask_token, vocab_file,
                          lstrip_tokens=[mask_token] if mask_lstrip else [])
         self.merge_ranks = {}                                  # (left, right) -> rank, lower merges first
-        with open(merges_file, encoding="utf-8") as f:
+        with _reading(merges_file), open(merges_file, encoding="utf-8") as f:
             for line_no, line in enumerate(f, start=1):
                 line = line.rstrip("\r\n")
                 if not line or line.startswith("#version"):
@@ -265,7 +277,7 @@ class WordPieceTokenizer(_Tokenizer):
                  unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
                  mask_token="[MASK]", max_input_chars_per_word=100):
         vocab = {}
-        with open(vocab_file, encoding="utf-8") as f:
+        with _reading(vocab_file), open(vocab_file, encoding="utf-8") as f:
             for index, line in enumerate(f):
                 vocab[line.rstrip("\n")] = index               # a repeated token keeps its last index
         super().__init__(vocab, unk_token, cls_token, sep_token, pad_token, mask_token, vocab_file)

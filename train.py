@@ -5,7 +5,7 @@ Fine-tune a BERT / RoBERTa classifier on a GLUE task with a spectral PEFT method
     python train.py --model tiny                                      # offline pipeline check, CPU, < 1 min
     python train.py --method fora --n 250 --count-params              # trainable parameters, no download
     python train.py --method vera --model roberta-large --task mrpc --print-config   # the paper's row, as JSON
-    python train.py --resume runs/loca-rte-0                          # continue a stopped run, bit for bit
+    python train.py --resume runs/loca-rte-roberta-base-s0-1a2b3c4d   # continue a stopped run in its folder
     torchrun --nproc_per_node=2 train.py --method loca --model roberta-large   # one process per GPU (DDP)
 
 A run, top to bottom: configuration (the papers' settings for (method, model family, task), then the
@@ -13,10 +13,14 @@ flags), data (GLUE TSVs, tokenized once, padded per batch), model (a pretrained 
 spectral_ft adapters), optimizer (AdamW with adapter / head / LoCA-location groups, linear warmup then
 linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints), evaluation on dev after
 every epoch, and the files in --out: log.jsonl, checkpoint.pt, adapter.safetensors, results.json.
-Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input, named in one line.
+A run holds its folder (a lock the kernel drops when the process ends), so two runs never share one.
+Exit status: 0 done; 1 stopped (non-finite loss, network, full disk); 2 bad input, named in one line;
+130 interrupted (Ctrl-C).
 """
 import argparse
 import contextlib
+import fcntl
+import hashlib
 import inspect
 import json
 import math
@@ -37,10 +41,10 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 import spectral_ft
-from data import RTE_SAMPLE_DIR, TASKS, compute_metrics, load_glue, main_metric
+from data import RTE_SAMPLE_DIR, TASKS, compute_metrics, default_root, download_glue, load_glue, main_metric
 from hub import atomic_write, hf_hub_download, write_safetensors
-from model import (KNOWN_CONFIGS, DebertaV2Config, SequenceClassifier, classifier_for, config_from_json,
-                   load_pretrained, save_pretrained, tiny_config)
+from model import (KNOWN_CONFIGS, DebertaV2Config, SequenceClassifier, classifier_for, config_from_json, load_pretrained,
+                   read_config, save_pretrained, tiny_config)
 from settings import PAPER_SETTINGS, lookup
 from tokenization import WordPieceTokenizer
 
@@ -52,7 +56,8 @@ TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "lr_locations", "weigh
 HYPERPARAMETER_DESTS = {"r": "r", "n": "n", "alpha": "alpha", "scaling": "scaling", "dropout": "dropout",
                         "d_initial": "d_initial", "transform": "transform", "gate": "gate",
                         "adapter_seed": "seed"}  # argparse dest -> spectral_ft's name (--seed is the run's seed)
-RESUME_MAY_CHANGE = ("resume", "out", "device", "precision", "save_every", "eval_every", "micro_batch_size")
+RESUME_MAY_CHANGE = ("resume", "device", "precision", "save_every", "save_minutes", "eval_every", "micro_batch_size")
+NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes")  # what a default folder's hash leaves out: no effect on results
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LOG_EVERY = 10  # steps between progress-bar updates (and non-finite checks) on a GPU
 
@@ -63,6 +68,18 @@ class UsageError(Exception):
 
 class NonFiniteError(RuntimeError):
     """The loss or a weight stopped being finite; exit status 1, last good checkpoint untouched."""
+
+
+class DataDownloadError(OSError):
+    """The GLUE download failed; exit status 1 (the network), and no empty data folder is left behind."""
+
+
+class DiskError(OSError):
+    """Writing an output file failed (a full disk, ...); exit status 1, last good checkpoint untouched."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C; its message says whether, and how, the run can be continued. Exit status 130."""
 
 
 # -----------------------------------------------------------------------------
@@ -109,7 +126,8 @@ def build_parser():
         a("--" + dest.replace("_", "-"), **kind, help=f"{what}{takes} (default: the paper's)")
     a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny': a tiny random BERT, offline")
     a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
-    a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, downloaded if missing)")
+    a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, or $GLUE_DIR/<FOLDER>, "
+      "downloaded if missing)")
     a("--epochs", type=number(int, 1)), a("--max-steps", type=number(int, 1), help="overrides --epochs")
     a("--batch-size", type=number(int, 1), help="examples per optimizer step, over all processes of a torchrun")
     a("--micro-batch-size", type=number(int, 1), help="most examples one process puts through one forward pass; "
@@ -125,10 +143,12 @@ def build_parser():
       help="default bf16 on a GPU that has it, else fp32; fp64: every weight in float64, for exact comparisons")
     a("--device", help="cpu, cuda, cuda:1, ... (default cuda if available)")
     a("--seed", type=number(int, 0, 2**32), help="the run's seed (default 0)")
-    a("--out", help="output folder (default runs/<method>-<task>-<seed>)")
+    a("--out", help="output folder (default runs/<method>-<task>-<model>-s<seed>-<hash of the settings>)")
     a("--save-every", type=number(int, 1), help="checkpoint every N steps (always at each epoch end)")
+    a("--save-minutes", type=number(float, 0), help="also checkpoint when this many minutes have passed since "
+      "the last checkpoint (default 10; 0: never by time)")
     a("--eval-every", type=number(int, 1), help="evaluate every N steps (default: each epoch)")
-    a("--resume", help="continue the run whose checkpoint.pt is in this folder")
+    a("--resume", help="continue the run whose checkpoint.pt is in this folder, writing there and nowhere else")
     a("--count-params", action="store_true", default=None, help="print trainable parameters and exit")
     a("--print-config", action="store_true", default=None,
       help="print the resolved configuration (the paper row, then the flags) as JSON and exit; downloads nothing")
@@ -153,8 +173,19 @@ def resolve_config(args, saved=None):
     """The run's full configuration: a paper row (or GENERIC), then the flags. With `saved` (a
     checkpoint's configuration) the run keeps it, and only RESUME_MAY_CHANGE flags may differ."""
     explicit = {k: v for k, v in vars(args).items() if v is not None and k != "print_config"}
+    for key in ("model", "targets", "out", "data_dir", "resume", "device"):  # "" is a mistake, not "the default"
+        if explicit.get(key) is not None and not explicit[key].strip():
+            raise UsageError(f"{flag(key)} is empty: give a value, or leave the flag out for the default")
+    if "targets" in explicit and not all(t.strip() for t in explicit["targets"].split(",")):
+        raise UsageError(f"--targets {explicit['targets']!r} has an empty name: give comma-separated suffixes "
+                         f"like query,value")
     if saved is not None:
+        if "out" in explicit and Path(explicit["out"]).resolve() != Path(args.resume).resolve():
+            raise UsageError(f"--out {explicit['out']} with --resume {args.resume}: a resumed run reads and writes its "
+                             f"own folder and nothing else; copy the folder to continue it elsewhere")
         for key, value in explicit.items():
+            if key == "out":
+                continue
             if key in HYPERPARAMETER_DESTS:
                 old = saved["hyperparameters"].get(HYPERPARAMETER_DESTS[key])
             else:
@@ -169,6 +200,8 @@ def resolve_config(args, saved=None):
                 raise UsageError(f"{flag(key)} {value} differs from the run being resumed ({old}); a resumed run keeps "
                                  f"its settings (you may change {', '.join(map(flag, RESUME_MAY_CHANGE[1:]))})")
         config = dict(saved, **{k: explicit[k] for k in RESUME_MAY_CHANGE[1:] if k in explicit})
+        config["out"] = args.resume  # never the folder the checkpoint was written in: it may have moved
+        config.setdefault("save_minutes", 10.0)  # checkpoints of older runs lack it
         return finish_device(config, explicit)
 
     method, model, task = args.method or "loca", args.model or "roberta-base", args.task or "rte"
@@ -192,9 +225,13 @@ def resolve_config(args, saved=None):
             raise UsageError(f"{flag(key)} does not apply to --method {method}: {why}")
     given = {HYPERPARAMETER_DESTS[d]: v for d, v in explicit.items() if d in HYPERPARAMETER_DESTS}
     hyperparameters = {name: given.get(name, settings.get(name, default)) for name, default in takes.items()}
+    if model not in ("tiny", *KNOWN_CONFIGS) and Path(model).is_dir():
+        model = str(Path(model).resolve())  # a local folder: found again from any directory (--resume)
+    data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser().resolve())
     config = dict(method=method, model=model, task=task, targets=None, hyperparameters=hyperparameters,
-                  settings=described, data_dir=args.data_dir, max_steps=args.max_steps,
-                  seed=args.seed or 0, save_every=args.save_every, eval_every=args.eval_every,
+                  settings=described, data_dir=data_dir, max_steps=args.max_steps,
+                  seed=args.seed or 0, save_every=args.save_every,
+                  save_minutes=10.0 if args.save_minutes is None else args.save_minutes, eval_every=args.eval_every,
                   micro_batch_size=args.micro_batch_size)
     config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
     if method not in ("full", "head"):
@@ -205,8 +242,20 @@ def resolve_config(args, saved=None):
             config[key] = None
     if tiny and config["data_dir"] is None and task == "rte":
         config["data_dir"] = str(RTE_SAMPLE_DIR)
-    config["out"] = args.out or f"runs/{method}-{task}-{config['seed']}"
-    return finish_device(config, explicit)
+    config = finish_device(dict(config, out=args.out), explicit)
+    if args.out is None:
+        config["out"] = default_out(config)
+    return config
+
+
+def default_out(config):
+    """runs/<method>-<task>-<model>-s<seed>-<8 hex>: the hex is a hash of every setting that changes
+    the results, so unrelated runs (another model, another --lr) never share a folder and the same
+    command twice finds its earlier run (and is told to --resume it or choose another --out)."""
+    settings = json.dumps({k: v for k, v in config.items() if k not in NOT_IN_RUN_NAME}, sort_keys=True)
+    stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(config["model"]).name) or "model"
+    return (f"runs/{config['method']}-{config['task']}-{stem}-s{config['seed']}-"
+            f"{hashlib.sha256(settings.encode()).hexdigest()[:8]}")
 
 
 def finish_device(config, explicit):
@@ -228,6 +277,10 @@ def finish_device(config, explicit):
 
 # -----------------------------------------------------------------------------
 # small pieces the loop uses
+
+
+def default_glue_dir(task):
+    return default_root() / task.folder
 
 
 def float_dtype(t):
@@ -430,15 +483,47 @@ def model_config_without_weights(name):
     if not Path(name).is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise FileNotFoundError(f"--model {name} is not a directory, nor a hub id like 'FacebookAI/roberta-base'")
     path = Path(name) / "config.json" if Path(name).is_dir() else hf_hub_download(name, "config.json")
-    return config_from_json(json.loads(Path(path).read_text()))
+    return read_config(path)
 
 
-def dry_inject(config):
+ADAPTER_FLOOR = 2**26  # parameters an adapter may always hold (256 MiB in float32), whatever the model's size
+
+
+def check_adapter_size(model, config):
+    """Refuse, before allocating anything, an adapter larger than the model it adapts (and than
+    ADAPTER_FLOOR): e.g. --r 1000000000 for LoRA would ask for terabytes. Its size is estimated from the
+    adapted layers' shapes: r (in + out) per layer for the methods with a rank (VeRA: its shared pair
+    once), plus the spectral coefficients."""
+    hp, method = config["hyperparameters"], config["method"]
+    shapes = [(m.out_features, m.in_features) for name, m in model.named_modules()
+              if isinstance(m, nn.Linear) and any(name.endswith("." + t) for t in config["targets"] or ())]
+    r, n = hp.get("r"), hp.get("n")
+    r = r if isinstance(r, int) and not isinstance(r, bool) and r > 0 else 0
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+    if not shapes or not (r or n):
+        return
+    if method == "vera":
+        size = r * (max(i for _, i in shapes) + max(o for o, _ in shapes)) + sum(r + o for o, _ in shapes)
+    else:
+        size = sum(r * (o + i) + 2 * n for o, i in shapes)
+    own = sum(p.numel() for p in model.parameters())
+    bound = max(own, ADAPTER_FLOOR)
+    if size > bound:
+        what = f"--r {r}" if r else f"--n {n}"
+        raise UsageError(f"{what}: {method} on {len(shapes)} layers of {config['model']} would hold about {size:,} "
+                         f"parameters ({size * 4 / 2**30:,.1f} GiB in float32), more than allowed: at most "
+                         f"{bound:,} (the model's own {own:,}, or {ADAPTER_FLOOR:,}); choose a smaller {what.split()[0]}")
+
+
+def dry_inject(config, model_config=None):
     """The method on the model's shapes without its weights: built on the meta device, but for the
     adapted layers (random CPU weights: some methods read them). Bad targets and hyperparameters fail
     here, before any download; and parameters are counted without one (--count-params)."""
     with torch.device("meta"):
-        model = classifier_for(model_config_without_weights(config["model"]), TASKS[config["task"]].num_labels)
+        model = classifier_for(model_config or model_config_without_weights(config["model"]),
+                               TASKS[config["task"]].num_labels)
+    if config["method"] not in ("full", "head"):
+        check_adapter_size(model, config)
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and any(name.endswith("." + t) for t in config["targets"] or ()):
             model._init_weights(module.to_empty(device="cpu"))
@@ -504,12 +589,19 @@ def main(argv=None):
         except Exception as e:
             raise UsageError(f"--resume {args.resume}: {path} is not a checkpoint written by train.py "
                              f"({type(e).__name__}: {e})") from None
+        check_checkpoint(checkpoint, saved_config, f"--resume {args.resume}: {path}")
     config = resolve_config(args, saved_config if checkpoint else None)
     if args.print_config:  # settings only: no model, no data, nothing written
         print(json.dumps(config, indent=2))
         return {"config": config}
     method, task = config["method"], TASKS[config["task"]]
-    counts = dry_inject(config)  # bad --targets or hyperparameters fail here, before data and weights
+    model_config = model_config_without_weights(config["model"])
+    limit = model_config.max_position_embeddings - (model_config.pad_token_id + 1
+                                                    if model_config.model_type == "roberta" else 0)
+    if args.max_length is not None and config["max_length"] > limit:
+        raise UsageError(f"--max-length {config['max_length']} is more than {config['model']} takes: "
+                         f"allowed at most {limit}")
+    counts = dry_inject(config, model_config)  # bad --targets or hyperparameters fail here, before data and weights
     if args.count_params:
         print(f"{method} on {config['model']} ({task.name}, targets {config['targets']}, "
               f"{config['hyperparameters']}):\n"
@@ -518,8 +610,110 @@ def main(argv=None):
             print(f"  during LoCA's location search (coefficients + locations): {counts['adapter_during_search']:,}")
         print(f"  classification head: {counts['head']:,} (not counted in the papers' tables)")
         return {"config": config, "trainable_parameters": counts}
-    with processes(config) as (rank, world, device):
-        return fine_tune(config, args, checkpoint, counts, started, rank, world, device)
+    try:
+        with processes(config) as (rank, world, device):
+            return fine_tune(config, args, checkpoint, counts, started, rank, world, device)
+    except KeyboardInterrupt:
+        out = Path(config["out"])
+        if (out / "checkpoint.pt").is_file() and (out in HELD or checkpoint is not None):  # ours, or the resumed one
+            raise Interrupted(f"continue with --resume {out} (from its last checkpoint)") from None
+        raise Interrupted("no checkpoint was written yet, so nothing can be resumed; run again to start over "
+                          "(--save-every N or --save-minutes M save sooner)") from None
+    finally:
+        release_folders()
+
+
+# -----------------------------------------------------------------------------
+# the output folder: held by one run at a time
+
+
+HELD = {}  # folder -> its open .lock file, held for as long as this process runs in the folder
+
+
+def hold_folder(out):
+    """Make `out` and hold it: an exclusive flock on out/.lock, which the kernel drops when this
+    process ends, however it ends (so a killed run never leaves a stale lock). A second run into a held
+    folder is refused. Under torchrun only process 0 writes, so only it holds the folder."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".lock", "a")
+    except OSError as e:
+        what = "is a file, not a folder" if out.is_file() else f"cannot be written ({e.strerror or e})"
+        raise UsageError(f"--out {out} {what}: choose a folder you can write to") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(lock.fileno()).st_ino != os.stat(out / ".lock").st_ino:  # a run ending removed it meanwhile
+            raise BlockingIOError
+    except OSError:
+        lock.close()
+        raise UsageError(f"--out {out} is in use by another run (which holds {out / '.lock'}): wait for it to "
+                         f"end, or choose another --out") from None
+    lock.created = created
+    HELD[out] = lock
+
+
+def release_folders():
+    """Drop the locks of main(), removing the .lock files while still holding them (a run that opened one
+    meanwhile sees it gone, in hold_folder); a folder this run made and wrote nothing into (bad input
+    found after it was made) is removed too."""
+    while HELD:
+        out, lock = HELD.popitem()
+        with contextlib.suppress(OSError):
+            (out / ".lock").unlink()
+            if lock.created and not any(out.iterdir()):
+                out.rmdir()
+        lock.close()
+
+
+# -----------------------------------------------------------------------------
+# a checkpoint to resume: everything fine_tune reads from it, checked before anything runs
+
+
+CHECKPOINT_TYPES = dict(config=str, trainable=dict, optimizer=dict, scheduler=dict, scaler=dict, loca=(dict, None),
+                        rng=dict, step=int, epoch=int, position=int, best=(dict, None), last=(dict, None),
+                        elapsed=float, loss_sum=float, loss_count=int)
+CONFIG_TYPES = dict(method=str, model=str, task=str, targets=(list, None), hyperparameters=dict, settings=str,
+                    data_dir=(str, None), max_steps=(int, None), seed=int, save_every=(int, None),
+                    eval_every=(int, None), micro_batch_size=(int, None), epochs=int, batch_size=int,
+                    lr=(float, None), lr_head=(float, None), lr_locations=(float, None), weight_decay=float,
+                    warmup_ratio=float, max_length=int, B_a=(int, None), B_l=(int, None), T_s=(int, None),
+                    device=str, precision=str, out=str)
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a mapping", list: "a list", None: "null"}
+
+
+def check_checkpoint(checkpoint, config, where):
+    """UsageError naming the first missing or ill-typed entry of a loaded checkpoint."""
+    def fits(value, kinds):
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        return any(value is None if k is None else (isinstance(value, k) and not isinstance(value, bool))
+                   or (k is float and isinstance(value, int) and not isinstance(value, bool)) for k in kinds)
+
+    def need(mapping, types, what):
+        if not isinstance(mapping, dict):
+            raise UsageError(f"{where} is damaged: its {what} is {type(mapping).__name__}, not a mapping")
+        for key, kinds in types.items():
+            if key not in mapping:
+                raise UsageError(f"{where} is damaged: its {what} lacks {key!r}")
+            if not fits(mapping[key], kinds):
+                allowed = " or ".join(TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+                raise UsageError(f"{where} is damaged: its {what}'s {key!r} is {mapping[key]!r}, not {allowed}")
+
+    need(checkpoint, CHECKPOINT_TYPES, "content")
+    need(config, CONFIG_TYPES, "config")
+    choices = dict(method=[*spectral_ft.METHODS, "full", "head"], task=sorted(TASKS),
+                   precision=["bf16", "fp16", "fp32", "fp64"])
+    for key, allowed in choices.items():
+        if config[key] not in allowed:
+            raise UsageError(f"{where} is damaged: its config's {key!r} is {config[key]!r}, not one of {allowed}")
+    if config["targets"] is not None and not all(isinstance(t, str) and t for t in config["targets"]):
+        raise UsageError(f"{where} is damaged: its config's 'targets' {config['targets']!r} are not names")
+    rng = checkpoint["rng"]
+    if not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+            and isinstance(rng.get("cuda"), list) and isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 5
+            and isinstance(rng["numpy"][1], torch.Tensor) and isinstance(rng.get("python"), list)
+            and len(rng["python"]) == 3):
+        raise UsageError(f"{where} is damaged: its 'rng' does not hold the random generators' states")
 
 
 @contextlib.contextmanager
@@ -553,6 +747,8 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     method, task = config["method"], TASKS[config["task"]]
     say = print if rank == 0 else (lambda *a, **k: None)  # process 0 speaks for all
     out = Path(config["out"])
+    if rank == 0:
+        hold_folder(out)  # before anything is written into it; refused while another run holds it
     if not checkpoint and (out / "checkpoint.pt").exists():
         raise UsageError(f"--out {out} already holds an earlier run's checkpoint.pt: continue it with "
                          f"--resume {out}, or choose another --out")
@@ -563,7 +759,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     say(f"train.py: {method} on {config['model']}, GLUE {task.name} (settings: {config['settings']}; flags override)")
     for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
                 "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
-                "data_dir", "out", "save_every", "eval_every", "micro_batch_size"):
+                "data_dir", "out", "save_every", "save_minutes", "eval_every", "micro_batch_size"):
         if config.get(key) is not None or (key == "T_s" and method == "loca"):
             say(f"  {key:<16}{'10% of the steps' if config[key] is None else config[key]}")
     if world > 1:
@@ -571,13 +767,27 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
 
     # ---- data: the task's TSVs; an explicit --data-dir must hold them, the default folder is downloaded into
     data_dir, download = config["data_dir"], config["data_dir"] is None
+    files = sorted(set(task.splits.values()))
     if data_dir is not None and not Path(data_dir).is_dir():
-        files = ", ".join(sorted(set(task.splits.values())))
-        raise UsageError(f"--data-dir {data_dir} is not a folder (it should hold {task.name}'s {files})")
+        raise UsageError(f"--data-dir {data_dir} is not a folder (it should hold {task.name}'s {', '.join(files)})")
+    missing = [f for f in files if data_dir is not None and not (Path(data_dir) / f).is_file()]
+    if missing:
+        raise UsageError(f"--data-dir {data_dir} lacks {', '.join(missing)} (it should hold {task.name}'s "
+                         f"{', '.join(files)}); leave out --data-dir to download them into {default_glue_dir(task)}/")
     dev_splits = [s for s in task.splits if s != "train"]  # mnli: dev (matched) and dev_mismatched
-    train_examples, dev_examples = rank0_first(rank, world, lambda: (
-        load_glue(task.name, "train", data_dir, download=download),
-        {s: load_glue(task.name, s, data_dir, download=download) for s in dev_splits}))
+
+    def load_data():
+        if download:
+            try:
+                download_glue(task.name)
+            except OSError as e:
+                raise DataDownloadError(f"could not download GLUE {task.name} into {default_glue_dir(task)}/ "
+                                        f"({e.__cause__ or e}); put {', '.join(files)} there, or pass --data-dir "
+                                        f"a folder that holds them, or set GLUE_URL to a mirror") from None
+        return (load_glue(task.name, "train", data_dir, download=False),
+                {s: load_glue(task.name, s, data_dir, download=False) for s in dev_splits})
+
+    train_examples, dev_examples = rank0_first(rank, world, load_data)
     steps_per_epoch = math.ceil(len(train_examples) / config["batch_size"])
     total_steps = config["max_steps"] or config["epochs"] * steps_per_epoch
     warmup_steps = math.ceil(config["warmup_ratio"] * total_steps)
@@ -641,15 +851,15 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
         try:
             load_trainable_state(model, method, checkpoint["trainable"], f"--resume {args.resume}")
             optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as e:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if checkpoint["scaler"] and scaler.is_enabled():
+                scaler.load_state_dict(checkpoint["scaler"])
+            if schedule:
+                schedule.load_state_dict(checkpoint["loca"])
+            set_rng_state(checkpoint["rng"])  # process 0's generators; the others reseed below
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
             raise UsageError(f"--resume {args.resume}: the checkpoint does not fit this run: {e}") from None
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if checkpoint["scaler"] and scaler.is_enabled():
-            scaler.load_state_dict(checkpoint["scaler"])
-        if schedule:
-            schedule.load_state_dict(checkpoint["loca"])
         state.update({k: checkpoint[k] for k in state})
-        set_rng_state(checkpoint["rng"])  # process 0's generators; the others reseed below
         saved_at = state["step"]
         say(f"  resumed from {args.resume} at step {state['step']} (epoch {state['epoch']}, "
             f"batch {state['position']})")
@@ -663,6 +873,17 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
                                              disable=rank != 0)]
     train_encoded, train_labels = encode(train_examples), [e.label for e in train_examples]
     dev_encoded = {s: encode(v) for s, v in dev_examples.items()}
+    def intact():
+        return (f"{out / 'checkpoint.pt'} (step {saved_at}) is intact" if saved_at is not None
+                else "no checkpoint was written")
+
+    @contextlib.contextmanager
+    def writing(path):  # a full disk (or any failed write) names the file and what is still safe
+        try:
+            yield
+        except OSError as e:
+            raise DiskError(f"cannot write {path} ({e.strerror or e}); stopped, {intact()}") from None
+
     log_path = out / "log.jsonl"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -673,20 +894,23 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
                     kept += [line] if json.loads(line)["step"] <= state["step"] else []
                 except (ValueError, KeyError, TypeError):
                     pass  # a line cut off by the kill
-        with atomic_write(log_path, "w") as f:
-            f.write("".join(line + "\n" for line in kept))
+        with writing(log_path):
+            with atomic_write(log_path, "w") as f:
+                f.write("".join(line + "\n" for line in kept))
+
+    last_save = time.time()
 
     def save_checkpoint():
-        nonlocal saved_at
+        nonlocal saved_at, last_save
         trainable = trainable_state(model, method)  # the same in every process
         check_finite(trainable, f"checkpoint at step {state['step']}")
         if rank == 0:
-            with atomic_write(out / "checkpoint.pt") as f:
+            with writing(out / "checkpoint.pt"), atomic_write(out / "checkpoint.pt") as f:
                 torch.save(dict(config=json.dumps(config), trainable=trainable, optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                                 loca=schedule.state_dict() if schedule else None, rng=rng_state(),
                                 **dict(state, elapsed=state["elapsed"] + time.time() - started)), f)
-        saved_at = state["step"]
+        saved_at, last_save = state["step"], time.time()
 
     def run_evaluation(train_loss):
         metrics = {s: evaluate(model, s, dev_examples[s], dev_encoded[s], config, tokenizer.pad_token_id, autocast,
@@ -700,7 +924,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
                     time=round(state["elapsed"] + time.time() - started, 3))
         if rank != 0:
             return
-        with open(log_path, "a") as f:
+        with writing(log_path), open(log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
         shown = ", ".join(f"{s} {k} {v:.4f}" for s in dev_splits for k, v in metrics[s].items())
         tqdm.write(f"step {state['step']} epoch {epoch:.2f}: {shown} (best {main_metric(task.name)} "
@@ -719,22 +943,28 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     shard = None  # this process's positions of the epoch's order
 
     def read_losses():
+        """Read the pending losses back (all-reduced over the processes), and return whether it is time
+        to save by the clock (--save-minutes): process 0 decides, and its decision rides on the same
+        all-reduce, so every process saves at the same step. Saving never changes the results."""
         nonlocal pending
-        if pending:
-            parts = torch.stack([loss for _, loss in pending])
-            if world > 1:
-                dist.all_reduce(parts)  # the processes' parts add up to each batch's mean loss
-            values = parts.tolist()
-            for (step, _), value in zip(pending, values):
-                if not math.isfinite(value):
-                    kept = (f"{out / 'checkpoint.pt'} (step {saved_at}) is intact" if saved_at is not None
-                            else "no checkpoint was written")
-                    raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / steps_per_epoch:.2f}); "
-                                         f"stopped, {kept}; try a lower --lr, or --precision fp32")
-            state["loss_sum"] += sum(values)
-            state["loss_count"] += len(values)
-            pending = []
-            bar.set_postfix(loss=f"{values[-1]:.4f}")
+        if not pending:
+            return False
+        due = bool(config.get("save_minutes")) and time.time() - last_save >= 60 * config["save_minutes"]
+        parts = torch.stack([loss for _, loss in pending])
+        parts = torch.cat([parts, parts.new_tensor([float(due and rank == 0)])])
+        if world > 1:
+            dist.all_reduce(parts)  # the processes' parts add up to each batch's mean loss
+        *values, due = parts.tolist()
+        for (step, _), value in zip(pending, values):
+            if not math.isfinite(value):
+                hint = "" if config["precision"] in ("fp32", "fp64") else ", or --precision fp32"
+                raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / steps_per_epoch:.2f}); "
+                                     f"stopped, {intact()}; try a lower --lr{hint}")
+        state["loss_sum"] += sum(values)
+        state["loss_count"] += len(values)
+        pending = []
+        bar.set_postfix(loss=f"{values[-1]:.4f}")
+        return due > 0
 
     try:
         while state["step"] < total_steps:
@@ -774,7 +1004,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
             evaluate_now = (state["step"] % config["eval_every"] == 0) if config["eval_every"] else epoch_done
             save_now = epoch_done or last or bool(config["save_every"] and state["step"] % config["save_every"] == 0)
             if len(pending) >= check_every or evaluate_now or save_now or last:
-                read_losses()
+                save_now = read_losses() or save_now
             if evaluate_now or (last and (state["last"] is None or state["last"]["step"] != state["step"])):
                 run_evaluation(state["loss_sum"] / state["loss_count"] if state["loss_count"] else None)
                 state["loss_sum"], state["loss_count"] = 0.0, 0
@@ -798,8 +1028,9 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
         return results
     metadata = dict(format="pt", method=method, hyperparameters=json.dumps(config["hyperparameters"]),
                     model=config["model"], task=task.name, targets=json.dumps(config["targets"]))
-    write_safetensors(out / "adapter.safetensors", {k: v.contiguous() for k, v in trainable.items()}, metadata)
-    with atomic_write(out / "results.json", "w") as f:
+    with writing(out / "adapter.safetensors"):
+        write_safetensors(out / "adapter.safetensors", {k: v.contiguous() for k, v in trainable.items()}, metadata)
+    with writing(out / "results.json"), atomic_write(out / "results.json", "w") as f:
         f.write(json.dumps(results, indent=2) + "\n")
     best = state["best"]
     say(f"done: best dev {main_metric(task.name)} {best['value'] if best else float('nan'):.4f}"
@@ -825,8 +1056,8 @@ def cli(argv=None):
     except OSError as e:  # the network (hub.HubOfflineError, DownloadError), a full disk
         print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("train.py: interrupted; continue with --resume <out> from the last checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"train.py: interrupted; {e or 'nothing was written, so nothing can be resumed'}", file=sys.stderr)
         return 130
 
 

@@ -1,7 +1,7 @@
 """
 GLUE data for spectral-ft: task layouts, loaders, downloads (data/glue_tasks.py) and
-metrics (data/metrics.py). `data/glue/` is the download cache; `data/rte_sample/` a small
-hand-written RTE-format sample for an offline first run:
+metrics (data/metrics.py). `data/glue/` is the download cache (`$GLUE_DIR` if set);
+`data/rte_sample/` a small hand-written RTE-format sample for an offline first run:
 
     from data import load_glue, RTE_SAMPLE_DIR, compute_metrics
     train = load_glue("rte", "train", RTE_SAMPLE_DIR, download=False)
@@ -13,6 +13,7 @@ from data.glue_tasks import (
     Example,
     Task,
     build_mrpc,
+    default_root,
     download_glue,
     get_task,
     load_glue,

@@ -15,6 +15,7 @@ columns or an unknown label is an error naming the file and line, except in QQP'
 file, whose few broken rows are skipped with one warning that gives their count.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -92,6 +93,11 @@ TASKS["mnli-mm"] = dataclasses.replace(
     TASKS["mnli"], name="mnli-mm", splits={"train": "train.tsv", "dev": "dev_mismatched.tsv"})
 
 
+def default_root() -> Path:
+    """The download cache: $GLUE_DIR if set, else <repo>/data/glue."""
+    return Path(os.environ["GLUE_DIR"]).expanduser() if os.environ.get("GLUE_DIR") else DEFAULT_ROOT
+
+
 def get_task(task: str) -> Task:
     if not isinstance(task, str) or task.lower() not in TASKS:
         raise ValueError(f"task={task!r} is not a GLUE task here; choose one of {sorted(TASKS)}")
@@ -109,7 +115,11 @@ def read_glue_tsv(path, task: str, split: str = "dev") -> list[Example]:
     width = t.num_columns  # headerless: fixed; else set from the header line
     cols = None if t.has_header else (list(t.text_columns), t.label_column)
     # newline="\n": split on '\n' only, so a stray '\r' or U+2028 inside a sentence stays there.
-    with open(path, encoding="utf-8", newline="\n") as f:
+    try:
+        f = open(path, encoding="utf-8", newline="\n")
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not {t.name}'s TSV file") from None
+    with f, _naming_undecodable(path):
         for lineno, line in enumerate(f, start=1):
             line = line.removesuffix("\n").removesuffix("\r")
             if lineno == 1:
@@ -137,9 +147,25 @@ def read_glue_tsv(path, task: str, split: str = "dev") -> list[Example]:
         warnings.warn(f"{path}: skipped {skipped} rows that do not have {width} tab-separated "
                       f"columns ({len(examples)} rows kept)", stacklevel=2)
     if not examples:
-        raise ValueError(f"{path} holds no {t.name} examples: is it truncated? "
-                         f"Delete it to download it again.")
+        raise ValueError(f"{path} holds no {t.name} examples: is it truncated?")
     return examples
+
+
+@contextlib.contextmanager
+def _naming_undecodable(path):
+    """A UnicodeDecodeError while reading `path` as text -> a ValueError naming the file and the line
+    (found by reading the bytes again, only on this error path)."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    raise ValueError(f"{path}, line {lineno}: not UTF-8 text (byte {raw[bad.start]:#04x} at "
+                                     f"column {bad.start + 1}); GLUE files are UTF-8") from None
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
 
 
 def _column(header, name, path, t: Task) -> int:
@@ -175,13 +201,19 @@ def load_glue(task: str, split: str, data_dir=None, *, download: bool = True,
     t = get_task(task)
     if split not in t.splits:
         raise ValueError(f"split={split!r} is not a split of {t.name}; choose one of {list(t.splits)}")
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else DEFAULT_ROOT / t.folder
+    cached = data_dir is None
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_root() / t.folder
     path = data_dir / t.splits[split]
     if not path.is_file():
         if not download:
             raise FileNotFoundError(f"{path} does not exist (download=False). " + _help(t, data_dir, url))
         download_glue(t.name, data_dir, url=url)
-    return read_glue_tsv(path, t.name, split)
+    try:
+        return read_glue_tsv(path, t.name, split)
+    except ValueError as e:
+        if not cached:
+            raise
+        raise ValueError(f"{e} (it is in the download folder: delete it to download it again)") from None
 
 
 # -----------------------------------------------------------------------------
@@ -234,17 +266,24 @@ def download_glue(task: str, data_dir=None, url: str | None = None) -> Path:
     from hub import download_url, safe_extract_zip
 
     t = get_task(task)
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else DEFAULT_ROOT / t.folder
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_root() / t.folder
     need = sorted(set(t.splits.values()))
     if all((data_dir / name).is_file() for name in need):
         return data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
     urls = _urls(t, url)
+    made = next((p for p in reversed([data_dir, *data_dir.parents]) if not p.exists()), None)  # first folder we make
+    data_dir.mkdir(parents=True, exist_ok=True)
     try:
         for name, u in urls.items():
             if t.zip_name is not None or not (data_dir / name).is_file():  # MRPC: reuse local files
                 download_url(u, data_dir / name, desc=f"{t.folder}: {name}")
     except OSError as e:  # hub.DownloadError is an OSError: no network, DNS, refused, 404...
+        if made is not None:  # leave no empty folder behind: the next call should not find a half cache
+            for p in [data_dir, *data_dir.parents]:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only if empty
+                if p == made:
+                    break
         raise OSError(f"Could not download {t.name} ({e}). " + _help(t, data_dir, url)) from e
 
     if t.zip_name is None:

@@ -41,9 +41,9 @@ def test_bench_under_torchrun_times_data_parallel_steps_and_counts_every_process
     """Two gloo processes: one table (process 0's), tokens/s over both processes' batches."""
     out = tmp_path / "ddp.json"
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "bench.py", "--device", "cpu", "--layers", "1", "--hidden", "16", "--batch", "2",
+                           str(Path(bench.__file__).parent / "bench.py"), "--device", "cpu", "--layers", "1", "--hidden", "16", "--batch", "2",
                            "--seq", "8", "--steps", "2", "--warmup", "1", "--methods", "lora,loca",
-                           "--json", str(out)], cwd=Path(bench.__file__).parent, capture_output=True, text=True,
+                           "--json", str(out)], cwd=tmp_path, capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("x floor") == 1 and "2 processes (DDP)" in done.stdout

@@ -292,6 +292,41 @@ def test_unreachable_server_explains_the_offline_setup(server, tmp_path):
     assert f"{base}/CoLA.zip" in msg and str(tmp_path / "CoLA") in msg and "train.tsv" in msg
 
 
+def test_a_failed_download_leaves_no_empty_folder_behind(server, tmp_path):
+    _, base = server  # serves nothing: 404
+    with pytest.raises(OSError):
+        download_glue("cola", tmp_path / "cache" / "glue" / "CoLA", url=base)
+    assert list(tmp_path.iterdir()) == [tmp_path / "served"]  # neither CoLA/ nor the folders above it
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    with pytest.raises(OSError):
+        download_glue("cola", tmp_path / "kept", url=base)
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_the_download_cache_is_glue_dir_when_set(server, tmp_path, monkeypatch):
+    root, base = server
+    text, expected = LAYOUTS["rte"]
+    make_zip(root / "glue" / "RTE.zip", {"RTE/train.tsv": text, "RTE/dev.tsv": text})
+    monkeypatch.setenv("GLUE_DIR", str(tmp_path / "cache"))
+    assert load_glue("rte", "dev", url=base) == expected
+    assert sorted(p.name for p in (tmp_path / "cache" / "RTE").iterdir()) == ["dev.tsv", "train.tsv"]
+    (tmp_path / "cache" / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
+    with pytest.raises(ValueError, match="holds no rte examples.*delete it to download it again"):
+        load_glue("rte", "dev")  # from the cache: it may be deleted to fetch it again
+    with pytest.raises(ValueError, match="holds no rte examples: is it truncated\\?$"):
+        load_glue("rte", "dev", tmp_path / "cache" / "RTE")  # a folder of the user's: never "delete it"
+
+
+@pytest.mark.parametrize("line", [1, 2, 3])
+def test_a_tsv_that_is_not_utf8_names_the_file_and_line(tmp_path, line):
+    text, _ = LAYOUTS["rte"]
+    rows = text.encode().split(b"\n")
+    rows[line - 1] = rows[line - 1][:3] + b"\xff" + rows[line - 1][3:]
+    (tmp_path / "dev.tsv").write_bytes(b"\n".join(rows))
+    with pytest.raises(ValueError, match=f"dev.tsv, line {line}: not UTF-8 text \\(byte 0xff at column 4\\)"):
+        load_glue("rte", "dev", tmp_path, download=False)
+
+
 MSR_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n"
 MSR_TRAIN = MSR_HEADER + (
     "1\t11\t12\tThe board met on Friday.\tOn Friday the board met.\r\n"

@@ -58,6 +58,16 @@ def test_processes_share_each_batch_of_the_one_process_order_with_weights_that_c
 # end to end
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Bit-exact comparisons need the same reduction order in every run: one CPU thread, as torchrun's
+    children use (OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """RTE (37 train / 29 dev: no batch or process count divides them), STS-B-shaped regression data,

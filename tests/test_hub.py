@@ -477,3 +477,14 @@ def test_torch_checkpoint_that_is_not_a_state_dict_is_refused(tmp_path):
     torch.save([torch.zeros(2)], tmp_path / "list.bin")
     with pytest.raises(ValueError, match="state dict"):
         load_torch_checkpoint(tmp_path / "list.bin")
+
+
+@settings(max_examples=15, deadline=None)
+@given(cut=st.floats(0.0, 0.99), legacy=st.booleans())
+def test_torch_checkpoint_cut_short_is_one_error_naming_the_file(tmp_path_factory, cut, legacy):
+    path = tmp_path_factory.mktemp("cut") / "pytorch_model.bin"
+    torch.save({"w": torch.arange(4096.0)}, path, _use_new_zipfile_serialization=not legacy)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:int(cut * len(whole))])
+    with pytest.raises(ValueError, match=f"^{path}: damaged or truncated"):
+        load_torch_checkpoint(path)

@@ -225,6 +225,54 @@ def test_config_from_json_reads_architectures_and_rejects_unknown_types():
         ModelConfig.from_json(dict(d, hidden_act="swish"))
 
 
+SIZES = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+         "max_position_embeddings", "type_vocab_size"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(SIZES), value=st.one_of(
+    st.integers(max_value=0), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(), st.none(),
+    st.lists(st.integers(), max_size=2)))
+def test_config_refuses_a_size_of_the_wrong_type_or_range_naming_it(field, value):
+    with pytest.raises(ValueError, match=f"^{field}="):
+        ModelConfig.from_json(dict(KNOWN_CONFIGS["roberta-base"], **{field: value}))
+
+
+@settings(max_examples=30, deadline=None)
+@given(field=st.sampled_from(["hidden_size", "vocab_size", "intermediate_size", "max_position_embeddings"]),
+       value=st.integers(10**8, 10**15))
+def test_config_refuses_a_model_too_large_to_allocate_before_allocating(field, value):
+    config = dict(KNOWN_CONFIGS["roberta-base"], **{field: value})
+    if field == "hidden_size":
+        config["num_attention_heads"] = 1
+    with pytest.raises(ValueError, match="more than the 10,000,000,000 this encoder allows"):
+        ModelConfig.from_json(config)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_CONFIGS))
+def test_num_parameters_is_the_encoders_count(name):
+    config = ModelConfig.from_json(KNOWN_CONFIGS[name])
+    with torch.device("meta"):
+        model = SequenceClassifier(config, num_labels=2)
+    head = sum(p.numel() for n, p in model.named_parameters() if n.startswith("classifier"))
+    pooler = 0 if config.model_type == "bert" else config.hidden_size ** 2 + config.hidden_size  # RoBERTa drops it
+    assert config.num_parameters() == count_parameters(model) - head + pooler
+
+
+@pytest.mark.parametrize("text, expected", [
+    (b'{"hidden_size": 32,', "not valid JSON"), (b"[1, 2]", "expected a JSON object"),
+    (b'{"model_type": "bert", "hidden_size": "big"}', "hidden_size='big' is not an integer"),
+    (b'{"model_type": "bert", "num_attention_heads": 0}', "num_attention_heads=0 is out of range"),
+    (b'{"model_type": "b\xe9rt"}', "not UTF-8 text")])
+def test_read_config_names_the_file_and_the_problem(tmp_path, text, expected):
+    from model import read_config
+
+    (tmp_path / "config.json").write_bytes(text)
+    with pytest.raises(ValueError) as info:
+        read_config(tmp_path / "config.json")
+    assert str(info.value).startswith(f"{tmp_path / 'config.json'}: ") and expected in str(info.value)
+
+
 @pytest.mark.parametrize("name, total", [
     # Known sizes of transformers' *ForSequenceClassification with 2 labels
     ("roberta-base", 124_647_170), ("FacebookAI/roberta-large", 355_361_794),

@@ -243,7 +243,7 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics_bit_for_bit(learnabl
              "--lr-head", "1e-2", "--epochs", "30", "--save-every", "3", "--eval-every", "5"]
     killed = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    child = subprocess.Popen([sys.executable, "train.py", *flags, "--out", str(killed)], cwd=REPO, env=env,
+    child = subprocess.Popen([sys.executable, str(REPO / "train.py"), *flags, "--out", str(killed)], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -300,7 +300,7 @@ def test_loca_locations_move_during_location_phases_and_only_then(learnable, tmp
 
 ZYGOTE = r"""
 import json, os, sys, traceback
-sys.path.insert(0, os.getcwd())
+sys.path.insert(0, os.environ["SPECTRAL_FT_REPO"])  # the checkout; the working directory is a temporary folder
 import torch._dynamo  # imported lazily by meta-device code; import it once here, not in every child
 import train  # torch and the project, imported once; nothing has run, so forking is safe
 for line in sys.stdin:
@@ -327,9 +327,10 @@ for line in sys.stdin:
 def cli(tmp_path_factory):
     """cli(argv, **env) -> (exit status, stdout, stderr) of `train.py argv` in a forked child process."""
     logs = tmp_path_factory.mktemp("cli")
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HOME=str(logs / "hf"), no_proxy="127.0.0.1", NO_PROXY="127.0.0.1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HOME=str(logs / "hf"), no_proxy="127.0.0.1", NO_PROXY="127.0.0.1",
+               SPECTRAL_FT_REPO=str(REPO), GLUE_DIR=str(logs / "glue"))
     env.pop("HF_ENDPOINT", None)
-    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=REPO, env=env, text=True,
+    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=logs, env=env, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def call(argv, **child_env):
@@ -396,7 +397,7 @@ BAD_INPUTS = [  # (argv, what the one error line must say)
     ([*SAMPLE, "--max-length", "1000"], "--max-length 1000 is more than tiny takes: allowed at most 128"),
     (["--model", "./no/such/checkpoint", "--data-dir", str(train.RTE_SAMPLE_DIR)], "is not a directory"),
     (["--model", "tiny", "--data-dir", "/no/such/folder"], "--data-dir /no/such/folder is not a folder"),
-    (["--model", "tiny", "--data-dir", "{runs}/empty"], "train.tsv does not exist"),
+    (["--model", "tiny", "--data-dir", "{runs}/empty"], "/empty lacks dev.tsv, train.tsv"),
     (["--model", "tiny", "--data-dir", "{runs}/bad_tsv"], "train.tsv, line 66: expected 4 tab-separated columns"),
     (["--model", "tiny", "--data-dir", "{runs}/bad_label"], "line 66: label 'maybe' is not one of rte's labels"),
     (["--resume", "{runs}/empty"], "--resume {runs}/empty: no checkpoint.pt there"),
