@@ -2,8 +2,12 @@
 bench.py: what each PEFT method costs per training step, measured.
 
 Builds a RoBERTa-shaped encoder with random weights (no download), feeds random token ids
-(never zeros), and times one full training step per iteration: forward under bf16
-autocast, backward, AdamW step. Prints one row per configuration: median step time,
+(never zeros, from the CPU as train.py does), and times train.py's own training step
+(train.TrainStep) per iteration: forward under bf16 autocast, backward, AdamW step (fused on
+a GPU). "ms/step" is the eager step; on a GPU "step ms" is the same step in mode 'graph'
+(forward + backward replayed as a CUDA graph, AdamW eager), as train.py runs it, and
+"speedup" the ratio of the two; --graph adds "graph ms", the whole step (a capturable AdamW
+too) as one graph: no Python at all. Prints one row per configuration: median step time,
 tokens/s, peak GPU memory (the row's own: allocated beyond what the process held before
 the row was built, cuBLAS workspaces allocated once up front), the memory one forward pass
 leaves for backward ("saved"), trainable parameters, and the time as a ratio to two
@@ -19,7 +23,7 @@ sparse DCT (n rank-1 products of DCT basis rows), and LoCA's own autograd.Functi
 (sparse below n = out + in, dense above, plus the location gradient).
 
     python bench.py                                  # roberta-base, batch 32 x 128, GPU
-    python bench.py --graph --profile                # + CUDA-graph step time, kernels, syncs
+    python bench.py --graph --profile                # + whole-step CUDA-graph time, kernels, syncs
     python bench.py --model roberta-large --batch 16
     python bench.py --device cpu --layers 2 --hidden 32 --batch 2 --seq 16 --steps 2 --warmup 1   # smoke test
     torchrun --nproc_per_node=2 bench.py --methods lora,loca --delta-sizes ''   # data parallel: batch per GPU
@@ -397,7 +401,7 @@ def main(argv=None):
     parser.add_argument("--delta-sizes", default="256,512,1024,2048,4096", help="d for the ΔW table ('' to skip)")
     parser.add_argument("--delta-n", default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
-    parser.add_argument("--graph", action="store_true", help="also time the step captured as a CUDA graph")
+    parser.add_argument("--graph", action="store_true", help="also time the whole step (AdamW too) captured as one CUDA graph")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compilation)")
     parser.add_argument("--per-layer", action="store_true",
                         help="instead of whole steps: one adapted layer alone, forward + backward, per row")

@@ -10,7 +10,8 @@ Fine-tune a BERT / RoBERTa classifier on a GLUE task with a spectral PEFT method
 A run, top to bottom: configuration (the papers' settings for (method, model size, task), then the
 flags), data (GLUE TSVs, tokenized once, padded per batch), model (a pretrained encoder with
 spectral_ft adapters), optimizer (AdamW with adapter / head / LoCA-location groups, linear warmup then
-linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints), evaluation on dev after
+linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints; on a GPU each step's forward and
+backward replayed as a CUDA graph unless --eager: TrainStep), evaluation on dev after
 every epoch, and the files in --out: log.jsonl, checkpoint.pt, adapter.safetensors, results.json.
 Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input, named in one line.
 """
@@ -997,8 +998,9 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     # graph steps broadcast those once and all-reduce the gradients themselves.
     mode = step_mode(device, config["precision"], config.get("eager"))
     train_step = TrainStep(model, optimizer, scheduler, scaler, schedule, device=device, dtype=dtype, mode=mode,
-                           rows=micro_batch, max_length=config["max_length"], pad_id=tokenizer.pad_token_id,
-                           regression=regression, rank=rank, world=world, find_unused_parameters=method == "loca")
+                           rows=min(micro_batch, -(-batch_size // world)), max_length=config["max_length"],
+                           pad_id=tokenizer.pad_token_id, regression=regression, rank=rank, world=world,
+                           find_unused_parameters=method == "loca")
     say(f"  step            {'CUDA graphs per length bucket' if mode == 'graph' else 'eager'}"
         + (" (fp16's GradScaler step is eager)" if config["precision"] == "fp16" and not config.get("eager") else ""))
     shard = None  # this process's positions of the epoch's order
