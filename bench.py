@@ -100,7 +100,7 @@ def time_steps(args, row, device):
     mask = ones.to(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
     # train.py's own step, eager; under torchrun in DistributedDataParallel (gradients all-reduced every step)
-    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", rank=rank, world=world,
+    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world,
                                  forward=forward)
     forward = train_step.forward
 
@@ -137,7 +137,7 @@ def time_steps(args, row, device):
     if args.profile:
         result.update(profile_steps(step, cuda))
     if cuda and not args.compile and args.precision != "fp16":  # train.py's step as CUDA graphs
-        result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, rank, world)
+        result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, world)
     if args.graph and cuda and not args.compile:
         result["graph_ms"] = time_graph(model, batches, mask, dtype, args)
     del model, optimizer
@@ -191,13 +191,13 @@ def median_cuda_ms(fn, warmup, steps):
     return statistics.median(times)
 
 
-def time_train_step(model, optimizer, parts, dtype, args, device, rank, world):
+def time_train_step(model, optimizer, parts, dtype, args, device, world):
     """Median ms of train.py's step in mode 'graph' (train.TrainStep): forward + loss + backward
     replayed as a CUDA graph, the AdamW step eager; the batch copied from the CPU each step. Under
     torchrun the gradients are all-reduced as one flat buffer after the replay. None where capture
     fails (train.TrainStep reports why)."""
     train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="graph", rows=args.batch,
-                                 max_length=args.seq, rank=rank, world=world)
+                                 max_length=args.seq, world=world)
     ms = median_cuda_ms(lambda i: train_step(parts[i % len(parts)], args.batch * world), args.warmup, args.steps)
     if world > 1:  # the slowest process sets the pace
         slowest = torch.tensor([ms], dtype=torch.float64, device=device)

@@ -562,7 +562,7 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer, scheduler=None, scaler=None, schedule=None, *, device, dtype=None,
-                 mode="eager", rows=None, max_length=None, pad_id=0, regression=False, rank=0, world=1,
+                 mode="eager", rows=None, max_length=None, pad_id=0, regression=False, world=1,
                  find_unused_parameters=False, forward=None):
         if mode not in ("eager", "padded", "graph"):
             raise ValueError(f"mode must be 'eager', 'padded' or 'graph', got {mode!r}")
@@ -999,7 +999,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     mode = step_mode(device, config["precision"], config.get("eager"))
     train_step = TrainStep(model, optimizer, scheduler, scaler, schedule, device=device, dtype=dtype, mode=mode,
                            rows=min(micro_batch, -(-batch_size // world)), max_length=config["max_length"],
-                           pad_id=tokenizer.pad_token_id, regression=regression, rank=rank, world=world,
+                           pad_id=tokenizer.pad_token_id, regression=regression, world=world,
                            find_unused_parameters=method == "loca")
     say(f"  step            {'CUDA graphs per length bucket' if mode == 'graph' else 'eager'}"
         + (" (fp16's GradScaler step is eager)" if config["precision"] == "fp16" and not config.get("eager") else ""))

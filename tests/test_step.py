@@ -114,12 +114,12 @@ def batches(seed, steps, batch, micro, regression=False, max_len=20):
     return out
 
 
-def run_steps(model, method, mode, data, micro, regression=False, schedule_args=None, max_length=32, rank=0, world=1):
+def run_steps(model, method, mode, data, micro, regression=False, schedule_args=None, max_length=32, world=1):
     optimizer = optimizer_of(model, method)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, train.linear_warmup_decay(len(data), 1))
     schedule = spectral_ft.LoCASchedule(model, *schedule_args) if schedule_args else None
     step = train.TrainStep(model, optimizer, scheduler, None, schedule, device=torch.device("cpu"), mode=mode,
-                           rows=micro, max_length=max_length, regression=regression, rank=rank, world=world)
+                           rows=micro, max_length=max_length, regression=regression, world=world)
     phases = []
     for parts, examples in data:
         phases.append(schedule.phase if schedule else None)
@@ -193,8 +193,7 @@ def losses_and_weights(mode, rank, world):
         share = tuple(t[indices] for t in (ids, mask, types, y)) + (torch.tensor(weights, dtype=torch.float32),)
         data.append(([share], examples))
     model = nn_model("loca", n=64)
-    losses = [loss for loss, _ in run_steps(model, "loca", mode, data, 4, schedule_args=(2, 2, 6), rank=rank,
-                                            world=world)]
+    losses = [loss for loss, _ in run_steps(model, "loca", mode, data, 4, schedule_args=(2, 2, 6), world=world)]
     return losses, {n: p.detach() for n, p in model.named_parameters()}
 
 if __name__ == "__main__":
