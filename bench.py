@@ -2,8 +2,12 @@
 bench.py: what each PEFT method costs per training step, measured.
 
 Builds a RoBERTa-shaped encoder with random weights (no download), feeds random token ids
-(never zeros), and times one full training step per iteration: forward under bf16
-autocast, backward, AdamW step. Prints one row per configuration: median step time,
+(never zeros, from the CPU as train.py does), and times train.py's own training step
+(train.TrainStep) per iteration: forward under bf16 autocast, backward, AdamW step (fused on
+a GPU). "ms/step" is the eager step; on a GPU "step ms" is the same step in mode 'graph'
+(forward + backward replayed as a CUDA graph, AdamW eager), as train.py runs it, and
+"speedup" the ratio of the two; --graph adds "graph ms", the whole step (a capturable AdamW
+too) as one graph: no Python at all. Prints one row per configuration: median step time,
 tokens/s, peak GPU memory (the row's own: allocated beyond what the process held before
 the row was built, cuBLAS workspaces allocated once up front), the memory one forward pass
 leaves for backward ("saved"), trainable parameters, and the time as a ratio to two
@@ -19,7 +23,7 @@ sparse DCT (n rank-1 products of DCT basis rows), and LoCA's own autograd.Functi
 (sparse below n = out + in, dense above, plus the location gradient).
 
     python bench.py                                  # roberta-base, batch 32 x 128, GPU
-    python bench.py --graph --profile                # + CUDA-graph step time, kernels, syncs
+    python bench.py --graph --profile                # + whole-step CUDA-graph time, kernels, syncs
     python bench.py --model roberta-large --batch 16
     python bench.py --device cpu --layers 2 --hidden 32 --batch 2 --seq 16 --steps 2 --warmup 1   # smoke test
     torchrun --nproc_per_node=2 bench.py --methods lora,loca --delta-sizes ''   # data parallel: batch per GPU
@@ -31,7 +35,6 @@ of N processes over those of `python bench.py` with the same flags.
 """
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -83,25 +86,26 @@ def time_steps(args, row, device):
     trainable = [p for p in model.parameters() if p.requires_grad]
     head = set(model.head_parameter_names())
     adapter_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, **({"fused": True} if cuda else {}))  # as train.py's
     forward = torch.compile(model) if args.compile else model
     world = dist.get_world_size() if dist.is_initialized() else 1
-    if world > 1:  # torchrun: every step all-reduces the gradients of the trainable tensors
-        forward = train.data_parallel(model, device)
-    generator = torch.Generator(device="cpu").manual_seed(1 + (dist.get_rank() if world > 1 else 0))
+    rank = dist.get_rank() if world > 1 else 0
+    generator = torch.Generator(device="cpu").manual_seed(1 + rank)
     vocab = model.config.vocab_size
-    batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator).to(device),
-                torch.randint(0, 2, (args.batch,), generator=generator).to(device)) for _ in range(4)]
-    mask = torch.ones(args.batch, args.seq, dtype=torch.long, device=device)
+    batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator),
+                torch.randint(0, 2, (args.batch,), generator=generator)) for _ in range(4)]  # on the CPU, as train.py's
+    ones = torch.ones(args.batch, args.seq, dtype=torch.long)
+    parts = [[(ids, ones, torch.zeros_like(ids), labels, torch.ones(args.batch))] for ids, labels in batches]
+    batches = [(ids.to(device), labels.to(device)) for ids, labels in batches]
+    mask = ones.to(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
+    # train.py's own step, eager; under torchrun in DistributedDataParallel (gradients all-reduced every step)
+    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world,
+                                 forward=forward)
+    forward = train_step.forward
 
     def step(i):
-        ids, labels = batches[i % len(batches)]
-        with torch.autocast(device.type, dtype=dtype, enabled=args.precision != "fp32"):
-            loss = F.cross_entropy(forward(ids, mask).float(), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(parts[i % len(parts)], args.batch * world)
 
     for i in range(args.warmup):
         step(i)
@@ -132,8 +136,10 @@ def time_steps(args, row, device):
               "saved_mib": saved, "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
     if args.profile:
         result.update(profile_steps(step, cuda))
+    if cuda and not args.compile and args.precision != "fp16":  # train.py's step as CUDA graphs
+        result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, world)
     if args.graph and cuda and not args.compile:
-        result["graph_ms"] = time_graph(model, optimizer, batches, mask, dtype, args)
+        result["graph_ms"] = time_graph(model, batches, mask, dtype, args)
     del model, optimizer
     if cuda:
         torch.cuda.empty_cache()
@@ -171,15 +177,40 @@ def profile_steps(step, cuda, k=5):
             "kernels": len(on_gpu) / k, "syncs": len(syncs) / k}
 
 
-def time_graph(model, optimizer, batches, mask, dtype, args):
-    """Median ms of the same step captured once as a CUDA graph and replayed: the step's cost
-    without Python and kernel-launch overhead. None where capture fails."""
+def median_cuda_ms(fn, warmup, steps):
+    """Median of `steps` CUDA-event-timed calls fn(i), after `warmup` calls."""
+    times = []
+    for i in range(warmup + steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(i)
+        end.record()
+        end.synchronize()
+        if i >= warmup:
+            times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def time_train_step(model, optimizer, parts, dtype, args, device, world):
+    """Median ms of train.py's step in mode 'graph' (train.TrainStep): forward + loss + backward
+    replayed as a CUDA graph, the AdamW step eager; the batch copied from the CPU each step. Under
+    torchrun the gradients are all-reduced as one flat buffer after the replay. None where capture
+    fails (train.TrainStep reports why)."""
+    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="graph", rows=args.batch,
+                                 max_length=args.seq, world=world)
+    ms = median_cuda_ms(lambda i: train_step(parts[i % len(parts)], args.batch * world), args.warmup, args.steps)
+    if world > 1:  # the slowest process sets the pace
+        slowest = torch.tensor([ms], dtype=torch.float64, device=device)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        ms = slowest.item()
+    return ms if train_step.mode == "graph" else None
+
+
+def time_graph(model, batches, mask, dtype, args):
+    """Median ms of the whole step (its own capturable AdamW included) captured once as a CUDA graph
+    and replayed: the step's cost without any Python or launch overhead. None where capture fails."""
     ids, labels = (t.clone() for t in batches[0])
-    for group in optimizer.param_groups:
-        group["capturable"] = True
-    for state in optimizer.state.values():  # capturable AdamW keeps its step count on the GPU
-        if "step" in state:
-            state["step"] = state["step"].to(ids.device, torch.float32)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, capturable=True)
 
     def step():
         with torch.autocast("cuda", dtype=dtype, enabled=args.precision != "fp32", cache_enabled=False):
@@ -202,26 +233,20 @@ def time_graph(model, optimizer, batches, mask, dtype, args):
     except Exception as error:  # report, do not hide: the row shows no graph time
         print(f"  (CUDA graph capture failed: {type(error).__name__}: {str(error).splitlines()[0][:120]})")
         return None
-    times = []
-    for i in range(args.warmup + args.steps):
+
+    def replay(i):
         new_ids, new_labels = batches[i % len(batches)]
         ids.copy_(new_ids)
         labels.copy_(new_labels)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
         graph.replay()
-        end.record()
-        end.synchronize()
-        if i >= args.warmup:
-            times.append(start.elapsed_time(end))
-    return statistics.median(times)
+
+    return median_cuda_ms(replay, args.warmup, args.steps)
 
 
-@functools.lru_cache(maxsize=None)
 def capture_stream():
-    """One side stream for every capture: each new stream gets its own cuBLAS workspaces
+    """train.py's side stream for every capture: each new stream gets its own cuBLAS workspaces
     (tens of MiB), which would stay allocated and count against the rows after it."""
-    return torch.cuda.Stream()
+    return train.capture_stream(torch.device("cuda", torch.cuda.current_device()))
 
 
 def warm_cuda(device):
@@ -392,7 +417,7 @@ def main(argv=None):
                         help="d for the ΔW table ('' to skip)")
     parser.add_argument("--delta-n", type=int_list(1, 2**28), default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
-    parser.add_argument("--graph", action="store_true", help="also time the step captured as a CUDA graph")
+    parser.add_argument("--graph", action="store_true", help="also time the whole step (AdamW too) captured as one CUDA graph")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compilation)")
     parser.add_argument("--per-layer", action="store_true",
                         help="instead of whole steps: one adapted layer alone, forward + backward, per row")
@@ -458,16 +483,26 @@ def run(args, rows, device, world):
         return per_layer_table(args, rows, device, name)
     results = [time_steps(args, row, device) for row in rows]
     floor, lora = results[0]["ms"], results[1]["ms"]
+    steps = any("step_ms" in r for r in results)  # train.py's graph step (CUDA only)
     print(f"{'row':<11} {'ms/step':>8} {'spread':>7} {'tokens/s':>10} {'peak MiB':>9} {'saved MiB':>9} {'trainable':>10} {'x floor':>8} {'x lora':>7}"
           + (f" {'gpu ms':>7} {'kernels':>8} {'syncs':>6}" if args.profile else "")
+          + (f" {'step ms':>8} {'x floor':>8} {'x lora':>7} {'speedup':>7}" if steps else "")
           + (f" {'graph ms':>9} {'x floor':>8} {'x lora':>7}" if args.graph else ""))
     graph_floor, graph_lora = results[0].get("graph_ms"), results[1].get("graph_ms")
+    step_floor, step_lora = results[0].get("step_ms"), results[1].get("step_ms")
     for r in results:
         r["x_floor"], r["x_lora"] = r["ms"] / floor, r["ms"] / lora
         line = (f"{r['row']:<11} {r['ms']:8.2f} {r['spread_ms']:7.2f} {r['tokens_per_s']:10.0f} {r['peak_mib']:9.0f} {r['saved_mib']:9.0f} "
                 f"{r['trainable_adapter']:10d} {r['x_floor']:8.3f} {r['x_lora']:7.3f}")
         if args.profile:
             line += f" {r['gpu_busy_ms']:7.2f} {r['kernels']:8.0f} {r['syncs']:6.1f}"
+        if steps:
+            s = r.get("step_ms")
+            if s and step_floor and step_lora:
+                r["step_x_floor"], r["step_x_lora"], r["step_speedup"] = s / step_floor, s / step_lora, r["ms"] / s
+                line += f" {s:8.2f} {s / step_floor:8.3f} {s / step_lora:7.3f} {r['ms'] / s:7.2f}"
+            else:
+                line += f" {'-':>8} {'':>8} {'':>7} {'':>7}"
         if args.graph:
             g = r.get("graph_ms")
             if g and graph_floor and graph_lora:

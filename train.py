@@ -11,7 +11,8 @@ Fine-tune a BERT / RoBERTa classifier on a GLUE task with a spectral PEFT method
 A run, top to bottom: configuration (the papers' settings for (method, model family, task), then the
 flags), data (GLUE TSVs, tokenized once, padded per batch), model (a pretrained encoder with
 spectral_ft adapters), optimizer (AdamW with adapter / head / LoCA-location groups, linear warmup then
-linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints), evaluation on dev after
+linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints; on a GPU each step's forward and
+backward replayed as a CUDA graph unless --eager: TrainStep), evaluation on dev after
 every epoch, and the files in --out: log.jsonl, checkpoint.pt, adapter.safetensors, results.json.
 A run holds its folder (a lock the kernel drops when the process ends), so two runs never share one.
 Exit status: 0 done; 1 stopped (non-finite loss, network, full disk); 2 bad input, named in one line;
@@ -20,6 +21,7 @@ Exit status: 0 done; 1 stopped (non-finite loss, network, full disk); 2 bad inpu
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
@@ -56,8 +58,9 @@ TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "lr_locations", "weigh
 HYPERPARAMETER_DESTS = {"r": "r", "n": "n", "alpha": "alpha", "scaling": "scaling", "dropout": "dropout",
                         "d_initial": "d_initial", "transform": "transform", "gate": "gate",
                         "adapter_seed": "seed"}  # argparse dest -> spectral_ft's name (--seed is the run's seed)
-RESUME_MAY_CHANGE = ("resume", "device", "precision", "save_every", "save_minutes", "eval_every", "micro_batch_size")
-NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes")  # what a default folder's hash leaves out: no effect on results
+RESUME_MAY_CHANGE = ("resume", "device", "precision", "save_every", "save_minutes", "eval_every", "micro_batch_size",
+                     "eager")
+NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes", "eager")  # what a default folder's hash leaves out
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LOG_EVERY = 10  # steps between progress-bar updates (and non-finite checks) on a GPU
 
@@ -142,6 +145,8 @@ def build_parser():
     a("--precision", choices=["bf16", "fp16", "fp32", "fp64"],
       help="default bf16 on a GPU that has it, else fp32; fp64: every weight in float64, for exact comparisons")
     a("--device", help="cpu, cuda, cuda:1, ... (default cuda if available)")
+    a("--eager", action="store_true", default=None, help="on a GPU, run steps and evaluation eagerly instead of as "
+      "CUDA graphs (graphs pad batches to lengths of multiples of 32; fp16 always runs eager; the CPU always does)")
     a("--seed", type=number(int, 0, 2**32), help="the run's seed (default 0)")
     a("--out", help="output folder (default runs/<method>-<task>-<model>-s<seed>-<hash of the settings>)")
     a("--save-every", type=number(int, 1), help="checkpoint every N steps (always at each epoch end)")
@@ -232,7 +237,7 @@ def resolve_config(args, saved=None):
                   settings=described, data_dir=data_dir, max_steps=args.max_steps,
                   seed=args.seed or 0, save_every=args.save_every,
                   save_minutes=10.0 if args.save_minutes is None else args.save_minutes, eval_every=args.eval_every,
-                  micro_batch_size=args.micro_batch_size)
+                  micro_batch_size=args.micro_batch_size, eager=bool(args.eager))
     config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
     if method not in ("full", "head"):
         row_targets = ",".join(settings["targets"]) if "targets" in settings else None
@@ -545,13 +550,265 @@ def build_tiny_model(examples, directory, num_labels):
     return directory
 
 
+# -----------------------------------------------------------------------------
+# one optimizer step, eager or as CUDA graphs. The eager step is host-bound on a GPU: each of its ~1000
+# kernels costs ~30 µs of Python and launch time, for ~7 µs of GPU work. A CUDA graph replays the captured
+# kernels with one launch. A graph has fixed shapes and addresses, so every micro-batch is padded to a fixed
+# row count (copies of its first row, at loss weight 0) and to a length bucket (padding tokens, masked out:
+# the model never attends to them and the loss never reads them), copied into static input buffers, and the
+# gradients live in static buffers that the graph accumulates into (zeroed before each step, never set to
+# None while their tensor trains). One graph per (rows, length, which tensors train, train / eval), captured
+# on first use; LoCA's phases train different tensors, so each gets its own (its frozen phase trains what its
+# coefficient phase trains: the same graph). The optimizer, learning-rate and LoCA schedules stay eager.
+
+LENGTH_BUCKET = 32  # padded lengths are multiples of 32 (at most --max-length)
+CAPTURE_WARMUP = 3  # eager passes on the capture stream before a capture, as torch.cuda.graphs requires
+
+
+def bucket_length(length, max_length):
+    """The padded length of a batch whose longest example has `length` tokens: the next multiple of
+    LENGTH_BUCKET, at most max_length. Multiples of 32 rather than powers of two: at most 31 padding tokens
+    per example (a power of two pads 65 tokens to 128), and a bucket is captured only once it is seen, so
+    the 16 possible at length 512 cost nothing until used; graphs share one memory pool."""
+    if not 1 <= length <= max_length:
+        raise ValueError(f"length must be in [1, max_length={max_length}], got {length}")
+    return min(-(-length // LENGTH_BUCKET) * LENGTH_BUCKET, max_length)
+
+
+def pad_to_shape(input_ids, mask, types, y, weight, rows, length, pad_id):
+    """A micro-batch (b, T) at the fixed shape (rows, length): padding tokens (masked out, type 0) up to
+    `length`, and rows - b filler rows, copies of row 0 with loss weight 0. -> the same five tensors."""
+    b, T = input_ids.shape
+    if b > rows or T > length:
+        raise ValueError(f"a micro-batch of shape {(b, T)} does not fit the static shape {(rows, length)}")
+    keep = torch.tensor([*range(b), *[0] * (rows - b)])  # (rows,)
+    ids = F.pad(input_ids, (0, length - T), value=pad_id)[keep]  # (rows, length)
+    mask, types = (F.pad(t, (0, length - T))[keep] for t in (mask, types))  # (rows, length) each
+    return ids, mask, types, y[keep], torch.cat([weight, weight.new_zeros(rows - b)])
+
+
+def capture_stream(device):
+    """One side stream per GPU for every warm-up and capture (a new stream gets its own cuBLAS workspaces)."""
+    return _capture_stream(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _capture_stream(index):
+    return torch.cuda.Stream(index)
+
+
+def step_mode(device, precision, eager=False):
+    """'graph' on CUDA, 'eager' on the CPU, with --eager, or with fp16 (its GradScaler step is eager)."""
+    return "graph" if device.type == "cuda" and not eager and precision != "fp16" else "eager"
+
+
+class TrainStep:
+    """One optimizer step of train.py, and its forward for evaluation (bench.py times this same class).
+
+        step = TrainStep(model, optimizer, device=device, mode="graph", rows=32, max_length=128, ...)
+        loss = step([(input_ids, mask, types, y, weight), ...], examples)  # this process's micro-batches
+        logits = step.logits(input_ids, mask, types)                      # (b, num_labels), for evaluate
+
+    A step: for each micro-batch the forward under autocast, per-example losses (cross-entropy, or MSE for
+    regression) times `weight` (1, or 0 for filler rows), summed, times world / examples (examples: in the
+    whole batch, over all processes), backward; then the (GradScaler's) optimizer step, the learning-rate
+    schedule and LoCA's schedule. Returns this process's part of the batch's mean loss, on the device.
+
+    mode "eager": today's step on the batch's own shapes; several processes in DistributedDataParallel.
+    mode "padded": every micro-batch at (rows, bucket_length) through static input buffers and static
+    gradients, run eagerly: what "graph" replays, checkable on the CPU. mode "graph": "padded" with the
+    forward + loss + backward of each shape captured once as a CUDA graph and replayed. In both, several
+    processes use no DDP: parameters and buffers are broadcast from process 0 once, and after the passes
+    the gradients are all-reduced as one flat buffer per dtype, divided by world first as DDP does. With
+    dropout the graphs draw other masks than eager steps (other shapes, other random offsets), so
+    graph and eager runs agree to float tolerance only without dropout.
+    """
+
+    def __init__(self, model, optimizer, scheduler=None, scaler=None, schedule=None, *, device, dtype=None,
+                 mode="eager", rows=None, max_length=None, pad_id=0, regression=False, world=1,
+                 find_unused_parameters=False, forward=None):
+        if mode not in ("eager", "padded", "graph"):
+            raise ValueError(f"mode must be 'eager', 'padded' or 'graph', got {mode!r}")
+        if mode != "eager" and not (rows and max_length):
+            raise ValueError(f"mode {mode!r} needs rows and max_length (the static shape), got {rows}, {max_length}")
+        if mode == "graph" and device.type != "cuda":
+            raise ValueError(f"mode 'graph' needs a CUDA device, got {device}; use 'padded' or 'eager'")
+        self.model, self.optimizer, self.scheduler, self.schedule = model, optimizer, scheduler, schedule
+        self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+        if mode != "eager" and self.scaler.is_enabled():
+            raise ValueError("fp16's GradScaler step runs eager only: use mode 'eager' with an enabled scaler")
+        self.device, self.mode, self.rows, self.max_length = device, mode, rows, max_length
+        self.pad_id, self.regression, self.world = pad_id, regression, world
+        low = dtype in (torch.bfloat16, torch.float16)  # autocast's weight-cast cache cannot live in a graph
+        self.autocast = torch.autocast(device.type, dtype=dtype if low else None, enabled=low,
+                                       cache_enabled=mode != "graph")
+        self.forward = model if forward is None else forward
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]  # (LoCA: locations too)
+        if mode == "eager" and world > 1:  # DDP reduces what requires a gradient when it is built: every
+            trains = [p.requires_grad for p in self.params]  # tensor the optimizer holds, whatever the phase
+            for p in self.params:
+                p.requires_grad_(True)
+            self.forward = data_parallel(model, device, find_unused_parameters)
+            for p, flag_ in zip(self.params, trains):
+                p.requires_grad_(flag_)
+        elif world > 1:  # what DDP does when it is built: every process starts from process 0's tensors
+            with torch.no_grad():
+                for t in [*model.parameters(), *model.buffers()]:
+                    dist.broadcast(t.data, 0)
+        self.flat, self.grads = [], {}  # static gradients: views of one flat buffer per dtype
+        for dtype_ in dict.fromkeys(p.dtype for p in self.params) if mode != "eager" else ():
+            same = [p for p in self.params if p.dtype == dtype_]
+            flat = torch.zeros(sum(p.numel() for p in same), dtype=dtype_, device=device)
+            offset = 0
+            for p in same:
+                self.grads[p] = flat[offset:offset + p.numel()].view_as(p)
+                offset += p.numel()
+            self.flat.append(flat)
+        self.inputs, self.graphs, self.pool = {}, {}, None  # static inputs per shape; graphs per key
+        self.loss_dtype = torch.float64 if any(p.dtype == torch.float64 for p in model.parameters()) else torch.float32
+
+    # ---- the work of one micro-batch, the same in every mode
+
+    def loss(self, input_ids, mask, types, y, weight, scale):
+        """Forward, the weighted loss (a 0-dim tensor), backward. scale: world / examples."""
+        with self.autocast:
+            logits = self.forward(input_ids, mask, types)  # (b, num_labels)
+        logits = logits.to(float_dtype(logits))
+        losses = (F.mse_loss(logits.squeeze(-1), y.to(logits.dtype), reduction="none") if self.regression
+                  else F.cross_entropy(logits, y, reduction="none"))  # (b,)
+        loss = (losses * weight).sum() * scale  # DDP's average (or the flat all-reduce's): the batch's mean
+        self.scaler.scale(loss).backward()
+        return loss.detach()
+
+    def __call__(self, parts, examples):
+        """One optimizer step over this process's micro-batches `parts` [(input_ids, mask, types (b, T),
+        y (b,), weight (b,))], CPU or device tensors; `examples`: real examples in the whole batch."""
+        if self.mode == "eager":
+            step_loss = 0.0
+            for i, part in enumerate(parts):  # gradient accumulation over micro-batches
+                accumulate = self.world > 1 and i + 1 < len(parts)
+                with self.forward.no_sync() if accumulate else contextlib.nullcontext():  # DDP reduces at the last
+                    loss = self.loss(*(t.to(self.device, non_blocking=True) for t in part), self.world / examples)
+                step_loss = step_loss + loss / self.world
+            self.optimizer_step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return step_loss
+
+        trainable = tuple(p.requires_grad for p in self.params)
+        for p in self.params:  # this phase's tensors get their static gradient, the others none
+            p.grad = self.grads[p] if p.requires_grad else None
+        shaped = []
+        for input_ids, mask, types, y, weight in parts:
+            rows, length = max(self.rows, len(input_ids)), bucket_length(input_ids.shape[1], self.max_length)
+            shaped.append((rows, length, pad_to_shape(input_ids, mask, types, y, weight, rows, length, self.pad_id)))
+        for rows, length, tensors in shaped:  # capture before the step: warm-up passes touch the gradients
+            if self.mode == "graph" and ("train", rows, length, trainable) not in self.graphs:
+                self.capture(("train", rows, length, trainable), tensors)
+        for flat in self.flat:
+            flat.zero_()
+        step_loss = 0.0
+        for rows, length, tensors in shaped:
+            buffers = self.fill(rows, length, tensors, self.world / examples)
+            if self.mode == "graph":
+                graph, loss = self.graphs[("train", rows, length, trainable)]
+                graph.replay()
+            else:
+                loss = self.loss(*buffers)
+            step_loss = step_loss + loss / self.world  # a new tensor: the next replay overwrites `loss`
+        if self.world > 1:
+            for flat in self.flat:
+                flat.div_(self.world)
+                dist.all_reduce(flat)
+        self.optimizer_step()
+        return step_loss
+
+    def optimizer_step(self):
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler:
+            self.scheduler.step()
+        if self.schedule:
+            self.schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
+
+    @torch.no_grad()
+    def logits(self, input_ids, mask, types):
+        """The model's logits (b, num_labels) for one batch, in its current mode (train / eval): eager on
+        the batch's shape, or padded to (rows, bucket) and, on CUDA, replayed as a forward-only graph."""
+        if self.mode == "eager":
+            with self.autocast:
+                return self.model(*(t.to(self.device, non_blocking=True) for t in (input_ids, mask, types)))
+        b = len(input_ids)
+        rows, length = max(self.rows, b), bucket_length(input_ids.shape[1], self.max_length)
+        y = torch.zeros(b, dtype=torch.float32 if self.regression else torch.long)
+        tensors = pad_to_shape(input_ids, mask, types, y, torch.ones(b), rows, length, self.pad_id)
+        key = ("eval" if not self.model.training else "forward", rows, length)
+        if self.mode == "graph" and key not in self.graphs:
+            self.capture(key, tensors)
+        input_ids, mask, types, *_ = self.fill(rows, length, tensors)
+        if self.mode == "graph":
+            graph, logits = self.graphs[key]
+            graph.replay()
+        else:
+            with self.autocast:
+                logits = self.model(input_ids, mask, types)  # (rows, num_labels)
+        return logits[:b].clone()  # the graph's output is overwritten by its next replay
+
+    # ---- static buffers and graphs
+
+    def fill(self, rows, length, tensors, scale=None):
+        """Copy one padded micro-batch into the static buffers of its shape (created on first use)."""
+        if (rows, length) not in self.inputs:
+            self.inputs[rows, length] = [torch.empty_like(t, device=self.device) for t in tensors] + [
+                torch.zeros((), dtype=self.loss_dtype, device=self.device)]  # the last: world / examples
+        buffers = self.inputs[rows, length]
+        for buffer, t in zip(buffers, tensors):
+            if buffer.dtype != t.dtype:
+                raise ValueError(f"a batch tensor is {t.dtype}, its static buffer {buffer.dtype}")
+            buffer.copy_(t.pin_memory() if self.device.type == "cuda" and not t.is_cuda else t, non_blocking=True)
+        if scale is not None:
+            buffers[-1].fill_(scale)
+        return buffers
+
+    def capture(self, key, tensors):
+        """Warm up on the capture stream, then capture key's work (a training pass, or the forward) as a
+        CUDA graph in the memory pool the others share. A failed capture is reported once and the run goes
+        on in mode 'padded' (the same numbers, without the speed)."""
+        rows, length = key[1], key[2]
+        buffers = self.fill(rows, length, tensors, 1.0)
+        if key[0] == "train":
+            work = lambda: self.loss(*buffers)
+        else:
+            def work():
+                with self.autocast:
+                    return self.model(*buffers[:3])
+        stream = capture_stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        try:
+            with torch.cuda.stream(stream):
+                for _ in range(CAPTURE_WARMUP):
+                    work()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool, stream=stream):
+                output = work()
+        except Exception as error:
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            print(f"train.py: CUDA graph capture failed ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
+                  f"continuing without graphs (--eager avoids the attempt)", file=sys.stderr)
+            self.mode = "padded"
+            return
+        self.pool = graph.pool()
+        self.graphs[key] = (graph, output)
+
+
 @torch.no_grad()
 def evaluate(model, split, examples, encoded, config, pad_id, autocast, device=None, batch_size=None, rank=0,
-             world=1):
+             world=1, step=None):
     """Metrics of one dev split (data.metrics.compute_metrics), in batches of `batch_size` (default
     config's) on `device` (default config's). With several processes each predicts examples rank,
     rank + world, ...; the predictions are gathered and every process computes the metrics of the whole
-    split (each example counted once)."""
+    split (each example counted once). With `step` (a TrainStep) its logits() runs each batch (padded,
+    as a CUDA graph in mode 'graph'; `autocast` is then its own); else the model, under `autocast`."""
     device, batch_size = device or torch.device(config["device"]), batch_size or config["batch_size"]
     was_training = model.training
     model.eval()
@@ -561,9 +818,12 @@ def evaluate(model, split, examples, encoded, config, pad_id, autocast, device=N
     for start in tqdm(range(0, len(mine), batch_size), desc=f"eval {split}", leave=False, dynamic_ncols=True,
                       disable=rank != 0):
         batch = pad_batch(encoded, labels, mine[start:start + batch_size], pad_id, regression)
-        input_ids, mask, types, _ = (t.to(device, non_blocking=True) for t in batch)
-        with autocast:
-            logits = model(input_ids, mask, types)  # (B, num_labels)
+        if step is not None:
+            logits = step.logits(*batch[:3])  # (B, num_labels)
+        else:
+            input_ids, mask, types, _ = (t.to(device, non_blocking=True) for t in batch)
+            with autocast:
+                logits = model(input_ids, mask, types)  # (B, num_labels)
         preds.append(logits.to(float_dtype(logits)).squeeze(-1) if regression else logits.argmax(-1))
     model.train(was_training)
     predictions = gather_interleaved(torch.cat(preds), len(examples), rank, world)
@@ -830,14 +1090,10 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
               dict(name="head", params=[p for n, p in named if in_head(n)], lr=config["lr_head"]),
               dict(name="locations", params=[p for n, p in named if is_location(n)], lr=config["lr_locations"],
                    weight_decay=0.0)]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config["weight_decay"])
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config["weight_decay"],
+                                  **({"fused": True} if device.type == "cuda" else {}))  # one kernel, not dozens
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, warmup_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
-    # Several processes: DDP averages the gradients of every parameter that requires one when it is built
-    # (LoCA's locations too: the schedule below freezes them only later, so DDP must find per step which
-    # are in use). It first copies process 0's parameters and buffers (FourierFT / FoRA indices, VeRA's
-    # matrices) to every process, though the seeded adapters are built identical everywhere anyway.
-    forward = model if world == 1 else data_parallel(model, device, find_unused_parameters=method == "loca")
     schedule = None if method != "loca" else spectral_ft.LoCASchedule(model, config["B_a"], config["B_l"], config["T_s"])
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}[
         config["precision"]]
@@ -914,7 +1170,7 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
 
     def run_evaluation(train_loss):
         metrics = {s: evaluate(model, s, dev_examples[s], dev_encoded[s], config, tokenizer.pad_token_id, autocast,
-                               device, micro_batch, rank, world) for s in dev_splits}
+                               device, micro_batch, rank, world, train_step) for s in dev_splits}
         value, epoch = metrics["dev"][main_metric(task.name)], state["step"] / steps_per_epoch
         state["last"] = dict(step=state["step"], epoch=epoch, metrics=metrics)
         if value == value and (state["best"] is None or value > state["best"]["value"]):  # nan never wins
@@ -940,6 +1196,18 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
                disable=rank != 0)
     n_train, batch_size = len(train_examples), config["batch_size"]
     micro_batch = config.get("micro_batch_size") or -(-batch_size // world)  # rows per forward pass
+    # The step (TrainStep): CUDA graphs on a GPU unless --eager. Several processes: eager steps run in DDP,
+    # which averages the gradients of every parameter that requires one when it is built (LoCA's locations
+    # too: the schedule freezes them only later, so DDP must find per step which are in use), after copying
+    # process 0's parameters and buffers (FourierFT / FoRA indices, VeRA's matrices) to every process;
+    # graph steps broadcast those once and all-reduce the gradients themselves.
+    mode = step_mode(device, config["precision"], config.get("eager"))
+    train_step = TrainStep(model, optimizer, scheduler, scaler, schedule, device=device, dtype=dtype, mode=mode,
+                           rows=min(micro_batch, -(-batch_size // world)), max_length=config["max_length"],
+                           pad_id=tokenizer.pad_token_id, regression=regression, world=world,
+                           find_unused_parameters=method == "loca")
+    say(f"  step            {'CUDA graphs per length bucket' if mode == 'graph' else 'eager'}"
+        + (" (fp16's GradScaler step is eager)" if config["precision"] == "fp16" and not config.get("eager") else ""))
     shard = None  # this process's positions of the epoch's order
 
     def read_losses():
@@ -973,28 +1241,11 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
             position = state["position"]
             start, end = position * batch_size, min((position + 1) * batch_size, n_train)
             indices, weights = batch_share(shard, start, end, rank, world)
-            step_loss = 0.0
-            for first in range(0, len(indices), micro_batch):  # gradient accumulation over micro-batches
-                chunk = slice(first, first + micro_batch)
-                input_ids, mask, types, y = (t.to(device, non_blocking=True) for t in pad_batch(
-                    train_encoded, train_labels, indices[chunk], tokenizer.pad_token_id, regression))
-                weight = torch.tensor(weights[chunk], device=device)  # (b,) 1, or 0 for filler rows
-                accumulate = world > 1 and first + micro_batch < len(indices)
-                with forward.no_sync() if accumulate else contextlib.nullcontext():  # DDP reduces at the last
-                    with autocast:
-                        logits = forward(input_ids, mask, types)  # (b, num_labels)
-                    logits = logits.to(float_dtype(logits))
-                    losses = (F.mse_loss(logits.squeeze(-1), y.to(logits.dtype), reduction="none") if regression
-                              else F.cross_entropy(logits, y, reduction="none"))  # (b,)
-                    loss = (losses * weight).sum() * (world / (end - start))  # DDP's average: the batch's mean
-                    scaler.scale(loss).backward()
-                step_loss = step_loss + loss.detach() / world
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if schedule:
-                schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
+            parts = [(*pad_batch(train_encoded, train_labels, indices[first:first + micro_batch],
+                                 tokenizer.pad_token_id, regression),
+                      torch.tensor(weights[first:first + micro_batch]))  # (b,) 1, or 0 for filler rows
+                     for first in range(0, len(indices), micro_batch)]  # gradient accumulation over micro-batches
+            step_loss = train_step(parts, end - start)  # forward, backward, optimizer and schedules
             state["step"], state["position"] = state["step"] + 1, position + 1
             pending.append((state["step"], step_loss))
             bar.update(1)

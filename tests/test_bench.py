@@ -52,3 +52,17 @@ def test_bench_under_torchrun_times_data_parallel_steps_and_counts_every_process
     for r in report["steps"]:
         assert r["tokens_per_s"] == pytest.approx(2 * 2 * 8 / r["ms"] * 1e3)
     assert report["delta"] == []
+
+
+def test_bench_times_train_py_s_own_step(monkeypatch):
+    """bench.py's rows run train.TrainStep (the class train.py steps with), not a copy of it."""
+    import train
+
+    calls, call = [], train.TrainStep.__call__
+    monkeypatch.setattr(train.TrainStep, "__call__", lambda self, parts, examples: calls.append(self.mode) or call(
+        self, parts, examples))
+    results, _ = bench.main(["--device", "cpu", "--layers", "1", "--hidden", "16", "--batch", "2", "--seq", "8",
+                             "--steps", "2", "--warmup", "1", "--methods", "lora", "--delta-sizes", ""])
+    assert [r["row"] for r in results] == ["floor", "lora"]
+    assert calls == ["eager"] * 2 * (1 + 2)  # warm-up and timed steps of both rows (no graphs on the CPU)
+    assert all("step_ms" not in r for r in results)
