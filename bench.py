@@ -137,6 +137,9 @@ def time_steps(args, row, device):
     if args.profile:
         result.update(profile_steps(step, cuda))
     if cuda and not args.compile and args.precision != "fp16":  # train.py's step as CUDA graphs
+        if world > 1:  # a fresh model: DDP's all-reduce hooks stay on the eager step's parameters
+            model = build(args, row, device)
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
         result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, world)
     if args.graph and cuda and not args.compile:
         result["graph_ms"] = time_graph(model, batches, mask, dtype, args)

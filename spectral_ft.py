@@ -487,10 +487,6 @@ class LoCA(Adapter):
         with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
             return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
 
-    def forward(self, x):
-        weight, bias = self.base.weight + self.delta_weight(), self.base.bias  # (out, in): W0 + ΔW
-        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
-
 
 class LoCASchedule:
     """LoCA's alternating optimisation (§4.4), called once per optimiser step.

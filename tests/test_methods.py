@@ -1,5 +1,5 @@
 """
-The executable specification of spectral_ft's methods (facts: /work/shared/REFERENCES.md).
+The executable specification of spectral_ft's methods (facts: each method's paper and its authors' code).
 
 Each test states one property: merging changes nothing, delta_weight() is the paper's
 equation (recomputed here in float64 from the definitions, never from spectral_ft's own
@@ -534,7 +534,7 @@ def test_fourierft_same_seed_gives_same_indices_across_layers_of_one_shape(n, se
 # -----------------------------------------------------------------------------
 # 8b. VeRA's frozen pair is PEFT's, tensor for tensor; FoRA's default scale is the paper's 1
 
-# Made once with /work/venv-methods (torch 2.13.0+cpu, peft 0.21.2): get_peft_model on a module with
+# Made once in a separate environment (torch 2.13.0+cpu, peft 0.21.2): get_peft_model on a module with
 # query = nn.Linear(7, 5) and value = nn.Linear(6, 9), VeraConfig(r, target_modules=["query", "value"],
 # projection_prng_key=seed), then query.vera_A["default"] (r, 7) and query.vera_B["default"] (9, r):
 # the pair at the largest in (7) and out (9). Entries are float32 values; sums taken in float64.
