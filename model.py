@@ -59,18 +59,7 @@ class ModelConfig:
     initializer_range: float = 0.02  # std of the normal init of fresh weights (the head)
 
     def __post_init__(self):
-        for f in fields(self):  # a config.json may hold anything: each value's type and range first
-            value, kinds = getattr(self, f.name), FIELD_TYPES.get(f.name, (object,))
-            ok = kinds == (object,) or any(value is None if k is None else isinstance(value, k) and not isinstance(value, bool)
-                     for k in kinds)
-            if not ok:
-                allowed = " or ".join({str: "a string", int: "an integer", float: "a number", None: "null"}[k]
-                                      for k in kinds if k is not int or float not in kinds)
-                raise ValueError(f"{f.name}={value!r} is not {allowed}")
-            low, high = FIELD_RANGES.get(f.name, (None, None))
-            if value is not None and ((low is not None and value < low) or (high is not None and value >= high)):
-                bound = " and ".join(b for b in (low is not None and f">= {low}", high is not None and f"< {high}") if b)
-                raise ValueError(f"{f.name}={value!r} is out of range: must be {bound}")
+        check_fields(self)
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id={self.pad_token_id} is not a token id: must be >= 0 and < "
                              f"vocab_size={self.vocab_size}")
@@ -135,6 +124,23 @@ FIELD_RANGES = dict(vocab_size=(1, None), hidden_size=(1, None), num_hidden_laye
                     type_vocab_size=(1, None), layer_norm_eps=(0, None), classifier_dropout=(0, 1),
                     initializer_range=(0, None))
 MAX_PARAMETERS = 10**10
+
+
+def check_fields(config, ranges=None):
+    """Each field of a config dataclass against FIELD_TYPES and FIELD_RANGES (or `ranges`): a
+    config.json may hold anything, so each value's type and range is checked before any size is used."""
+    for f in fields(config):
+        value, kinds = getattr(config, f.name), FIELD_TYPES.get(f.name, (object,))
+        ok = kinds == (object,) or any(value is None if k is None else isinstance(value, k) and not isinstance(value, bool)
+                                       for k in kinds)
+        if not ok:
+            allowed = " or ".join({str: "a string", int: "an integer", float: "a number", None: "null"}[k]
+                                  for k in kinds if k is not int or float not in kinds)
+            raise ValueError(f"{f.name}={value!r} is not {allowed}")
+        low, high = {**FIELD_RANGES, **(ranges or {})}.get(f.name, (None, None))
+        if value is not None and ((low is not None and value < low) or (high is not None and value >= high)):
+            bound = " and ".join(b for b in (low is not None and f">= {low}", high is not None and f"< {high}") if b)
+            raise ValueError(f"{f.name}={value!r} is out of range: must be {bound}")
 
 
 def read_config(path):
@@ -451,6 +457,13 @@ class DebertaV2Config:
     cls_dropout: float | None = None  # None: hidden_dropout_prob
 
     def __post_init__(self):
+        check_fields(self, ranges=dict(type_vocab_size=(0, None), position_buckets=(-1, None)))
+        H, L, V = self.hidden_size, self.num_hidden_layers, self.vocab_size
+        size = V * H + L * (4 * H * H + 2 * H * self.intermediate_size)  # embeddings and layers, roughly
+        if size > MAX_PARAMETERS:
+            raise ValueError(f"the model would have about {size:,} parameters ({size * 4 / 2**30:,.0f} GiB in "
+                             f"float32), more than the {MAX_PARAMETERS:,} this encoder allows (hidden_size={H}, "
+                             f"num_hidden_layers={L}, vocab_size={V})")
         if self.model_type != "deberta-v2":
             raise ValueError(f"model_type={self.model_type!r}: DebertaV2Config is for 'deberta-v2' only")
         if isinstance(self.pos_att_type, str):  # config.json may write "p2c|c2p"

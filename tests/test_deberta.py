@@ -34,6 +34,7 @@ transformers 5.24.0 and torch 2.13.0 (CPU, float32) by this script (not kept in 
 import hashlib
 import http.server
 import json
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -47,7 +48,7 @@ import hub
 import spectral_ft
 import train
 from model import (KNOWN_CONFIGS, DebertaClassifier, DebertaV2Config, _download, config_from_json,
-                   load_hf_state_dict, log_bucket_position, relative_positions, save_pretrained)
+                   load_hf_state_dict, log_bucket_position, read_config, relative_positions, save_pretrained)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN_CASES = [("deberta_tiny", 2, "short"), ("deberta_tiny", 2, "long"), ("deberta_tiny_conv", 1, "short")]
@@ -408,3 +409,19 @@ def test_train_defaults_to_deberta_query_and_value_projections_of_a_local_folder
     result = train.main(["--count-params", "--model", str(FIXTURES / "deberta_tiny"), "--method", "lora", "--r", "2"])
     assert result["config"]["targets"] == ["query_proj", "value_proj"]
     assert result["trainable_parameters"]["adapter"] == 2 * 2 * 2 * (32 + 32)  # 2 layers, q and v, r (in + out)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("hidden_size", "big", "hidden_size='big' is not an integer"),
+    ("hidden_size", 10**9, "more than the 10,000,000,000 this encoder allows"),
+    ("num_attention_heads", 0, "num_attention_heads=0 is out of range"),
+    ("num_hidden_layers", -3, "num_hidden_layers=-3 is out of range"),
+    ("layer_norm_eps", "tiny", "layer_norm_eps='tiny' is not a number"),
+])
+def test_a_bad_deberta_config_is_one_error_naming_the_field(tmp_path, key, value, expected):
+    """A DeBERTa config.json is checked like a BERT one: types, ranges and total size, before any allocation."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(KNOWN_CONFIGS["microsoft/deberta-v3-base"], **{key: value})))
+    with pytest.raises(ValueError, match=re.escape(expected)) as error:
+        read_config(path)
+    assert str(path) in str(error.value)

@@ -249,7 +249,7 @@ def test_config_refuses_a_model_too_large_to_allocate_before_allocating(field, v
         ModelConfig.from_json(config)
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_CONFIGS))
+@pytest.mark.parametrize("name", sorted(n for n, c in KNOWN_CONFIGS.items() if c["model_type"] in ("bert", "roberta")))
 def test_num_parameters_is_the_encoders_count(name):
     config = ModelConfig.from_json(KNOWN_CONFIGS[name])
     with torch.device("meta"):
