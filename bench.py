@@ -528,7 +528,7 @@ def run(args, rows, device, world):
                 costs = {p: delta_cost(d, n, p, device, repeats=max(3, args.steps // 3)) for p in paths}
                 deltas.append({"d": d, "n": n, **costs})
                 print(f"{d:5d} {n:6d} {costs['fft']:8.3f} {costs['dense_dct']:10.3f} {costs['sparse_dct']:11.3f} {costs['loca']:8.3f}")
-    if args.json:
+    if args.json and (world == 1 or dist.get_rank() == 0):  # one writer: process 0 speaks for all
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "device": name, "processes": world, "steps": results, "delta": deltas},
                       f, indent=1)

@@ -849,7 +849,7 @@ def main(argv=None):
         except Exception as e:
             raise UsageError(f"--resume {args.resume}: {path} is not a checkpoint written by train.py "
                              f"({type(e).__name__}: {e})") from None
-        check_checkpoint(checkpoint, saved_config, f"--resume {args.resume}: {path}")
+        check_checkpoint(checkpoint, saved_config, f"--resume {args.resume}: {path}", content=not args.print_config)
     config = resolve_config(args, saved_config if checkpoint else None)
     if args.print_config:  # settings only: no model, no data, nothing written
         print(json.dumps(config, indent=2))
@@ -942,8 +942,9 @@ CONFIG_TYPES = dict(method=str, model=str, task=str, targets=(list, None), hyper
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a mapping", list: "a list", None: "null"}
 
 
-def check_checkpoint(checkpoint, config, where):
-    """UsageError naming the first missing or ill-typed entry of a loaded checkpoint."""
+def check_checkpoint(checkpoint, config, where, content=True):
+    """UsageError naming the first missing or ill-typed entry of a loaded checkpoint (content=False:
+    of its configuration alone, all that --print-config reads)."""
     def fits(value, kinds):
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
         return any(value is None if k is None else (isinstance(value, k) and not isinstance(value, bool))
@@ -959,7 +960,8 @@ def check_checkpoint(checkpoint, config, where):
                 allowed = " or ".join(TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
                 raise UsageError(f"{where} is damaged: its {what}'s {key!r} is {mapping[key]!r}, not {allowed}")
 
-    need(checkpoint, CHECKPOINT_TYPES, "content")
+    if content:
+        need(checkpoint, CHECKPOINT_TYPES, "content")
     need(config, CONFIG_TYPES, "config")
     choices = dict(method=[*spectral_ft.METHODS, "full", "head"], task=sorted(TASKS),
                    precision=["bf16", "fp16", "fp32", "fp64"])
@@ -968,8 +970,8 @@ def check_checkpoint(checkpoint, config, where):
             raise UsageError(f"{where} is damaged: its config's {key!r} is {config[key]!r}, not one of {allowed}")
     if config["targets"] is not None and not all(isinstance(t, str) and t for t in config["targets"]):
         raise UsageError(f"{where} is damaged: its config's 'targets' {config['targets']!r} are not names")
-    rng = checkpoint["rng"]
-    if not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+    rng = checkpoint["rng"] if content else None
+    if content and not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
             and isinstance(rng.get("cuda"), list) and isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 5
             and isinstance(rng["numpy"][1], torch.Tensor) and isinstance(rng.get("python"), list)
             and len(rng["python"]) == 3):

@@ -262,4 +262,5 @@ def test_print_config_of_a_stopped_run_shows_its_saved_configuration(tmp_path, c
     torch.save({"config": json.dumps(saved)}, tmp_path / "checkpoint.pt")  # all --resume reads before printing
     capsys.readouterr()
     config = train.main(["--resume", str(tmp_path), "--print-config", "--device", "cpu"])["config"]
-    assert config == saved and json.loads(capsys.readouterr().out) == saved
+    resumed = dict(saved, out=str(tmp_path))  # a resumed run writes its own folder and nothing else
+    assert config == resumed and json.loads(capsys.readouterr().out) == resumed

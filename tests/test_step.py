@@ -97,6 +97,11 @@ def optimizer_of(model, method):
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
 
 
+# LoCA's location gradients near zero (|g| far below AdamW's eps 1e-8) move a location by lr · g / eps:
+# the float64 rounding of g (1e-16) then shows as 1e-11 in a location. Every other tensor: 1e-12.
+LOCATION_ATOL = 1e-9
+
+
 def batches(seed, steps, batch, micro, regression=False, max_len=20):
     """`steps` batches of `batch` examples (the last one short) of random lengths, as fine_tune makes them:
     micro-batches of pad_batch's tensors and loss weights. -> [(parts, examples)]"""
@@ -145,7 +150,8 @@ def test_padded_steps_equal_eager_steps_in_float64(method, hyperparameters, sche
     assert [loss for loss, _ in padded] == pytest.approx([loss for loss, _ in eager], rel=1e-12)
     weights = dict(padded_model.named_parameters())
     for name, p in eager_model.named_parameters():
-        torch.testing.assert_close(weights[name], p, rtol=0, atol=1e-12, msg=name)
+        torch.testing.assert_close(weights[name], p, rtol=0, atol=LOCATION_ATOL if name.endswith(".locations") else 1e-12,
+                                   msg=name)
         if p.requires_grad or name.endswith(".locations"):  # training moved them: the comparison has teeth
             assert not torch.equal(p, initial[name]), name
 
@@ -223,7 +229,8 @@ def test_two_processes_padded_with_the_flat_all_reduce_equal_one_eager_process(t
     losses, weights = namespace["losses_and_weights"]("eager", 0, 1)
     assert two["losses"].tolist() == pytest.approx(losses, rel=1e-12)
     for name, p in weights.items():
-        torch.testing.assert_close(two["weights"][name], p, rtol=0, atol=1e-12, msg=name)
+        torch.testing.assert_close(two["weights"][name], p, rtol=0,
+                                   atol=LOCATION_ATOL if name.endswith(".locations") else 1e-12, msg=name)
 
 
 def test_eager_flag_is_accepted_and_the_cpu_runs_eager_either_way(tmp_path):
