@@ -1,5 +1,5 @@
 """
-Fine-tune a BERT / RoBERTa classifier on a GLUE task with a spectral PEFT method, end to end.
+Fine-tune a BERT / RoBERTa / DeBERTa-v3 classifier on a GLUE task with a spectral PEFT method, end to end.
 
     python train.py --method loca --model roberta-base --task rte    # LoCA's RTE run (GPU + internet)
     python train.py --model tiny                                      # offline pipeline check, CPU, < 1 min

@@ -425,3 +425,23 @@ def test_a_bad_deberta_config_is_one_error_naming_the_field(tmp_path, key, value
     with pytest.raises(ValueError, match=re.escape(expected)) as error:
         read_config(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("method", ["spectral_a", "foura"])
+def test_train_py_fine_tunes_a_deberta_folder_with_its_sentencepiece_model_end_to_end(tmp_path, method):
+    """A hub-layout folder (config.json, model.safetensors, spm.model): train.py reads it with our
+    SentencePiece tokenizer, injects on query_proj/value_proj, trains, evaluates and writes its results."""
+    from data import RTE_SAMPLE_DIR
+    config = config_from_json(dict(KNOWN_CONFIGS["microsoft/deberta-v3-base"], vocab_size=3008, hidden_size=32,
+                                   num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                   pooler_hidden_size=32, position_buckets=8, max_position_embeddings=64))
+    torch.manual_seed(0)
+    folder = tmp_path / "deberta"
+    save_pretrained(DebertaClassifier(config, num_labels=2), folder)
+    (folder / "spm.model").write_bytes((FIXTURES / "spm.model").read_bytes())
+    results = train.main(["--method", method, "--model", str(folder), "--data-dir", str(RTE_SAMPLE_DIR),
+                          "--max-steps", "3", "--batch-size", "8", "--max-length", "48", "--device", "cpu",
+                          "--out", str(tmp_path / "run")])
+    assert results["config"]["targets"] == ["query_proj", "value_proj"]
+    assert results["trainable_parameters"]["adapter"] > 0 and results["final"]["step"] == 3
+    assert (tmp_path / "run" / "adapter.safetensors").is_file()
