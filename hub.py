@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import pickle
+import pickletools
 import re
 import secrets
 import shutil
@@ -469,6 +470,24 @@ def safe_extract_zip(zip_path, target_dir):
     return written
 
 
+def _legacy_pickles_whole(path):
+    """False for a legacy (non-zip) torch.save file cut inside one of its first four pickles (magic
+    number, protocol, system info, the object): each must reach its STOP opcode or the file end
+    there. Read opcode by opcode, nothing run."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        try:
+            for _ in range(4):
+                if not f.peek(1):  # the file ends between two whole pickles
+                    return True
+                for _ in pickletools.genops(f):
+                    pass
+        except Exception:  # pickletools' ValueError at the end of the data, or a malformed opcode
+            return False
+    return True
+
+
 def load_torch_checkpoint(path):
     """Load a torch.save'd state dict ({name: tensor}) safely: weights_only=True, never
     anything that could run code."""
@@ -478,13 +497,16 @@ def load_torch_checkpoint(path):
         if "Weights only load failed" not in str(e) and "Unsupported global" not in str(e):
             raise ValueError(f"{path}: damaged or truncated, not a readable torch checkpoint "
                              f"({str(e).splitlines()[0] if str(e) else 'UnpicklingError'})") from None
+        if not _legacy_pickles_whole(path):  # a cut-off legacy file can end inside a global's name
+            raise ValueError(f"{path}: damaged or truncated, not a readable torch checkpoint (its pickle "
+                             f"stream ends early); download it again") from None
         needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
         needs = f" (it needs {needs.group(1)})" if needs else ""
         raise ValueError(f"{path}: refused: the file holds Python objects other than tensors"
                          f"{needs}, and loading it could run code") from None
     except FileNotFoundError:
         raise
-    except (RuntimeError, EOFError, OSError) as e:  # a cut-off zip, or pickle stream, ...
+    except Exception as e:  # a cut-off zip or pickle stream: RuntimeError, EOFError, struct.error, ...
         reason = str(e).split(". ")[0] if str(e) else type(e).__name__
         raise ValueError(f"{path}: damaged or truncated, not a readable torch checkpoint ({reason}); "
                          f"download it again") from None

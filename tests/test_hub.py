@@ -488,3 +488,15 @@ def test_torch_checkpoint_cut_short_is_one_error_naming_the_file(tmp_path_factor
     path.write_bytes(whole[:int(cut * len(whole))])
     with pytest.raises(ValueError, match=f"^{path}: damaged or truncated"):
         load_torch_checkpoint(path)
+
+
+def test_every_cut_of_a_legacy_checkpoint_s_pickles_is_called_truncated_not_unsafe(tmp_path):
+    """A legacy (non-zip) file cut inside its pickles can end inside a global's name, which the safe
+    unpickler refuses as foreign: it is still named damaged or truncated, at every cut point."""
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.arange(64.0)}, path, _use_new_zipfile_serialization=False)
+    whole = path.read_bytes()
+    for cut in range(len(whole) - 64 * 4):  # every cut before the raw storage bytes
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match=f"^{path}: damaged or truncated"):
+            load_torch_checkpoint(path)
