@@ -4,10 +4,10 @@ bench.py: what each PEFT method costs per training step, measured.
 Builds a RoBERTa-shaped encoder with random weights (no download), feeds random token ids
 (never zeros, from the CPU as train.py does), and times train.py's own training step
 (train.TrainStep) per iteration: forward under bf16 autocast, backward, AdamW step (fused on
-a GPU). "ms/step" is the eager step; on a GPU "step ms" is the same step in mode 'graph'
-(forward + backward replayed as a CUDA graph, AdamW eager), as train.py runs it, and
-"speedup" the ratio of the two; --graph adds "graph ms", the whole step (a capturable AdamW
-too) as one graph: no Python at all. Prints one row per configuration: median step time,
+a GPU). "ms/step" is the eager step (train.py --eager); on a GPU "step ms" is the same step in
+mode 'graph' (--compile's scope torch.compiled, then forward + backward replayed as a CUDA graph,
+AdamW eager), as train.py runs it, and "speedup" the ratio of the two; --graph adds "graph ms",
+the whole step (a capturable AdamW too, the same compiled model) as one graph: no Python at all. Prints one row per configuration: median step time,
 tokens/s, peak GPU memory (the row's own: allocated beyond what the process held before
 the row was built, cuBLAS workspaces allocated once up front), the memory one forward pass
 leaves for backward ("saved"), trainable parameters, and the time as a ratio to two
@@ -87,7 +87,6 @@ def time_steps(args, row, device):
     head = set(model.head_parameter_names())
     adapter_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, **({"fused": True} if cuda else {}))  # as train.py's
-    forward = torch.compile(model) if args.compile else model
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
     generator = torch.Generator(device="cpu").manual_seed(1 + rank)
@@ -100,8 +99,7 @@ def time_steps(args, row, device):
     mask = ones.to(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
     # train.py's own step, eager; under torchrun in DistributedDataParallel (gradients all-reduced every step)
-    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world,
-                                 forward=forward)
+    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world)
     forward = train_step.forward
 
     def step(i):
@@ -136,12 +134,14 @@ def time_steps(args, row, device):
               "saved_mib": saved, "trainable_adapter": adapter_params, "spread_ms": max(times) - min(times)}
     if args.profile:
         result.update(profile_steps(step, cuda))
-    if cuda and not args.compile and args.precision != "fp16":  # train.py's step as CUDA graphs
+    if cuda and args.precision != "fp16":  # train.py's step as CUDA graphs (after compiling --compile's scope)
         if world > 1:  # a fresh model: DDP's all-reduce hooks stay on the eager step's parameters
             model = build(args, row, device)
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
-        result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, world)
-    if args.graph and cuda and not args.compile:
+        result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, world)  # compiles in place
+    elif cuda:
+        train.compile_in_place(model, args.compile)
+    if args.graph and cuda:
         result["graph_ms"] = time_graph(model, batches, mask, dtype, args)
     del model, optimizer
     if cuda:
@@ -199,8 +199,9 @@ def time_train_step(model, optimizer, parts, dtype, args, device, world):
     replayed as a CUDA graph, the AdamW step eager; the batch copied from the CPU each step. Under
     torchrun the gradients are all-reduced as one flat buffer after the replay. None where capture
     fails (train.TrainStep reports why)."""
+    torch._dynamo.reset()  # each row compiles afresh, as in its own train.py run
     train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="graph", rows=args.batch,
-                                 max_length=args.seq, world=world)
+                                 max_length=args.seq, world=world, compile=args.compile)
     ms = median_cuda_ms(lambda i: train_step(parts[i % len(parts)], args.batch * world), args.warmup, args.steps)
     if world > 1:  # the slowest process sets the pace
         slowest = torch.tensor([ms], dtype=torch.float64, device=device)
@@ -421,7 +422,8 @@ def main(argv=None):
     parser.add_argument("--delta-n", type=int_list(1, 2**28), default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
     parser.add_argument("--graph", action="store_true", help="also time the whole step (AdamW too) captured as one CUDA graph")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compilation)")
+    parser.add_argument("--compile", choices=train.COMPILE_SCOPES, default="adapters",
+                        help="what train.py's graph step compiles before capturing (as train.py --compile)")
     parser.add_argument("--per-layer", action="store_true",
                         help="instead of whole steps: one adapted layer alone, forward + backward, per row")
     parser.add_argument("--json", help="also write every number to this file")
@@ -449,8 +451,8 @@ def main(argv=None):
         parser.error(f"--device {args.device}: only cuda and cpu are supported")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if "WORLD_SIZE" in os.environ:  # torchrun: one process per GPU, each with --batch examples
-        if args.graph or args.compile or args.profile or args.per_layer:
-            parser.error("under torchrun bench.py times plain steps: drop --graph, --compile, --profile, --per-layer")
+        if args.graph or args.profile or args.per_layer:
+            parser.error("under torchrun bench.py times plain steps: drop --graph, --profile, --per-layer")
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
@@ -475,10 +477,12 @@ def run(args, rows, device, world):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     if device.type == "cuda":
         warm_cuda(device)
+        import torch._inductor.config as inductor
+        inductor.compile_threads = 1  # compile in this process: no workers starting beside the timed steps
     config = KNOWN_CONFIGS[args.model]
     shape = (f"hidden {args.hidden or config['hidden_size']}, {args.layers or config['num_hidden_layers']} layers"
              + (" (narrowed: 2 heads, vocabulary 1000)" if args.hidden else ""))
-    print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW{', torch.compile' if args.compile else ''}; "
+    print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW, graph steps compile {args.compile}; "
           f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
           + (f"; {world} processes (DDP), --batch each" if world > 1 else ""))
 

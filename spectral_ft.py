@@ -311,7 +311,7 @@ class VeRA(Adapter):
     @_exact
     def delta_weight(self):
         lambda_b, B, lambda_d, A = self._up(self.lambda_b, self.vera_B, self.lambda_d, self.vera_A)
-        return (lambda_b[:, None] * B) @ (lambda_d[:, None] * A)  # (out, r) @ (r, in)
+        return (lambda_b[:, None] * B * lambda_d) @ A  # diag(λ_b) B diag(λ_d) (out, r) @ A (r, in)
 
 
 class FourierFT(Adapter):
@@ -648,7 +648,8 @@ class SpectralAdapterA(_SpectralAdapter):
 
         W' = W0 - U1 S1 V1ᵀ + (U1 + A_U) S1 (V1 + A_V)ᵀ,   A_U (out, r), A_V (in, r) zeros
 
-    The same parameter count as LoRA of rank r, but ΔW can reach rank 2r (Lemma 3.1).
+    The same parameter count as LoRA of rank r, but ΔW can reach rank 2r (Lemma 3.1): it is the
+    product of two rank-2r `factors`, applied on the activations as LoRA's are.
     Differs from the authors' code: W0 stays whole in the base and ΔW = W' - W0 is added
     (the same W'), where they store the residual W0 - U1 S1 V1ᵀ and the new top part.
     """
@@ -660,11 +661,21 @@ class SpectralAdapterA(_SpectralAdapter):
         self.A_U = nn.Parameter(torch.zeros(self.out_features, self.r, dtype=self.dtype, device=self.device))  # (out, r)
         self.A_V = nn.Parameter(torch.zeros(self.in_features, self.r, dtype=self.dtype, device=self.device))  # (in, r)
 
+    def factors(self):
+        """(up (out, 2r), down (2r, in)), ΔW = up @ down: (U1 + A_U) S1 (V1 + A_V)ᵀ - U1 S1 V1ᵀ multiplied
+        out so that nothing cancels, U1 S1 A_Vᵀ + A_U S1 (V1 + A_V)ᵀ = [U1 S1, A_U S1] [A_V, V1 + A_V]ᵀ."""
+        U1, S1, V1, A_U, A_V = self._up(self.U1, self.S1, self.V1, self.A_U, self.A_V)
+        with torch.autocast(U1.device.type, enabled=False):  # in the adapter's precision
+            return torch.cat([U1 * S1, A_U * S1], dim=1), torch.cat([A_V, V1 + A_V], dim=1).T
+
     @_exact
     def delta_weight(self):
-        U1, S1, V1, A_U, A_V = self._up(self.U1, self.S1, self.V1, self.A_U, self.A_V)
-        # (U1 + A_U) S1 (V1 + A_V)ᵀ - U1 S1 V1ᵀ, multiplied out so that nothing cancels
-        return (U1 * S1) @ A_V.T + (A_U * S1) @ (V1 + A_V).T  # (out, r) @ (r, in) twice
+        up, down = self.factors()
+        return up @ down  # (out, 2r) @ (2r, in)
+
+    def forward(self, x):  # on the activations, as LoRA: x W0ᵀ + b + (x downᵀ) upᵀ
+        up, down = self.factors()
+        return _linear(x, self.base.weight, self.base.bias) + _linear(_linear(x, down), up)
 
 
 class SpectralAdapterR(_SpectralAdapter):
@@ -684,9 +695,9 @@ class SpectralAdapterR(_SpectralAdapter):
         self.P_V = nn.Parameter(torch.zeros(self.r, self.r, dtype=self.dtype, device=self.device))  # (r, r)
 
     def rotations(self):
-        """(R_U, R_V), each (r, r) orthogonal."""
-        P_U, P_V = self._up(self.P_U, self.P_V)
-        return cayley(P_U), cayley(P_V)
+        """(R_U, R_V), each (r, r) orthogonal: one batched Cayley map (one matrix inverse, not two)."""
+        R_U, R_V = cayley(torch.stack(self._up(self.P_U, self.P_V)))  # (2, r, r)
+        return R_U, R_V
 
     @_exact
     def delta_weight(self):

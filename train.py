@@ -59,8 +59,8 @@ HYPERPARAMETER_DESTS = {"r": "r", "n": "n", "alpha": "alpha", "scaling": "scalin
                         "d_initial": "d_initial", "transform": "transform", "gate": "gate",
                         "adapter_seed": "seed"}  # argparse dest -> spectral_ft's name (--seed is the run's seed)
 RESUME_MAY_CHANGE = ("resume", "device", "precision", "save_every", "save_minutes", "eval_every", "micro_batch_size",
-                     "eager")
-NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes", "eager")  # what a default folder's hash leaves out
+                     "eager", "compile")
+NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes", "eager", "compile")  # what a default folder's hash leaves out
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LOG_EVERY = 10  # steps between progress-bar updates (and non-finite checks) on a GPU
 
@@ -147,6 +147,8 @@ def build_parser():
     a("--device", help="cpu, cuda, cuda:1, ... (default cuda if available)")
     a("--eager", action="store_true", default=None, help="on a GPU, run steps and evaluation eagerly instead of as "
       "CUDA graphs (graphs pad batches to lengths of multiples of 32; fp16 always runs eager; the CPU always does)")
+    a("--compile", choices=COMPILE_SCOPES, help="inside the CUDA graphs, torch.compile the adapted layers "
+      "(adapters, the default), the whole model (model: faster steps, a longer start) or nothing (none)")
     a("--seed", type=number(int, 0, 2**32), help="the run's seed (default 0)")
     a("--out", help="output folder (default runs/<method>-<task>-<model>-s<seed>-<hash of the settings>)")
     a("--save-every", type=number(int, 1), help="checkpoint every N steps (always at each epoch end)")
@@ -237,7 +239,8 @@ def resolve_config(args, saved=None):
                   settings=described, data_dir=data_dir, max_steps=args.max_steps,
                   seed=args.seed or 0, save_every=args.save_every,
                   save_minutes=10.0 if args.save_minutes is None else args.save_minutes, eval_every=args.eval_every,
-                  micro_batch_size=args.micro_batch_size, eager=bool(args.eager))
+                  micro_batch_size=args.micro_batch_size, eager=bool(args.eager),
+                  compile=args.compile or "adapters")
     config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
     if method not in ("full", "head"):
         row_targets = ",".join(settings["targets"]) if "targets" in settings else None
@@ -563,6 +566,8 @@ def build_tiny_model(examples, directory, num_labels):
 
 LENGTH_BUCKET = 32  # padded lengths are multiples of 32 (at most --max-length)
 CAPTURE_WARMUP = 3  # eager passes on the capture stream before a capture, as torch.cuda.graphs requires
+COMPILE_SCOPES = ("adapters", "model", "none")  # what mode 'graph' torch.compiles before it captures
+DCT_MATRIX = spectral_ft.dct_matrix
 
 
 def bucket_length(length, max_length):
@@ -597,6 +602,32 @@ def _capture_stream(index):
     return torch.cuda.Stream(index)
 
 
+def compile_in_place(model, scope, backend="inductor"):
+    """torch.compile what the CUDA graphs then capture, in place (checkpoints, evaluation and merging see
+    the same modules) -> the compiled modules. scope 'adapters': each adapted layer, where Inductor fuses
+    what a method adds around its matrix products (ΔW's construction, the casts, the sum of the two
+    branches; the products stay cuBLAS's), which is most of a plain method's cost over the frozen layer;
+    'model': the whole model, the backbone's own layers fused too (faster steps, a longer start); 'none'.
+    backend: torch.compile's ('aot_eager' runs dynamo and AOTAutograd alone: the tests' check on a CPU)."""
+    if scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile scope must be one of {', '.join(COMPILE_SCOPES)}, got {scope!r}")
+    modules = {"adapters": [m for _, m in spectral_ft.adapters(model)], "model": [model], "none": []}[scope]
+    if modules:  # a program per length bucket, train / eval mode and LoCA phase: more than dynamo's default 8
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        # dct_matrix's cache is Python, which dynamo traces through: the graph would rebuild the matrix on the
+        # CPU and copy it over at every pass (a copy no CUDA graph can hold). Compiled code reads it instead.
+        spectral_ft.dct_matrix = torch.compiler.disable(DCT_MATRIX)
+    for module in modules:
+        module.compile(backend=backend)
+    return modules
+
+
+def uncompile(modules):
+    """Undo `compile_in_place`: the modules run their plain forward again."""
+    for module in modules:
+        module._compiled_call_impl = None
+
+
 def step_mode(device, precision, eager=False):
     """'graph' on CUDA, 'eager' on the CPU, with --eager, or with fp16 (its GradScaler step is eager)."""
     return "graph" if device.type == "cuda" and not eager and precision != "fp16" else "eager"
@@ -617,7 +648,8 @@ class TrainStep:
     mode "eager": today's step on the batch's own shapes; several processes in DistributedDataParallel.
     mode "padded": every micro-batch at (rows, bucket_length) through static input buffers and static
     gradients, run eagerly: what "graph" replays, checkable on the CPU. mode "graph": "padded" with the
-    forward + loss + backward of each shape captured once as a CUDA graph and replayed. In both, several
+    forward + loss + backward of each shape captured once as a CUDA graph and replayed, after
+    `compile_in_place(model, compile)` (its warm-up passes compile). In both, several
     processes use no DDP: parameters and buffers are broadcast from process 0 once, and after the passes
     the gradients are all-reduced as one flat buffer per dtype, divided by world first as DDP does. With
     dropout the graphs draw other masks than eager steps (other shapes, other random offsets), so
@@ -626,7 +658,7 @@ class TrainStep:
 
     def __init__(self, model, optimizer, scheduler=None, scaler=None, schedule=None, *, device, dtype=None,
                  mode="eager", rows=None, max_length=None, pad_id=0, regression=False, world=1,
-                 find_unused_parameters=False, forward=None):
+                 find_unused_parameters=False, forward=None, compile="adapters"):
         if mode not in ("eager", "padded", "graph"):
             raise ValueError(f"mode must be 'eager', 'padded' or 'graph', got {mode!r}")
         if mode != "eager" and not (rows and max_length):
@@ -665,6 +697,7 @@ class TrainStep:
                 offset += p.numel()
             self.flat.append(flat)
         self.inputs, self.graphs, self.pool = {}, {}, None  # static inputs per shape; graphs per key
+        self.compiled = compile_in_place(model, compile) if mode == "graph" else []
         self.loss_dtype = torch.float64 if any(p.dtype == torch.float64 for p in model.parameters()) else torch.float32
 
     # ---- the work of one micro-batch, the same in every mode
@@ -793,8 +826,15 @@ class TrainStep:
                 output = work()
         except Exception as error:
             torch.cuda.current_stream(self.device).wait_stream(stream)
-            print(f"train.py: CUDA graph capture failed ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
-                  f"continuing without graphs (--eager avoids the attempt)", file=sys.stderr)
+            why = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
+            if self.compiled:  # try once more without torch.compile
+                uncompile(self.compiled)
+                self.compiled = []
+                print(f"train.py: torch.compile failed ({why}); continuing with CUDA graphs alone "
+                      f"(--compile none avoids the attempt)", file=sys.stderr)
+                return self.capture(key, tensors)
+            print(f"train.py: CUDA graph capture failed ({why}); continuing without graphs (--eager avoids the "
+                  f"attempt)", file=sys.stderr)
             self.mode = "padded"
             return
         self.pool = graph.pool()
@@ -968,6 +1008,9 @@ def check_checkpoint(checkpoint, config, where, content=True):
     for key, allowed in choices.items():
         if config[key] not in allowed:
             raise UsageError(f"{where} is damaged: its config's {key!r} is {config[key]!r}, not one of {allowed}")
+    if config.get("compile") not in (None, *COMPILE_SCOPES):  # runs before --compile have none
+        raise UsageError(f"{where} is damaged: its config's 'compile' is {config['compile']!r}, not one of "
+                         f"{list(COMPILE_SCOPES)}")
     if config["targets"] is not None and not all(isinstance(t, str) and t for t in config["targets"]):
         raise UsageError(f"{where} is damaged: its config's 'targets' {config['targets']!r} are not names")
     rng = checkpoint["rng"] if content else None
@@ -1207,8 +1250,9 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
     train_step = TrainStep(model, optimizer, scheduler, scaler, schedule, device=device, dtype=dtype, mode=mode,
                            rows=min(micro_batch, -(-batch_size // world)), max_length=config["max_length"],
                            pad_id=tokenizer.pad_token_id, regression=regression, world=world,
-                           find_unused_parameters=method == "loca")
-    say(f"  step            {'CUDA graphs per length bucket' if mode == 'graph' else 'eager'}"
+                           find_unused_parameters=method == "loca", compile=config.get("compile") or "adapters")
+    compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[config.get("compile") or "adapters"]
+    say(f"  step            {'CUDA graphs per length bucket' + compiled if mode == 'graph' else 'eager'}"
         + (" (fp16's GradScaler step is eager)" if config["precision"] == "fp16" and not config.get("eager") else ""))
     shard = None  # this process's positions of the epoch's order
 

@@ -1,5 +1,5 @@
 """
-train.py with its CUDA-graph step against the same runs with --eager, on a real checkpoint and task: the
+train.py with its CUDA-graph step (after torch.compile, --compile) against the same runs with --eager, on a real checkpoint and task: the
 same training losses and dev metrics (to float tolerance), and the wall time of each. Dropout is switched
 off in a copy of the checkpoint's config (graphs draw other dropout masks than eager steps).
 
@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train  # noqa: E402
 
 RUNS = {"lora": [], "fourierft": [], "loca": ["--B-a", "10", "--B-l", "20", "--T-s", "120"],  # both phases, then frozen
-        "foura": [], "foura-nogate": ["--no-gate"]}
+        "foura": [], "foura-nogate": ["--no-gate"], "spectral_r": [],
+        "lora-model": ["--compile", "model"], "lora-graphs": ["--compile", "none"]}  # graph runs compile adapters by default
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True), p.add_argument("--data-dir", required=True), p.add_argument("--task", default="sst2")
@@ -62,5 +63,5 @@ for run in args.runs.split(","):
           f"(final {g['metrics'][-1][key]:.4f} graph, {e['metrics'][-1][key]:.4f} eager); "
           f"{args.steps - args.eval_every} steps + evals: {span(g['times']):.2f} s graph, {span(e['times']):.2f} s eager",
           flush=True)
-if args.json:
-    Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.json:  # after every run: a run cut short still leaves the ones before it
+        Path(args.json).write_text(json.dumps(report, indent=1))

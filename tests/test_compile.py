@@ -1,0 +1,100 @@
+"""
+train.compile_in_place: what mode 'graph' torch.compiles before it captures (the adapted layers, or the
+whole model). Speed lives in the loop and must change no number: in float64, a model compiled in place
+gives the plain model's logits and every gradient (LoCA's locations through its own autograd.Function,
+FouRA's gate over the real tokens, DFoRA's norm), and `uncompile` gives the plain forward back.
+
+These run dynamo and AOTAutograd (backend 'aot_eager'): the tracing, the graph breaks and the backward
+that Inductor then compiles. CI has no GPU and no compiler for Inductor's kernels; Inductor's own kernels
+are checked against eager runs on the GPU (same losses and metrics, REPRODUCE.md §3a).
+"""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import spectral_ft
+import train
+from test_step import VOCAB, nn_model
+
+SMALL = {"vera": dict(r=8), "fourierft": dict(n=20), "fora": dict(n=6, r=4), "dfora": dict(n=6, r=4),
+         "loca": dict(n=20), "foura": dict(r=4), "spectral_a": dict(r=4), "spectral_r": dict(r=4)}
+
+
+def batch(seed, rows=3, length=7):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (rows, length), generator=g)
+    mask = torch.ones(rows, length, dtype=torch.long)
+    mask[0, length - 3:] = 0  # a padded row: FouRA's gate must leave the padding out
+    return ids, mask, torch.zeros_like(ids), torch.randint(0, 2, (rows,), generator=g)
+
+
+def logits_and_gradients(model, ids, mask, types, y):
+    model.zero_grad(set_to_none=True)
+    logits = model(ids, mask, types)
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    return logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+def nonzero(model, seed):
+    """Every trainable adapter tensor moved off its init (B = 0 would hide half the gradients)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and name.rpartition(".")[2] != "locations":
+                p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+@pytest.mark.parametrize("method", list(spectral_ft.METHODS))
+@settings(max_examples=2, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_compiled_adapters_equal_the_plain_model_in_float64(method, seed):
+    torch._dynamo.reset()
+    plain = nonzero(nn_model(method, seed=seed % 7, **SMALL.get(method, {})), seed)
+    compiled = nn_model(method, seed=seed % 7, **SMALL.get(method, {}))
+    compiled.load_state_dict(plain.state_dict())
+    modules = train.compile_in_place(compiled, "adapters", backend="aot_eager")
+    assert modules and all(isinstance(m, spectral_ft.Adapter) for m in modules)
+    for step in range(2):  # the second pass replays the compiled program
+        tensors = batch(seed + step)
+        want_logits, want = logits_and_gradients(plain, *tensors)
+        got_logits, got = logits_and_gradients(compiled, *tensors)
+        torch.testing.assert_close(got_logits, want_logits, rtol=1e-12, atol=1e-12)
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("method", ["loca", "foura"])
+def test_the_whole_model_compiled_equals_the_plain_model_in_float64(method):
+    torch._dynamo.reset()
+    plain = nonzero(nn_model(method, **SMALL[method]), 3)
+    compiled = nn_model(method, **SMALL[method])
+    compiled.load_state_dict(plain.state_dict())
+    assert train.compile_in_place(compiled, "model", backend="aot_eager") == [compiled]
+    if method == "loca":  # the location phase trains the other tensors: its own program
+        schedules = [spectral_ft.LoCASchedule(m, B_a=1, B_l=1, T_s=10) for m in (plain, compiled)]
+    for step in range(3):
+        tensors = batch(11 + step)
+        want_logits, want = logits_and_gradients(plain, *tensors)
+        got_logits, got = logits_and_gradients(compiled, *tensors)
+        torch.testing.assert_close(got_logits, want_logits, rtol=1e-12, atol=1e-12)
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
+        if method == "loca":
+            for schedule in schedules:
+                schedule.step()
+
+
+def test_uncompile_restores_the_plain_forward_and_none_compiles_nothing():
+    model, keys = nn_model("lora"), list(nn_model("lora").state_dict())
+    assert train.compile_in_place(model, "none") == []
+    modules = train.compile_in_place(model, "adapters", backend="aot_eager")
+    assert len(modules) == 2 * model.config.num_hidden_layers  # query and value of every layer
+    assert all(m._compiled_call_impl is not None for m in modules)
+    assert list(model.state_dict()) == keys  # compiled in place: checkpoints and adapters keep their names
+    train.uncompile(modules)
+    assert all(m._compiled_call_impl is None for m in modules)
+    with pytest.raises(ValueError, match="compile scope must be one of adapters, model, none"):
+        train.compile_in_place(model, "everything")
