@@ -11,8 +11,9 @@ Fine-tune a BERT / RoBERTa / DeBERTa-v3 classifier on a GLUE task with a spectra
 A run, top to bottom: configuration (the papers' settings for (method, model family, task), then the
 flags), data (GLUE TSVs, tokenized once, padded per batch), model (a pretrained encoder with
 spectral_ft adapters), optimizer (AdamW with adapter / head / LoCA-location groups, linear warmup then
-linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints; on a GPU each step's forward and
-backward replayed as a CUDA graph unless --eager: TrainStep), evaluation on dev after
+linear decay), the loop (autocast, LoCA's alternating schedule, checkpoints; on a GPU the adapted layers
+torch.compiled (--compile) and each step's forward and backward replayed as a CUDA graph unless --eager:
+TrainStep), evaluation on dev after
 every epoch, and the files in --out: log.jsonl, checkpoint.pt, adapter.safetensors, results.json.
 A run holds its folder (a lock the kernel drops when the process ends), so two runs never share one.
 Exit status: 0 done; 1 stopped (non-finite loss, network, full disk); 2 bad input, named in one line;

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train  # noqa: E402
 
 RUNS = {"lora": [], "fourierft": [], "loca": ["--B-a", "10", "--B-l", "20", "--T-s", "120"],  # both phases, then frozen
-        "foura": [], "foura-nogate": ["--no-gate"], "spectral_r": [],
+        "foura": [], "foura-nogate": ["--no-gate"], "spectral_a": [], "spectral_r": [],
         "lora-model": ["--compile", "model"], "lora-graphs": ["--compile", "none"]}  # graph runs compile adapters by default
 
 p = argparse.ArgumentParser()
