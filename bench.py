@@ -7,11 +7,11 @@ Builds a RoBERTa-shaped encoder with random weights (no download), feeds random 
 a GPU). "ms/step" is the eager step (train.py --eager); on a GPU "step ms" is the same step in
 mode 'graph' (--compile's scope torch.compiled, then forward + backward replayed as a CUDA graph,
 AdamW eager), as train.py runs it, and "speedup" the ratio of the two; --graph adds "graph ms",
-the whole step (a capturable AdamW too, the same compiled model) as one graph: no Python at all. Prints one row per configuration: median step time,
-tokens/s, peak GPU memory (the row's own: allocated beyond what the process held before
-the row was built, cuBLAS workspaces allocated once up front), the memory one forward pass
-leaves for backward ("saved"), trainable parameters, and the time as a ratio to two
-baselines measured in the same run:
+the whole step (a capturable AdamW too, the same compiled model) as one graph: no Python at all.
+Prints one row per configuration: median step time, tokens/s, peak GPU memory (the row's own:
+allocated beyond what the process held before the row was built, cuBLAS workspaces allocated
+once up front), the memory one forward pass leaves for backward ("saved"), trainable
+parameters, and the time as a ratio to two baselines measured in the same run:
 
     floor  frozen backbone and a trainable head, with the gradient still flowing through
            every layer down to the embeddings: the least any adapter on q, v can cost

@@ -650,11 +650,11 @@ class TrainStep:
     mode "padded": every micro-batch at (rows, bucket_length) through static input buffers and static
     gradients, run eagerly: what "graph" replays, checkable on the CPU. mode "graph": "padded" with the
     forward + loss + backward of each shape captured once as a CUDA graph and replayed, after
-    `compile_in_place(model, compile)` (its warm-up passes compile). In both, several
-    processes use no DDP: parameters and buffers are broadcast from process 0 once, and after the passes
-    the gradients are all-reduced as one flat buffer per dtype, divided by world first as DDP does. With
-    dropout the graphs draw other masks than eager steps (other shapes, other random offsets), so
-    graph and eager runs agree to float tolerance only without dropout.
+    `compile_in_place(model, compile)` (compile: one of COMPILE_SCOPES; the warm-up passes compile).
+    In both, several processes use no DDP: parameters and buffers are broadcast from process 0 once, and
+    after the passes the gradients are all-reduced as one flat buffer per dtype, divided by world first
+    as DDP does. With dropout the graphs draw other masks than eager steps (other shapes, other random
+    offsets), so graph and eager runs agree to float tolerance only without dropout.
     """
 
     def __init__(self, model, optimizer, scheduler=None, scaler=None, schedule=None, *, device, dtype=None,
@@ -1252,7 +1252,8 @@ def fine_tune(config, args, checkpoint, counts, started, rank=0, world=1, device
                            rows=min(micro_batch, -(-batch_size // world)), max_length=config["max_length"],
                            pad_id=tokenizer.pad_token_id, regression=regression, world=world,
                            find_unused_parameters=method == "loca", compile=config.get("compile") or "adapters")
-    compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[config.get("compile") or "adapters"]
+    compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[
+        config.get("compile") or "adapters"]
     say(f"  step            {'CUDA graphs per length bucket' + compiled if mode == 'graph' else 'eager'}"
         + (" (fp16's GradScaler step is eager)" if config["precision"] == "fp16" and not config.get("eager") else ""))
     shard = None  # this process's positions of the epoch's order

@@ -374,6 +374,7 @@ SAMPLE = ["--model", "tiny", "--data-dir", str(train.RTE_SAMPLE_DIR)]
 BAD_INPUTS = [  # (argv, what the one error line must say)
     (["--method", "lorax"], "argument --method: invalid choice: 'lorax'"),
     (["--task", "rtee"], "argument --task: invalid choice: 'rtee'"),
+    (["--compile", "everything"], "argument --compile: invalid choice: 'everything'"),
     (["--frobnicate", "1"], "unrecognized arguments: --frobnicate"),
     (["--lr", "-1"], "argument --lr: must be > 0"),
     (["--batch-size", "0"], "argument --batch-size: must be >= 1"),
