@@ -3,7 +3,7 @@ bench.py: what each PEFT method costs per training step, measured.
 
 Builds a RoBERTa-shaped encoder with random weights (no download), feeds random token ids
 (never zeros, from the CPU as train.py does), and times train.py's own training step
-(train.TrainStep) per iteration: forward under bf16 autocast, backward, AdamW step (fused on
+(TrainStep) per iteration: forward under bf16 autocast, backward, AdamW step (fused on
 a GPU). "ms/step" is the eager step (train.py --eager); on a GPU "step ms" is the same step in
 mode 'graph' (--compile's scope torch.compiled, then forward + backward replayed as a CUDA graph,
 AdamW eager), as train.py runs it, and "speedup" the ratio of the two; --graph adds "graph ms",
@@ -47,7 +47,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import spectral_ft
-import train
+from step import COMPILE_SCOPES, TrainStep, capture_stream, compile_in_place
+from config import Parser, UsageError, bounded
 from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
 
 ROWS = ["floor", "head", "full", *spectral_ft.METHODS]
@@ -99,15 +100,15 @@ def time_steps(args, row, device):
     mask = ones.to(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
     # train.py's own step, eager; under torchrun in DistributedDataParallel (gradients all-reduced every step)
-    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world)
-    forward = train_step.forward
+    train_step = TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world)
+    network = train_step.network  # the model, or DDP around it
 
     def step(i):
         train_step(parts[i % len(parts)], args.batch * world)
 
     for i in range(args.warmup):
         step(i)
-    saved = saved_mib(forward, batches[0], mask, dtype, args, optimizer) if cuda else float("nan")
+    saved = saved_mib(network, batches[0], mask, dtype, args, optimizer) if cuda else float("nan")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -140,7 +141,7 @@ def time_steps(args, row, device):
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
         result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, world)  # compiles in place
     elif cuda:
-        train.compile_in_place(model, args.compile)
+        compile_in_place(model, args.compile)
     if args.graph and cuda:
         result["graph_ms"] = time_graph(model, batches, mask, dtype, args)
     del model, optimizer
@@ -195,12 +196,12 @@ def median_cuda_ms(fn, warmup, steps):
 
 
 def time_train_step(model, optimizer, parts, dtype, args, device, world):
-    """Median ms of train.py's step in mode 'graph' (train.TrainStep): forward + loss + backward
+    """Median ms of train.py's step in mode 'graph' (TrainStep): forward + loss + backward
     replayed as a CUDA graph, the AdamW step eager; the batch copied from the CPU each step. Under
     torchrun the gradients are all-reduced as one flat buffer after the replay. None where capture
-    fails (train.TrainStep reports why)."""
+    fails (TrainStep reports why)."""
     torch._dynamo.reset()  # each row compiles afresh, as in its own train.py run
-    train_step = train.TrainStep(model, optimizer, device=device, dtype=dtype, mode="graph", rows=args.batch,
+    train_step = TrainStep(model, optimizer, device=device, dtype=dtype, mode="graph", rows=args.batch,
                                  max_length=args.seq, world=world, compile=args.compile)
     ms = median_cuda_ms(lambda i: train_step(parts[i % len(parts)], args.batch * world), args.warmup, args.steps)
     if world > 1:  # the slowest process sets the pace
@@ -223,7 +224,7 @@ def time_graph(model, batches, mask, dtype, args):
         optimizer.step()
 
     try:
-        stream = capture_stream()
+        stream = current_capture_stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(3):
@@ -247,16 +248,16 @@ def time_graph(model, batches, mask, dtype, args):
     return median_cuda_ms(replay, args.warmup, args.steps)
 
 
-def capture_stream():
-    """train.py's side stream for every capture: each new stream gets its own cuBLAS workspaces
+def current_capture_stream():
+    """step.py's side stream for every capture: each new stream gets its own cuBLAS workspaces
     (tens of MiB), which would stay allocated and count against the rows after it."""
-    return train.capture_stream(torch.device("cuda", torch.cuda.current_device()))
+    return capture_stream(torch.device("cuda", torch.cuda.current_device()))
 
 
 def warm_cuda(device):
     """Allocate what the first matrix products allocate once per process and stream (cuBLAS
     and cuBLASLt workspaces), so that no row's peak memory counts them."""
-    for stream in (torch.cuda.current_stream(device), capture_stream()):
+    for stream in (torch.cuda.current_stream(device), current_capture_stream()):
         with torch.cuda.stream(stream):
             for dtype in (torch.float32, torch.bfloat16):
                 a = torch.ones(64, 64, device=device, dtype=dtype)
@@ -326,7 +327,7 @@ def layer_cost(args, row, device):
     y.backward(g)
     del y
     if args.graph:
-        stream = capture_stream()
+        stream = current_capture_stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(3):
@@ -404,25 +405,24 @@ def int_list(low, high):
 
 
 def main(argv=None):
-    parser = train.Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    number = train.number
+    parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="roberta-base", choices=sorted(KNOWN_CONFIGS))
-    parser.add_argument("--batch", type=number(int, 1), default=32)
-    parser.add_argument("--seq", type=number(int, 1), default=128, help="tokens per example (at most the model's 512)")
-    parser.add_argument("--layers", type=number(int, 0, 1000), default=0, help="override the layer count (0: the model's)")
+    parser.add_argument("--batch", type=bounded(int, 1), default=32)
+    parser.add_argument("--seq", type=bounded(int, 1), default=128, help="tokens per example (at most the model's 512)")
+    parser.add_argument("--layers", type=bounded(int, 0, 1000), default=0, help="override the layer count (0: the model's)")
     parser.add_argument("--methods", default=",".join(ROWS), help=f"comma-separated rows among {','.join(ROWS)}")
-    parser.add_argument("--hidden", type=number(int, 0, 65537), default=0,
+    parser.add_argument("--hidden", type=bounded(int, 0, 65537), default=0,
                         help="override the width (0: the model's; else even, 2 heads); for smoke tests")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
     parser.add_argument("--device", help="cuda (default), cuda:N, or cpu for a smoke test")
-    parser.add_argument("--steps", type=number(int, 1), default=30)
-    parser.add_argument("--warmup", type=number(int, 0), default=10)
+    parser.add_argument("--steps", type=bounded(int, 1), default=30)
+    parser.add_argument("--warmup", type=bounded(int, 0), default=10)
     parser.add_argument("--delta-sizes", type=int_list(1, 16384), default="256,512,1024,2048,4096",
                         help="d for the ΔW table ('' to skip)")
     parser.add_argument("--delta-n", type=int_list(1, 2**28), default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
     parser.add_argument("--graph", action="store_true", help="also time the whole step (AdamW too) captured as one CUDA graph")
-    parser.add_argument("--compile", choices=train.COMPILE_SCOPES, default="adapters",
+    parser.add_argument("--compile", choices=COMPILE_SCOPES, default="adapters",
                         help="what train.py's graph step compiles before capturing (as train.py --compile)")
     parser.add_argument("--per-layer", action="store_true",
                         help="instead of whole steps: one adapted layer alone, forward + backward, per row")
@@ -544,7 +544,7 @@ def cli(argv=None):
     try:
         main(argv)
         return 0
-    except train.UsageError as e:
+    except UsageError as e:
         if os.environ.get("RANK", "0") == "0":
             print(f"bench.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

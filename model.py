@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from hub import (EntryNotFoundError, atomic_write, hf_hub_download, load_torch_checkpoint,
                  read_safetensors, write_safetensors)
-from tokenization import load_tokenizer
+from tokenization import WordPieceTokenizer, load_tokenizer
 
 MODEL_TYPES = ("bert", "roberta")
 ACTIVATIONS = {  # HF names: "gelu" is the exact erf form, "gelu_new" the tanh approximation
@@ -167,6 +167,25 @@ def tiny_config(model_type, vocab_size):
                        max_position_embeddings=128 + (2 if roberta else 0),
                        type_vocab_size=1 if roberta else 2, layer_norm_eps=1e-5 if roberta else 1e-12,
                        pad_token_id=1 if roberta else 0)
+
+
+TINY_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # a tiny BERT's vocabulary starts with these
+
+
+def build_tiny_model(texts, directory, num_labels):
+    """A tiny random BERT (tiny_config) whose WordPiece vocabulary is the words of `texts`, saved in
+    the Hugging Face layout so that it loads like any checkpoint (train.py --model tiny)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(directory / "vocab.txt", "w") as f:
+        f.write("\n".join(TINY_SPECIAL_TOKENS) + "\n")
+    splitter = WordPieceTokenizer(directory / "vocab.txt")  # specials only: BERT's normalizer and splitter
+    words = sorted({w for t in texts for w in splitter.split_words(splitter.normalize(t))} - set(TINY_SPECIAL_TOKENS))
+    with atomic_write(directory / "vocab.txt", "w") as f:
+        f.write("\n".join(TINY_SPECIAL_TOKENS + words) + "\n")
+    config = tiny_config("bert", len(TINY_SPECIAL_TOKENS) + len(words))
+    save_pretrained(SequenceClassifier(config, num_labels), directory)
+    return directory
 
 
 # The real config.json files of the checkpoints we fine-tune, so that parameter counts

@@ -10,6 +10,7 @@ metrics (data/metrics.py). `data/glue/` is the download cache (`$GLUE_DIR` if se
 from data.glue_tasks import (
     RTE_SAMPLE_DIR,
     TASKS,
+    DataDownloadError,
     Example,
     Task,
     build_mrpc,
@@ -17,6 +18,7 @@ from data.glue_tasks import (
     download_glue,
     get_task,
     load_glue,
+    load_task,
     read_glue_tsv,
 )
 from data.metrics import (

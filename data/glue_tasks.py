@@ -349,3 +349,37 @@ def build_mrpc(data_dir) -> None:
     for name, lines in (("test.tsv", test_lines), ("dev.tsv", dev_lines), ("train.tsv", train_lines)):
         with atomic_write(data_dir / name, "w") as f:
             f.write("".join(lines))
+
+
+# -----------------------------------------------------------------------------
+# a task's splits for a training run
+
+class DataDownloadError(OSError):
+    """The GLUE download failed; exit status 1 (the network), and no empty data folder is left behind."""
+
+
+def load_task(task: str, data_dir=None) -> tuple[list[Example], dict[str, list[Example]], list[Path]]:
+    """
+    A run's data: (train examples, {dev split: examples} (MNLI: dev and dev_mismatched), the files read).
+    An explicit data_dir (train.py's --data-dir) must hold the task's TSVs; the default folder is
+    downloaded into (DataDownloadError names what to do when that fails).
+    """
+    t = get_task(task)
+    files = sorted(set(t.splits.values()))
+    folder = default_root() / t.folder if data_dir is None else Path(data_dir)
+    if data_dir is not None and not folder.is_dir():
+        raise ValueError(f"--data-dir {data_dir} is not a folder (it should hold {t.name}'s {', '.join(files)})")
+    missing = [f for f in files if data_dir is not None and not (folder / f).is_file()]
+    if missing:
+        raise ValueError(f"--data-dir {data_dir} lacks {', '.join(missing)} (it should hold {t.name}'s "
+                         f"{', '.join(files)}); leave out --data-dir to download them into "
+                         f"{default_root() / t.folder}/")
+    if data_dir is None:
+        try:
+            download_glue(t.name)
+        except OSError as e:
+            raise DataDownloadError(f"could not download GLUE {t.name} into {folder}/ ({e.__cause__ or e}); put "
+                                    f"{', '.join(files)} there, or pass --data-dir a folder that holds them, or "
+                                    f"set GLUE_URL to a mirror") from None
+    dev = {s: load_glue(t.name, s, data_dir, download=False) for s in t.splits if s != "train"}
+    return load_glue(t.name, "train", data_dir, download=False), dev, [folder / f for f in files]

@@ -7,12 +7,12 @@ off in a copy of the checkpoint's config (graphs draw other dropout masks than e
 """
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import train  # noqa: E402
+TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 
 RUNS = {"lora": [], "fourierft": [], "loca": ["--B-a", "10", "--B-l", "20", "--T-s", "120"],  # both phases, then frozen
         "foura": [], "foura-nogate": ["--no-gate"], "spectral_a": [], "spectral_r": [],
@@ -48,7 +48,7 @@ for run in args.runs.split(","):
                  "--max-steps", str(args.steps), "--eval-every", str(args.eval_every), "--batch-size", "32",
                  "--max-length", "128", "--precision", args.precision, "--out", str(out / f"{run}-{mode}"), *RUNS[run]]
         t0 = time.time()
-        train.main(flags + (["--eager"] if mode == "eager" else []))
+        subprocess.run([sys.executable, str(TRAIN), *flags, *(["--eager"] if mode == "eager" else [])], check=True)
         lines = [json.loads(line) for line in (out / f"{run}-{mode}" / "log.jsonl").read_text().splitlines()]
         logs[mode] = dict(wall_s=time.time() - t0, losses=[line["loss"] for line in lines],
                           metrics=[line["metrics"]["dev"] for line in lines], times=[line["time"] for line in lines])

@@ -12,6 +12,7 @@ import pytest
 import bench
 
 
+from step import TrainStep
 def test_bench_smoke_runs_every_row_and_delta_path(tmp_path, capsys):
     out = tmp_path / "bench.json"
     results, deltas = bench.main(["--device", "cpu", "--layers", "1", "--hidden", "16", "--batch", "2", "--seq", "8",
@@ -55,11 +56,11 @@ def test_bench_under_torchrun_times_data_parallel_steps_and_counts_every_process
 
 
 def test_bench_times_train_py_s_own_step(monkeypatch):
-    """bench.py's rows run train.TrainStep (the class train.py steps with), not a copy of it."""
+    """bench.py's rows run TrainStep (the class train.py steps with), not a copy of it."""
     import train
 
-    calls, call = [], train.TrainStep.__call__
-    monkeypatch.setattr(train.TrainStep, "__call__", lambda self, parts, examples: calls.append(self.mode) or call(
+    calls, call = [], TrainStep.__call__
+    monkeypatch.setattr(TrainStep, "__call__", lambda self, parts, examples: calls.append(self.mode) or call(
         self, parts, examples))
     results, _ = bench.main(["--device", "cpu", "--layers", "1", "--hidden", "16", "--batch", "2", "--seq", "8",
                              "--steps", "2", "--warmup", "1", "--methods", "lora", "--delta-sizes", ""])

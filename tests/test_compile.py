@@ -1,5 +1,5 @@
 """
-train.compile_in_place: what mode 'graph' torch.compiles before it captures (the adapted layers, or the
+compile_in_place: what mode 'graph' torch.compiles before it captures (the adapted layers, or the
 whole model). Speed lives in the loop and must change no number: in float64, a model compiled in place
 gives the plain model's logits and every gradient (LoCA's locations through its own autograd.Function,
 FouRA's gate over the real tokens, DFoRA's norm), and `uncompile` gives the plain forward back.
@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from step import compile_in_place, uncompile
 from test_step import VOCAB, nn_model
 
 SMALL = {"vera": dict(r=8), "fourierft": dict(n=20), "fora": dict(n=6, r=4), "dfora": dict(n=6, r=4),
@@ -53,7 +54,7 @@ def test_compiled_adapters_equal_the_plain_model_in_float64(method, seed):
     plain = nonzero(nn_model(method, seed=seed % 7, **SMALL.get(method, {})), seed)
     compiled = nn_model(method, seed=seed % 7, **SMALL.get(method, {}))
     compiled.load_state_dict(plain.state_dict())
-    modules = train.compile_in_place(compiled, "adapters", backend="aot_eager")
+    modules = compile_in_place(compiled, "adapters", backend="aot_eager")
     assert modules and all(isinstance(m, spectral_ft.Adapter) for m in modules)
     for step in range(2):  # the second pass replays the compiled program
         tensors = batch(seed + step)
@@ -71,7 +72,7 @@ def test_the_whole_model_compiled_equals_the_plain_model_in_float64(method):
     plain = nonzero(nn_model(method, **SMALL[method]), 3)
     compiled = nn_model(method, **SMALL[method])
     compiled.load_state_dict(plain.state_dict())
-    assert train.compile_in_place(compiled, "model", backend="aot_eager") == [compiled]
+    assert compile_in_place(compiled, "model", backend="aot_eager") == [compiled]
     if method == "loca":  # the location phase trains the other tensors: its own program
         schedules = [spectral_ft.LoCASchedule(m, B_a=1, B_l=1, T_s=10) for m in (plain, compiled)]
     for step in range(3):
@@ -89,12 +90,12 @@ def test_the_whole_model_compiled_equals_the_plain_model_in_float64(method):
 
 def test_uncompile_restores_the_plain_forward_and_none_compiles_nothing():
     model, keys = nn_model("lora"), list(nn_model("lora").state_dict())
-    assert train.compile_in_place(model, "none") == []
-    modules = train.compile_in_place(model, "adapters", backend="aot_eager")
+    assert compile_in_place(model, "none") == []
+    modules = compile_in_place(model, "adapters", backend="aot_eager")
     assert len(modules) == 2 * model.config.num_hidden_layers  # query and value of every layer
     assert all(m._compiled_call_impl is not None for m in modules)
     assert list(model.state_dict()) == keys  # compiled in place: checkpoints and adapters keep their names
-    train.uncompile(modules)
+    uncompile(modules)
     assert all(m._compiled_call_impl is None for m in modules)
     with pytest.raises(ValueError, match="compile scope must be one of adapters, model, none"):
-        train.compile_in_place(model, "everything")
+        compile_in_place(model, "everything")

@@ -21,6 +21,10 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from model import build_tiny_model
+from config import prepare_model
+from distributed import batch_share, epoch_permutation, epoch_shard
+from runs import load_trainable_state
 from data import load_glue
 from hub import read_safetensors
 from model import load_pretrained
@@ -39,13 +43,13 @@ REPO = Path(__file__).resolve().parent.parent
        epoch=st.integers(0, 50))
 def test_processes_share_each_batch_of_the_one_process_order_with_weights_that_count_each_example_once(
         n, batch, world, seed, epoch):
-    order = train.epoch_permutation(seed, epoch, n).tolist()
-    shards = [train.epoch_shard(seed, epoch, n, rank, world) for rank in range(world)]
+    order = epoch_permutation(seed, epoch, n).tolist()
+    shards = [epoch_shard(seed, epoch, n, rank, world) for rank in range(world)]
     for rank, shard in enumerate(shards):  # DistributedSampler's shard is the order's rank::world
         assert shard[:len(order[rank::world])] == order[rank::world]
     for start in range(0, n, batch):
         end = min(start + batch, n)
-        shares = [train.batch_share(shards[r], start, end, r, world) for r in range(world)]
+        shares = [batch_share(shards[r], start, end, r, world) for r in range(world)]
         assert len({len(indices) for indices, _ in shares}) == 1  # every process runs the same passes
         assert all(len(indices) == len(weights) == -(-(end - start) // world) for indices, weights in shares)
         counted = sorted(i for indices, weights in shares for i, w in zip(indices, weights) if w == 1.0)
@@ -87,7 +91,7 @@ def tiny(tmp_path_factory):
     examples = [e for s in ("train", "dev") for e in load_glue("rte", s, rte, download=False)]
     models = {}
     for labels in (1, 2):  # STS-B's regression head, RTE's two classes
-        model = train.build_tiny_model(examples, root / f"model{labels}", labels)
+        model = build_tiny_model([t for e in examples for t in (e.text_a, e.text_b) if t], root / f"model{labels}", labels)
         config = json.loads((model / "config.json").read_text())
         config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         (model / "config.json").write_text(json.dumps(config))
@@ -127,7 +131,7 @@ def test_two_and_three_processes_end_with_the_weights_and_dev_metrics_of_one(tin
     one = train.main([*flags, "--out", str(tmp_path / "one")])
     weights = read_safetensors(tmp_path / "one" / "adapter.safetensors")
     model, tokenizer = load_pretrained(tiny["regression_model"], num_labels=1)
-    initial = spectral_ft.adapter_state_dict(train.prepare_model(model, one["config"]))
+    initial = spectral_ft.adapter_state_dict(prepare_model(model, one["config"]))
     if method == "loca":  # the location phases moved them
         assert all(not torch.equal(weights[k], initial[k].double()) for k in initial if k.endswith(".locations"))
     for n in (2, 3):
@@ -143,11 +147,10 @@ def test_two_and_three_processes_end_with_the_weights_and_dev_metrics_of_one(tin
                          for o in (out, tmp_path / "one"))
         assert [line["step"] for line in logged] == [5, 10, 15]  # ceil(37 / 8) steps an epoch, as in one process
         assert [line["loss"] for line in logged] == pytest.approx([line["loss"] for line in alone], rel=1e-10)
-        train.load_trainable_state(model.double(), method, read_safetensors(out / "adapter.safetensors"), "test")
+        load_trainable_state(model.double(), method, read_safetensors(out / "adapter.safetensors"), "test")
         dev = load_glue("stsb", "dev", tiny["stsb"], download=False)
         encoded = [tokenizer.encode(e.text_a, e.text_b, max_length=128) for e in dev]
-        metrics = train.evaluate(model, "dev", dev, encoded, one["config"], tokenizer.pad_token_id,
-                                 torch.autocast("cpu", enabled=False))
+        metrics = train.evaluate(model, one["config"], encoded, [e.label for e in dev], tokenizer.pad_token_id)
         assert metrics["pearson"] == pytest.approx(results["final"]["metrics"]["dev"]["pearson"], abs=1e-9)
         assert metrics["pearson"] == pytest.approx(one["final"]["metrics"]["dev"]["pearson"], abs=1e-6)
 
@@ -173,8 +176,9 @@ def test_a_run_stopped_under_two_processes_resumes_under_one(tiny, tmp_path):
     weights = [read_safetensors(p / "adapter.safetensors") for p in (stopped, tmp_path / "whole")]
     assert largest_difference(*weights) < 1e-8
     assert resumed["final"]["metrics"] == whole["final"]["metrics"]
-    assert [json.loads(line)["step"] for line in (stopped / "log.jsonl").read_text().splitlines()] == \
-        list(range(5, 301, 5))  # every evaluation logged once, across the change of process count
+    logged = [json.loads(line) for line in (stopped / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in logged if "metrics" in line] == list(range(5, 301, 5))  # every evaluation
+    assert [line["step"] for line in logged if "metrics" not in line] == list(range(50, 301, 50))  # and loss, once
 
 
 def test_torchrun_with_one_process_is_the_plain_run_bit_for_bit(tiny, tmp_path):

@@ -20,6 +20,8 @@ import pytest
 import torch
 
 import train
+from config import build_parser, resolve_config
+from model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
 from model import SequenceClassifier, save_pretrained, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,10 +117,10 @@ def kit(tmp_path_factory):
                 f"{'entailment' if i % 2 else 'not_entailment'}" for i in range(n)]
             (folder / name).write_text("\n".join(rows) + "\n")
     vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(train.SPECIAL_TOKENS + ["yes", "no"] + WORDS) + "\n")
+    vocab.write_text("\n".join(SPECIAL_TOKENS + ["yes", "no"] + WORDS) + "\n")
     torch.manual_seed(0)
     model = root / "model"
-    save_pretrained(SequenceClassifier(tiny_config("bert", len(train.SPECIAL_TOKENS) + 14), 2), model, [vocab])
+    save_pretrained(SequenceClassifier(tiny_config("bert", len(SPECIAL_TOKENS) + 14), 2), model, [vocab])
     run = root / "run"
     train.main(["--model", str(model), "--data-dir", str(data), "--method", "lora", "--max-steps", "2",
                 "--batch-size", "8", "--out", str(run)])
@@ -202,9 +204,9 @@ def test_default_folders_differ_for_unrelated_runs_and_the_printed_one_is_writte
     code, _, err = cli(base, tmp_path)
     one_line(code, err, 2, f"--out {printed[0]} already holds an earlier run's checkpoint.pt",
              f"--resume {printed[0]}")
-    headline = train.resolve_config(train.build_parser().parse_args(
+    headline = resolve_config(build_parser("").parse_args(
         ["--method", "loca", "--model", "roberta-base", "--task", "rte", "--device", "cpu"]))
-    first_run = train.resolve_config(train.build_parser().parse_args(["--model", "tiny", "--device", "cpu"]))
+    first_run = resolve_config(build_parser("").parse_args(["--model", "tiny", "--device", "cpu"]))
     assert headline["out"].startswith("runs/loca-rte-roberta-base-s0-") and headline["out"] != first_run["out"]
 
 

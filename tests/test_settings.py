@@ -18,6 +18,7 @@ from hypothesis import given, strategies as st
 import settings as paper
 import spectral_ft
 import train
+from config import TRAINING_KEYS
 from data import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ def test_fourierft_rows_differ_from_the_papers_table_only_where_their_note_says(
 
 
 def test_rows_name_their_source_column_and_hold_only_known_settings():
-    training = set(train.TRAINING_KEYS)
+    training = set(TRAINING_KEYS)
     for (method, family, task), row in paper.PAPER_SETTINGS.items():
         assert family in paper.FAMILIES and task in TASKS and method in spectral_ft.METHODS
         assert paper.COLUMN[task] in row["source"] or "RTE" in row["source"], (method, family, task)
@@ -204,7 +205,7 @@ def test_print_config_resolves_each_row(key, capsys):
                          "--device", "cpu"])["config"]
     assert json.loads(capsys.readouterr().out) == config
     row = paper.PAPER_SETTINGS[key]
-    for name in train.TRAINING_KEYS:
+    for name in TRAINING_KEYS:
         if name in row:
             assert config[name] == row[name], name
     for name, value in config["hyperparameters"].items():

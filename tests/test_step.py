@@ -1,5 +1,5 @@
 """
-train.TrainStep: the step that runs as CUDA graphs on a GPU, checked on the CPU (CI has no GPU).
+TrainStep: the step that runs as CUDA graphs on a GPU, checked on the CPU (CI has no GPU).
 
 A graph needs fixed shapes, so mode "padded" (what mode "graph" replays, run eagerly) pads every
 micro-batch to a fixed row count (copies of row 0 at loss weight 0) and to a length bucket (padding
@@ -21,6 +21,9 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from config import prepare_model
+from distributed import batch_share
+from step import TrainStep, bucket_length, pad_to_shape, step_mode
 from model import SequenceClassifier, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,9 +35,9 @@ VOCAB = 40
 def test_bucket_is_the_next_multiple_of_32_never_past_max_length(length, max_length):
     if length > max_length:
         with pytest.raises(ValueError, match="length must be in"):
-            train.bucket_length(length, max_length)
+            bucket_length(length, max_length)
         return
-    bucket = train.bucket_length(length, max_length)
+    bucket = bucket_length(length, max_length)
     assert length <= bucket <= max_length
     assert bucket == max_length or (bucket % 32 == 0 and bucket - length < 32)
 
@@ -49,27 +52,27 @@ def test_pad_to_shape_adds_masked_padding_and_weight_zero_copies_of_row_0(length
     weight = torch.ones(len(lengths))
     b, T = ids.shape
     rows, length = b + extra_rows, T + extra_length
-    p_ids, p_mask, p_types, p_y, p_weight = train.pad_to_shape(ids, mask, types, y, weight, rows, length, pad_id=3)
+    p_ids, p_mask, p_types, p_y, p_weight = pad_to_shape(ids, mask, types, y, weight, rows, length, pad_id=3)
     assert p_ids.shape == p_mask.shape == p_types.shape == (rows, length) and p_y.shape == p_weight.shape == (rows,)
     assert torch.equal(p_ids[:b, :T], ids) and torch.equal(p_mask[:b, :T], mask) and torch.equal(p_y[:b], y)
     assert (p_ids[:b, T:] == 3).all() and (p_mask[:, T:] == 0).all() and (p_types[:, T:] == 0).all()
     assert torch.equal(p_ids[b:, :T], ids[[0] * extra_rows]) and torch.equal(p_mask[b:].sum(1), mask[[0] * extra_rows].sum(1))
     assert p_weight.tolist() == [1.0] * b + [0.0] * extra_rows
     with pytest.raises(ValueError, match="does not fit the static shape"):
-        train.pad_to_shape(ids, mask, types, y, weight, b - 1 if b > 1 else b, T - 1 if T > 1 else 0, 0)
+        pad_to_shape(ids, mask, types, y, weight, b - 1 if b > 1 else b, T - 1 if T > 1 else 0, 0)
 
 
 def test_graphs_on_cuda_unless_eager_or_fp16_and_never_on_the_cpu():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert train.step_mode(cuda, "bf16") == "graph" and train.step_mode(cuda, "fp64") == "graph"
-    assert train.step_mode(cuda, "bf16", eager=True) == "eager" and train.step_mode(cuda, "fp16") == "eager"
-    assert train.step_mode(cpu, "fp32") == "eager"
+    assert step_mode(cuda, "bf16") == "graph" and step_mode(cuda, "fp64") == "graph"
+    assert step_mode(cuda, "bf16", eager=True) == "eager" and step_mode(cuda, "fp16") == "eager"
+    assert step_mode(cpu, "fp32") == "eager"
     model = nn_model("lora")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     with pytest.raises(ValueError, match="mode 'graph' needs a CUDA device"):
-        train.TrainStep(model, optimizer, device=cpu, mode="graph", rows=4, max_length=32)
+        TrainStep(model, optimizer, device=cpu, mode="graph", rows=4, max_length=32)
     with pytest.raises(ValueError, match="needs rows and max_length"):
-        train.TrainStep(model, optimizer, device=cpu, mode="padded")
+        TrainStep(model, optimizer, device=cpu, mode="padded")
 
 
 # -----------------------------------------------------------------------------
@@ -83,7 +86,7 @@ def nn_model(method, labels=2, seed=0, **hyperparameters):
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     model = SequenceClassifier(config, labels)
     targets = ["query", "value"] if method not in ("full", "head") else None
-    return train.prepare_model(model, dict(method=method, targets=targets, hyperparameters=hyperparameters)).double()
+    return prepare_model(model, dict(method=method, targets=targets, hyperparameters=hyperparameters)).double()
 
 
 def optimizer_of(model, method):
@@ -123,7 +126,7 @@ def run_steps(model, method, mode, data, micro, regression=False, schedule_args=
     optimizer = optimizer_of(model, method)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, train.linear_warmup_decay(len(data), 1))
     schedule = spectral_ft.LoCASchedule(model, *schedule_args) if schedule_args else None
-    step = train.TrainStep(model, optimizer, scheduler, None, schedule, device=torch.device("cpu"), mode=mode,
+    step = TrainStep(model, optimizer, scheduler, None, schedule, device=torch.device("cpu"), mode=mode,
                            rows=micro, max_length=max_length, regression=regression, world=world)
     phases = []
     for parts, examples in data:
@@ -173,20 +176,18 @@ def test_padded_regression_steps_and_evaluation_equal_eager(tmp_path):
     config = dict(task="stsb", device="cpu", batch_size=4)
     metrics = {}
     for mode, model in models.items():
-        step = train.TrainStep(model, optimizer_of(model, "lora"), device=torch.device("cpu"), mode=mode, rows=4,
+        step = TrainStep(model, optimizer_of(model, "lora"), device=torch.device("cpu"), mode=mode, rows=4,
                                max_length=64, regression=True)
-        metrics[mode] = train.evaluate(model, "dev", examples, encoded, config, 0,
-                                       torch.autocast("cpu", enabled=False), step=step)
+        metrics[mode] = train.evaluate(model, config, encoded, [e.label for e in examples], 0, step)
         assert model.training  # evaluate restores the mode
     assert metrics["padded"]["pearson"] == pytest.approx(metrics["eager"]["pearson"], abs=1e-12)
-    assert metrics["eager"] == train.evaluate(models["eager"], "dev", examples, encoded, config, 0,
-                                              torch.autocast("cpu", enabled=False))  # step=None: as before
+    assert metrics["eager"] == train.evaluate(models["eager"], config, encoded, [e.label for e in examples], 0)  # no step
 
 
 WORKER = r'''
 import sys, torch, torch.distributed as dist
 sys.path[:0] = [REPO, TESTS]
-import train
+from distributed import batch_share
 from test_step import batches, nn_model, run_steps
 
 def losses_and_weights(mode, rank, world):
@@ -195,7 +196,7 @@ def losses_and_weights(mode, rank, world):
     for parts, examples in batches(seed=4, steps=8, batch=7, micro=7):
         ids, mask, types, y, _ = parts[0]
         shard = list(range(examples))[rank::world]  # this process's positions of the order
-        indices, weights = train.batch_share(shard, 0, examples, rank, world)
+        indices, weights = batch_share(shard, 0, examples, rank, world)
         share = tuple(t[indices] for t in (ids, mask, types, y)) + (torch.tensor(weights, dtype=torch.float32),)
         data.append(([share], examples))
     model = nn_model("loca", n=64)

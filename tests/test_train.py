@@ -25,6 +25,11 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from distributed import epoch_permutation
+from config import prepare_model
+from model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
+from data import RTE_SAMPLE_DIR
+from runs import NonFiniteError, load_trainable_state, rng_state, set_rng_state
 from hub import read_safetensors
 from model import SequenceClassifier, save_pretrained, tiny_config
 
@@ -76,7 +81,9 @@ def same_tensors(a, b):
 
 
 def losses(out):
-    return [(line["step"], line["loss"]) for line in map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines())]
+    """(step, mean training loss since the previous evaluation) of each evaluation in out/log.jsonl."""
+    lines = map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines())
+    return [(line["step"], line["loss"]) for line in lines if "metrics" in line]
 
 
 # -----------------------------------------------------------------------------
@@ -100,12 +107,12 @@ def test_lr_factor_warms_up_linearly_then_decays_to_zero(total, ratio):
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 500), n=st.integers(1, 300), bs=st.integers(1, 64))
 def test_each_epoch_visits_every_example_once_in_an_order_set_by_seed_and_epoch(seed, epoch, n, bs):
-    perm = train.epoch_permutation(seed, epoch, n)
+    perm = epoch_permutation(seed, epoch, n)
     batches = [perm[i:i + bs].tolist() for i in range(0, n, bs)]
     assert sorted(i for b in batches for i in b) == list(range(n))
-    assert torch.equal(perm, train.epoch_permutation(seed, epoch, n))
+    assert torch.equal(perm, epoch_permutation(seed, epoch, n))
     if n >= 8:  # another epoch reshuffles (8! orders: a collision is not a coincidence we expect)
-        assert not torch.equal(perm, train.epoch_permutation(seed, epoch + 1, n))
+        assert not torch.equal(perm, epoch_permutation(seed, epoch + 1, n))
 
 
 @settings(max_examples=30, deadline=None)
@@ -121,17 +128,13 @@ def test_batches_pad_to_their_longest_example_and_mask_only_padding(lengths, pad
 
 
 def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
-    import random
-
-    import numpy as np
-
-    torch.manual_seed(1), random.seed(2), np.random.seed(3)
-    torch.randn(3), random.random(), np.random.randn()  # move every generator away from its seed
-    torch.save({"rng": train.rng_state()}, tmp_path / "c.pt")
-    expected = (torch.randn(5), [random.random() for _ in range(3)], np.random.randn(4))
-    train.set_rng_state(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
-    got = (torch.randn(5), [random.random() for _ in range(3)], np.random.randn(4))
-    assert torch.equal(got[0], expected[0]) and got[1] == expected[1] and (got[2] == expected[2]).all()
+    """torch's generator (and CUDA's, where there is one): the only ones a run draws from."""
+    torch.manual_seed(1)
+    torch.randn(3)  # move the generator away from its seed
+    torch.save({"rng": rng_state()}, tmp_path / "c.pt")
+    expected = torch.randn(5)
+    set_rng_state(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
+    assert torch.equal(torch.randn(5), expected)
 
 
 # -----------------------------------------------------------------------------
@@ -190,7 +193,7 @@ class Hub(http.server.BaseHTTPRequestHandler):
 def hub(tmp_path_factory):
     """A tiny BERT (vocabulary: the learnable task's words) served as org/tiny from 127.0.0.1."""
     folder = tmp_path_factory.mktemp("served")
-    vocab = train.SPECIAL_TOKENS + ["yes", "no"] + WORDS
+    vocab = SPECIAL_TOKENS + ["yes", "no"] + WORDS
     (folder.parent / "vocab.txt").write_text("\n".join(vocab) + "\n")
     torch.manual_seed(0)
     save_pretrained(SequenceClassifier(tiny_config("bert", len(vocab)), 2), folder, [folder.parent / "vocab.txt"])
@@ -261,12 +264,15 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics_bit_for_bit(learnabl
     assert same_tensors(tensors(killed / "adapter.safetensors"), tensors(tmp_path / "whole" / "adapter.safetensors"))
     assert resumed["best"] == whole["best"] and resumed["final"] == whole["final"]
     assert losses(killed) == losses(tmp_path / "whole")  # the log too, with no line twice
+    without_time = lambda out: [{k: v for k, v in json.loads(line).items() if k != "time"}
+                                for line in (out / "log.jsonl").read_text().splitlines()]
+    assert without_time(killed) == without_time(tmp_path / "whole")  # --log-every's lines too
     assert whole["best"]["value"] > 0.9  # it learned, so the metrics compared above are not constant
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(learnable, tmp_path):
     out = tmp_path / "nan"
-    with pytest.raises(train.NonFiniteError, match=r"at step (\d+)") as info:
+    with pytest.raises(NonFiniteError, match=r"at step (\d+)") as info:
         run(out, learnable, "--method", "lora", "--lr", "1e30", "--save-every", "1", "--max-steps", "20")
     step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -347,7 +353,7 @@ def cli(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Checkpoints to resume: a LoCA run and a LoRA run of two steps each, plus damaged copies."""
-    root, data = tmp_path_factory.mktemp("runs"), train.RTE_SAMPLE_DIR
+    root, data = tmp_path_factory.mktemp("runs"), RTE_SAMPLE_DIR
     for method in ("loca", "lora"):
         train.main(["--model", "tiny", "--method", method, "--max-steps", "2", "--out", str(root / method)])
     loca = torch.load(root / "loca" / "checkpoint.pt", weights_only=True)
@@ -370,7 +376,7 @@ def runs(tmp_path_factory):
     return root
 
 
-SAMPLE = ["--model", "tiny", "--data-dir", str(train.RTE_SAMPLE_DIR)]
+SAMPLE = ["--model", "tiny", "--data-dir", str(RTE_SAMPLE_DIR)]
 BAD_INPUTS = [  # (argv, what the one error line must say)
     (["--method", "lorax"], "argument --method: invalid choice: 'lorax'"),
     (["--task", "rtee"], "argument --task: invalid choice: 'rtee'"),
@@ -396,7 +402,7 @@ BAD_INPUTS = [  # (argv, what the one error line must say)
     ([*SAMPLE, "--method", "foura", "--transform", "wavelet"], "transform='wavelet' is unknown"),
     ([*SAMPLE, "--targets", "nothing_here"], "no nn.Linear's name ends with any of targets"),
     ([*SAMPLE, "--max-length", "1000"], "--max-length 1000 is more than tiny takes: allowed at most 128"),
-    (["--model", "./no/such/checkpoint", "--data-dir", str(train.RTE_SAMPLE_DIR)], "is not a directory"),
+    (["--model", "./no/such/checkpoint", "--data-dir", str(RTE_SAMPLE_DIR)], "is not a directory"),
     (["--model", "tiny", "--data-dir", "/no/such/folder"], "--data-dir /no/such/folder is not a folder"),
     (["--model", "tiny", "--data-dir", "{runs}/empty"], "/empty lacks dev.tsv, train.tsv"),
     (["--model", "tiny", "--data-dir", "{runs}/bad_tsv"], "train.tsv, line 66: expected 4 tab-separated columns"),
@@ -460,12 +466,11 @@ def test_every_method_trains_and_its_adapter_file_alone_reproduces_the_final_dev
     rate = ["--lr-head" if method == "head" else "--lr", "1e-2"]
     results = run(tmp_path, stsb, "--task", "stsb", "--method", method, "--max-steps", "3", *rate)
     model, tokenizer = load_pretrained(tmp_path / "tiny-model", num_labels=1)
-    train.prepare_model(model, results["config"])
-    train.load_trainable_state(model, method, tensors(tmp_path / "adapter.safetensors"), "test")
+    prepare_model(model, results["config"])
+    load_trainable_state(model, method, tensors(tmp_path / "adapter.safetensors"), "test")
     dev = load_glue("stsb", "dev", stsb, download=False)
     encoded = [tokenizer.encode(e.text_a, e.text_b, max_length=128) for e in dev]
-    metrics = train.evaluate(model, "dev", dev, encoded, results["config"], tokenizer.pad_token_id,
-                             torch.autocast("cpu", enabled=False))
+    metrics = train.evaluate(model, results["config"], encoded, [e.label for e in dev], tokenizer.pad_token_id)
     assert metrics == results["final"]["metrics"]["dev"] and math.isfinite(metrics["pearson"])
 
 
@@ -474,6 +479,7 @@ def test_outputs_hold_the_log_the_adapter_with_metadata_and_the_results(learnabl
 
     results = run(tmp_path / "o", learnable, "--method", "fourierft", "--epochs", "2")
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    log = [line for line in log if "metrics" in line]  # the evaluations (--log-every's lines: another test)
     assert [line["step"] for line in log] == [4, 8] and all(set(line) == {"step", "epoch", "metrics", "loss", "lr", "time"} for line in log)
     meta = read_safetensors_metadata(tmp_path / "o" / "adapter.safetensors")
     assert meta["method"] == "fourierft" and json.loads(meta["hyperparameters"])["n"] == 1000 and meta["task"] == "rte"

@@ -1,0 +1,274 @@
+"""
+runs.py: a run's folder, held by one run at a time, and what train.py writes into it.
+
+    out/.lock               held (flock) while a run works in the folder; the kernel drops it however the run ends
+    out/log.jsonl           one JSON line per evaluation and every --log-every steps
+    out/checkpoint.pt       everything a resumed run needs, written atomically (torch.save, weights_only-loadable)
+    out/adapter.safetensors what the run learnt (adapters + head), with its method and hyperparameters
+    out/results.json        the configuration, the best and final evaluations, parameters, versions, wall time
+
+Every file is written to a temporary name and renamed (hub.atomic_write), so a kill or a full disk
+never leaves a half-written file in place of a good one; a failed write names the file and says what is
+still intact. A checkpoint is read with torch.load(weights_only=True) and checked entry by entry before
+anything runs.
+"""
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import torch
+
+import spectral_ft
+from config import UsageError
+from data import TASKS
+from hub import atomic_write, write_safetensors
+from step import COMPILE_SCOPES
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or a weight stopped being finite; exit status 1, last good checkpoint untouched."""
+
+
+class DiskError(OSError):
+    """Writing an output file failed (a full disk, ...); exit status 1, last good checkpoint untouched."""
+
+
+# -----------------------------------------------------------------------------
+# the folder: held by one run at a time
+
+HELD = {}  # folder -> its open .lock file, held for as long as this process runs in the folder
+
+
+def hold_folder(out):
+    """Make `out` and hold it: an exclusive flock on out/.lock, which the kernel drops when this
+    process ends, however it ends (so a killed run never leaves a stale lock). A second run into a held
+    folder is refused. Under torchrun only process 0 writes, so only it holds the folder."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".lock", "a")
+    except OSError as e:
+        what = "is a file, not a folder" if out.is_file() else f"cannot be written ({e.strerror or e})"
+        raise UsageError(f"--out {out} {what}: choose a folder you can write to") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(lock.fileno()).st_ino != os.stat(out / ".lock").st_ino:  # a run ending removed it meanwhile
+            raise BlockingIOError
+    except OSError:
+        lock.close()
+        raise UsageError(f"--out {out} is in use by another run (which holds {out / '.lock'}): wait for it to "
+                         f"end, or choose another --out") from None
+    lock.created = created
+    HELD[out] = lock
+
+
+def release_folders():
+    """Drop the locks of main(), removing the .lock files while still holding them (a run that opened one
+    meanwhile sees it gone, in hold_folder); a folder this run made and wrote nothing into (bad input
+    found after it was made) is removed too."""
+    while HELD:
+        out, lock = HELD.popitem()
+        with contextlib.suppress(OSError):
+            (out / ".lock").unlink()
+            if lock.created and not any(out.iterdir()):
+                out.rmdir()
+        lock.close()
+
+
+def intact(out, saved_at):
+    """What a failed run leaves that is still good: the checkpoint on disk, if any."""
+    return f"{out / 'checkpoint.pt'} (step {saved_at}) is intact" if saved_at is not None else "no checkpoint was written"
+
+
+@contextlib.contextmanager
+def writing(path, out, saved_at):
+    """A failed write (a full disk, ...) names the file and what is still safe."""
+    try:
+        yield
+    except OSError as e:
+        raise DiskError(f"cannot write {path} ({e.strerror or e}); stopped, {intact(out, saved_at)}") from None
+
+
+# -----------------------------------------------------------------------------
+# the log
+
+def start_log(out, resumed_at=None):
+    """log.jsonl, empty for a new run; a resumed run keeps the lines up to its checkpoint's step (a killed
+    run may have logged past it)."""
+    path, kept = out / "log.jsonl", []
+    if resumed_at is not None and path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                kept += [line] if json.loads(line)["step"] <= resumed_at else []
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut off by the kill
+    with writing(path, out, resumed_at), atomic_write(path, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+
+
+def append_log(out, line, saved_at):
+    with writing(out / "log.jsonl", out, saved_at), open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+# -----------------------------------------------------------------------------
+# what a run learns, and the checks on it
+
+def trainable_state(model, method):
+    """What a run learns: the adapters' tensors (spectral_ft.adapter_state_dict) and the head's, or every
+    weight for --method full."""
+    if method == "full":
+        return {name: p.detach() for name, p in model.named_parameters()}
+    head = set(model.head_parameter_names())
+    state = {} if method == "head" else spectral_ft.adapter_state_dict(model)
+    state.update({name: p.detach() for name, p in model.named_parameters() if name in head})
+    return state
+
+
+def load_trainable_state(model, method, state, source):
+    head = set(model.head_parameter_names())
+    if method not in ("full", "head"):
+        spectral_ft.load_adapter_state_dict(model, {k: v for k, v in state.items() if k not in head})
+    params = dict(model.named_parameters())
+    for name in (params if method == "full" else head):
+        if name not in state or state[name].shape != params[name].shape:
+            have = tuple(state[name].shape) if name in state else "nothing"
+            raise ValueError(f"{source}: tensor {name!r} is {have}, the model needs {tuple(params[name].shape)}")
+        with torch.no_grad():
+            params[name].copy_(state[name])
+
+
+def check_finite(state, when):
+    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise NonFiniteError(f"{when}: weights {', '.join(bad[:3])} are not finite; nothing was saved")
+
+
+def rng_state():
+    """The random generators a run draws from (torch's, CUDA's), as tensors torch.load(weights_only=True) reads."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    for device, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):  # [] without CUDA
+        torch.cuda.set_rng_state(cuda_state, device)
+
+
+# -----------------------------------------------------------------------------
+# the checkpoint: everything a resumed run reads, checked before anything runs
+
+PROGRESS_TYPES = dict(step=int, epoch=int, position=int, best=(dict, None), last=(dict, None), elapsed=float,
+                      loss_sum=float, loss_count=int)  # RunState's fields that a checkpoint keeps
+LATER_PROGRESS = dict(log_sum=(float, 0.0), log_count=(int, 0))  # kept since --log-every: (type, value before)
+CHECKPOINT_TYPES = dict(config=str, trainable=dict, optimizer=dict, scheduler=dict, scaler=dict, loca=(dict, None),
+                        rng=dict, **PROGRESS_TYPES)
+CONFIG_TYPES = dict(method=str, model=str, task=str, targets=(list, None), hyperparameters=dict, settings=str,
+                    data_dir=(str, None), max_steps=(int, None), seed=int, save_every=(int, None),
+                    eval_every=(int, None), micro_batch_size=(int, None), epochs=int, batch_size=int,
+                    lr=(float, None), lr_head=(float, None), lr_locations=(float, None), weight_decay=float,
+                    warmup_ratio=float, max_length=int, B_a=(int, None), B_l=(int, None), T_s=(int, None),
+                    device=str, precision=str, out=str)
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a mapping", list: "a list", None: "null"}
+
+
+def save_checkpoint(out, config, trainable, training, progress, saved_at):
+    """out/checkpoint.pt: the configuration, the learnt tensors, the optimizer's, schedulers' and random
+    generators' states and the run's progress (RunState's PROGRESS_TYPES fields)."""
+    optimizer, scheduler, scaler, schedule = training
+    with writing(out / "checkpoint.pt", out, saved_at), atomic_write(out / "checkpoint.pt") as f:
+        torch.save(dict(config=json.dumps(config), trainable=trainable, optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                        loca=schedule.state_dict() if schedule else None, rng=rng_state(), **progress), f)
+
+
+def read_checkpoint(folder, content=True):
+    """(checkpoint, its configuration) of `--resume folder`, every entry checked (content=False: the
+    configuration alone, all that --print-config reads). A file that is not one is one line."""
+    path = Path(folder) / "checkpoint.pt"
+    if not path.is_file():
+        raise UsageError(f"--resume {folder}: no checkpoint.pt there (runs write one at each epoch end "
+                         f"and every --save-every steps)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        config = json.loads(checkpoint["config"])
+    except Exception as e:
+        raise UsageError(f"--resume {folder}: {path} is not a checkpoint written by train.py "
+                         f"({type(e).__name__}: {e})") from None
+    check_checkpoint(checkpoint, config, f"--resume {folder}: {path}", content)
+    return checkpoint, config
+
+
+def restore(checkpoint, model, method, training, where):
+    """Load a checked checkpoint into the model, optimizer and schedules -> its progress (PROGRESS_TYPES and
+    LATER_PROGRESS, whose values before they were kept stand in for them in older checkpoints)."""
+    optimizer, scheduler, scaler, schedule = training
+    try:
+        load_trainable_state(model, method, checkpoint["trainable"], where)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint["scaler"] and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint["scaler"])
+        if schedule:
+            schedule.load_state_dict(checkpoint["loca"])
+        set_rng_state(checkpoint["rng"])  # process 0's generators; the others reseed
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
+        raise UsageError(f"{where}: the checkpoint does not fit this run: {e}") from None
+    return ({key: checkpoint[key] for key in PROGRESS_TYPES}
+            | {key: checkpoint.get(key, before) for key, (_, before) in LATER_PROGRESS.items()})
+
+
+def _fits(value, kinds):
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return any(value is None if k is None else (isinstance(value, k) and not isinstance(value, bool))
+               or (k is float and isinstance(value, int) and not isinstance(value, bool)) for k in kinds)
+
+
+def _need(mapping, types, what, where):
+    if not isinstance(mapping, dict):
+        raise UsageError(f"{where} is damaged: its {what} is {type(mapping).__name__}, not a mapping")
+    for key, kinds in types.items():
+        if key not in mapping:
+            raise UsageError(f"{where} is damaged: its {what} lacks {key!r}")
+        if not _fits(mapping[key], kinds):
+            allowed = " or ".join(TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            raise UsageError(f"{where} is damaged: its {what}'s {key!r} is {mapping[key]!r}, not {allowed}")
+
+
+def check_checkpoint(checkpoint, config, where, content=True):
+    """UsageError naming the first missing or ill-typed entry of a loaded checkpoint (content=False:
+    of its configuration alone, all that --print-config reads)."""
+    if content:
+        _need(checkpoint, CHECKPOINT_TYPES, "content", where)
+        _need(checkpoint, {k: kind for k, (kind, _) in LATER_PROGRESS.items() if k in checkpoint}, "content", where)
+    _need(config, CONFIG_TYPES, "config", where)
+    choices = dict(method=[*spectral_ft.METHODS, "full", "head"], task=sorted(TASKS),
+                   precision=["bf16", "fp16", "fp32", "fp64"])
+    for key, allowed in choices.items():
+        if config[key] not in allowed:
+            raise UsageError(f"{where} is damaged: its config's {key!r} is {config[key]!r}, not one of {allowed}")
+    if config.get("compile") not in (None, *COMPILE_SCOPES):  # runs before --compile have none
+        raise UsageError(f"{where} is damaged: its config's 'compile' is {config['compile']!r}, not one of "
+                         f"{list(COMPILE_SCOPES)}")
+    if config["targets"] is not None and not all(isinstance(t, str) and t for t in config["targets"]):
+        raise UsageError(f"{where} is damaged: its config's 'targets' {config['targets']!r} are not names")
+    rng = checkpoint["rng"] if content else None
+    if content and not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+                        and isinstance(rng.get("cuda"), list)):
+        raise UsageError(f"{where} is damaged: its 'rng' does not hold the random generators' states")
+
+
+# -----------------------------------------------------------------------------
+# the results
+
+def write_results(out, trainable, config, results, saved_at):
+    """adapter.safetensors (what the run learnt, with its method and hyperparameters) and results.json."""
+    metadata = dict(format="pt", method=config["method"], hyperparameters=json.dumps(config["hyperparameters"]),
+                    model=config["model"], task=TASKS[config["task"]].name, targets=json.dumps(config["targets"]))
+    with writing(out / "adapter.safetensors", out, saved_at):
+        write_safetensors(out / "adapter.safetensors", {k: v.contiguous() for k, v in trainable.items()}, metadata)
+    with writing(out / "results.json", out, saved_at), atomic_write(out / "results.json", "w") as f:
+        f.write(json.dumps(results, indent=2) + "\n")
