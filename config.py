@@ -180,6 +180,8 @@ def new_config(args, explicit):
     unused = check_method_flags(method, takes, explicit)
     given = {spectral_ft_name(d): v for d, v in explicit.items() if d in HYPERPARAMETER_FLAGS}
     hyperparameters = {name: given.get(name, settings.get(name, default)) for name, default in takes.items()}
+    if hyperparameters.get("alpha", 0) is None:  # FoRA and DFoRA: alpha defaults to r (scale 1), shown as such
+        hyperparameters["alpha"] = float(hyperparameters["r"])
     if model not in ("tiny", *KNOWN_CONFIGS) and Path(model).is_dir():
         model = str(Path(model).resolve())  # a local folder: found again from any directory (--resume)
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser().resolve())

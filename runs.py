@@ -14,8 +14,11 @@ anything runs.
 """
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -32,7 +35,7 @@ class NonFiniteError(RuntimeError):
 
 
 class DiskError(OSError):
-    """Writing an output file failed (a full disk, ...); exit status 1, last good checkpoint untouched."""
+    """Writing an output file failed (a full disk, ...); exit status 2, last good checkpoint untouched."""
 
 
 # -----------------------------------------------------------------------------
@@ -45,7 +48,7 @@ def hold_folder(out):
     """Make `out` and hold it: an exclusive flock on out/.lock, which the kernel drops when this
     process ends, however it ends (so a killed run never leaves a stale lock). A second run into a held
     folder is refused. Under torchrun only process 0 writes, so only it holds the folder."""
-    created = not out.exists()
+    made = [p for p in [out, *out.parents] if not p.exists()]  # the folders this run makes (runs/ too)
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = open(out / ".lock", "a")
@@ -60,21 +63,43 @@ def hold_folder(out):
         lock.close()
         raise UsageError(f"--out {out} is in use by another run (which holds {out / '.lock'}): wait for it to "
                          f"end, or choose another --out") from None
-    lock.created = created
+    lock.made = made
     HELD[out] = lock
 
 
 def release_folders():
     """Drop the locks of main(), removing the .lock files while still holding them (a run that opened one
-    meanwhile sees it gone, in hold_folder); a folder this run made and wrote nothing into (bad input
-    found after it was made) is removed too."""
+    meanwhile sees it gone, in hold_folder); the folders this run made and wrote nothing into (bad input
+    found after they were made: the run folder, and runs/ if it made that too) are removed too."""
     while HELD:
         out, lock = HELD.popitem()
         with contextlib.suppress(OSError):
             (out / ".lock").unlink()
-            if lock.created and not any(out.iterdir()):
-                out.rmdir()
+            for folder in lock.made:  # innermost first; rmdir refuses a folder that is not empty
+                folder.rmdir()
         lock.close()
+
+
+class StopRequests:
+    """Ctrl-C (SIGINT) and SIGTERM (what a cluster scheduler sends) while the loop runs: the step in flight
+    completes, then the loop saves a checkpoint and stops (train.py). A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.signum, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only its handlers can be set
+            self.previous = {s: signal.signal(s, self.request) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def request(self, signum, frame):
+        if self.signum == signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def intact(out, saved_at):
@@ -88,7 +113,7 @@ def writing(path, out, saved_at):
     try:
         yield
     except OSError as e:
-        raise DiskError(f"cannot write {path} ({e.strerror or e}); stopped, {intact(out, saved_at)}") from None
+        raise DiskError(f"could not write {path} ({e.strerror or e}); {intact(out, saved_at)}") from None
 
 
 # -----------------------------------------------------------------------------
@@ -175,14 +200,14 @@ CONFIG_TYPES = dict(method=str, model=str, task=str, targets=(list, None), hyper
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a mapping", list: "a list", None: "null"}
 
 
-def save_checkpoint(out, config, trainable, training, progress, saved_at):
+def save_checkpoint(out, config, trainable, training, progress, data, saved_at):
     """out/checkpoint.pt: the configuration, the learnt tensors, the optimizer's, schedulers' and random
-    generators' states and the run's progress (RunState's PROGRESS_TYPES fields)."""
+    generators' states, the run's progress (RunState's PROGRESS_TYPES fields) and its data's fingerprint."""
     optimizer, scheduler, scaler, schedule = training
     with writing(out / "checkpoint.pt", out, saved_at), atomic_write(out / "checkpoint.pt") as f:
         torch.save(dict(config=json.dumps(config), trainable=trainable, optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                        loca=schedule.state_dict() if schedule else None, rng=rng_state(), **progress), f)
+                        loca=schedule.state_dict() if schedule else None, rng=rng_state(), data=data, **progress), f)
 
 
 def read_checkpoint(folder, content=True):
@@ -264,11 +289,49 @@ def check_checkpoint(checkpoint, config, where, content=True):
 # -----------------------------------------------------------------------------
 # the results
 
-def write_results(out, trainable, config, results, saved_at):
-    """adapter.safetensors (what the run learnt, with its method and hyperparameters) and results.json."""
+BEST_ADAPTER = "best/adapter.safetensors"  # the adapter of the best dev evaluation, in the run folder
+
+
+def write_adapter(path, trainable, config, out, saved_at, **extra):
+    """What the run learnt (adapters + head), with its method, hyperparameters, model, task and targets (and
+    `extra`, e.g. the step and metrics of the best evaluation) as safetensors metadata."""
     metadata = dict(format="pt", method=config["method"], hyperparameters=json.dumps(config["hyperparameters"]),
-                    model=config["model"], task=TASKS[config["task"]].name, targets=json.dumps(config["targets"]))
-    with writing(out / "adapter.safetensors", out, saved_at):
-        write_safetensors(out / "adapter.safetensors", {k: v.contiguous() for k, v in trainable.items()}, metadata)
+                    model=config["model"], task=TASKS[config["task"]].name, targets=json.dumps(config["targets"]),
+                    **{k: json.dumps(v) for k, v in extra.items()})
+    with writing(path, out, saved_at):
+        path.parent.mkdir(exist_ok=True)
+        write_safetensors(path, {k: v.contiguous() for k, v in trainable.items()}, metadata)
+
+
+def write_results(out, trainable, config, results, saved_at):
+    """adapter.safetensors (the final weights) and results.json."""
+    write_adapter(out / "adapter.safetensors", trainable, config, out, saved_at)
     with writing(out / "results.json", out, saved_at), atomic_write(out / "results.json", "w") as f:
         f.write(json.dumps(results, indent=2) + "\n")
+
+
+# -----------------------------------------------------------------------------
+# the data a run reads: a resumed run must read the same
+
+def data_fingerprint(files):
+    """{file name: [size in bytes, sha256 hex]} of the files a run reads."""
+    def sha256(path):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    return {Path(f).name: [Path(f).stat().st_size, sha256(f)] for f in files}
+
+
+def check_same_data(saved, files, where):
+    """Refuse to resume onto other data than the run started with (checkpoints before this check hold none)."""
+    if saved is None:
+        return
+    now = data_fingerprint(files)
+    for path in files:
+        name = Path(path).name
+        if now.get(name) != saved.get(name):
+            was = f"{saved[name][0]:,} bytes, sha256 {saved[name][1][:12]}" if name in saved else "not read"
+            raise UsageError(f"{where}: {path} is not the file the run started with ({was}; now {now[name][0]:,} "
+                             f"bytes, sha256 {now[name][1][:12]}): a resumed run reads the same data")

@@ -16,13 +16,14 @@ TrainStep, on a GPU replayed as CUDA graphs; LoCA's alternating schedule; the tr
 --log-every steps, dev evaluated every epoch or --eval-every steps, checkpoints), and the results. The run
 folder (runs.py) holds log.jsonl, checkpoint.pt, adapter.safetensors and results.json; a run holds its
 folder while it runs, so two runs never share one. Several processes: distributed.py.
-Exit status: 0 done; 1 stopped (non-finite loss, network, full disk); 2 bad input, named in one line;
-130 interrupted (Ctrl-C).
+Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input or a failed write (a full disk), named
+in one line; 130 interrupted by Ctrl-C, 143 by SIGTERM (both save the step reached first).
 """
 import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ from config import (UsageError, build_parser, count_parameters, dry_inject, is_l
 from data import TASKS, compute_metrics, load_task, main_metric
 from distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
 from model import build_tiny_model, load_pretrained
-from runs import (HELD, LATER_PROGRESS, PROGRESS_TYPES, NonFiniteError, append_log, check_finite, hold_folder, intact,
-                  read_checkpoint, release_folders, restore, save_checkpoint, start_log, trainable_state,
+from runs import (BEST_ADAPTER, HELD, DiskError, LATER_PROGRESS, PROGRESS_TYPES, NonFiniteError, StopRequests, append_log,
+                  check_finite, check_same_data, data_fingerprint, hold_folder, intact, read_checkpoint,
+                  release_folders, restore, save_checkpoint, start_log, trainable_state, write_adapter,
                   write_results)
 from step import TrainStep, float_dtype, step_mode
 
@@ -50,7 +52,12 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, 
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C; its message says whether, and how, the run can be continued. Exit status 130."""
+    """Ctrl-C or SIGTERM; its message says whether, and how, the run can be continued. Exit status 128 + the
+    signal's number: 130 for Ctrl-C, 143 for SIGTERM."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 # -----------------------------------------------------------------------------
@@ -72,6 +79,8 @@ def main(argv=None):
     try:
         with process_group(config) as (rank, world, device):
             return fine_tune(config, checkpoint, started, rank, world, device)
+    except Interrupted:
+        raise
     except KeyboardInterrupt:
         out = Path(config["out"])
         if (out / "checkpoint.pt").is_file() and (out in HELD or checkpoint is not None):  # ours, or the resumed one
@@ -101,6 +110,7 @@ class Run:
     started: float  # time.time() at the start of this session
     steps_per_epoch: int
     total_steps: int
+    data: dict  # the fingerprint of the files read (runs.data_fingerprint): a resumed run must read the same
 
     def say(self, *text, **kwargs):  # process 0 speaks for all
         if self.rank == 0:
@@ -142,10 +152,12 @@ def fine_tune(config, checkpoint, started, rank=0, world=1, device=torch.device(
     torch.manual_seed(config["seed"])
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    train_examples, dev_examples, _ = rank0_first(rank, world, lambda: load_task(config["task"], config["data_dir"]))
+    train_examples, dev_examples, files = rank0_first(rank, world, lambda: load_task(config["task"], config["data_dir"]))
+    if checkpoint:
+        check_same_data(checkpoint.get("data"), files, f"--resume {out}")
     steps_per_epoch = math.ceil(len(train_examples) / config["batch_size"])
     run = Run(config, out, rank, world, device, started, steps_per_epoch,
-              config["max_steps"] or config["epochs"] * steps_per_epoch)
+              config["max_steps"] or config["epochs"] * steps_per_epoch, data_fingerprint(files))
     if config["method"] == "loca" and config["T_s"] is None:
         config["T_s"] = max(1, round(0.1 * run.total_steps))  # LoCA §4.4: location search for ~10% of training
     describe(run, len(train_examples))
@@ -294,7 +306,7 @@ def train_loop(run, state, model, training, train_step, data):
                dynamic_ncols=True, disable=run.rank != 0)
     model.train()
     shard = None  # this process's positions of the epoch's order
-    try:
+    with StopRequests() as stop, bar:  # Ctrl-C, SIGTERM: the loop stops after the step in flight, and saves
         while state.step < run.total_steps:
             if shard is None:
                 shard = epoch_shard(config["seed"], state.epoch, n_train, run.rank, run.world)
@@ -313,34 +325,36 @@ def train_loop(run, state, model, training, train_step, data):
             evaluate_now = (state.step % config["eval_every"] == 0) if config["eval_every"] else epoch_done
             log_now = state.step % config["log_every"] == 0
             save_now = epoch_done or last or bool(config["save_every"] and state.step % config["save_every"] == 0)
-            if len(state.pending) >= read_every or evaluate_now or log_now or save_now:
-                save_now = read_losses(run, state, bar) or save_now
+            stopping = False  # several processes agree on it when they read the losses (one process: any step)
+            if len(state.pending) >= read_every or evaluate_now or log_now or save_now or (stop.signum and run.world == 1):
+                due, stopping = read_losses(run, state, bar, stop.signum)
+                save_now = save_now or due or stopping
             if log_now:
                 log_loss(run, state, training.optimizer)
             if evaluate_now or (last and (state.last is None or state.last["step"] != state.step)):
                 evaluate_and_log(run, state, model, training.optimizer, train_step, data)
             if save_now:
                 save(run, state, model, training)
-    finally:
-        bar.close()  # also when a non-finite loss stops the run
+            if stopping:
+                raise Interrupted(f"stopped at step {state.step}, saved in {run.out / 'checkpoint.pt'}; continue with "
+                                  f"--resume {run.out} (from step {state.step})", stop.signum or signal.SIGINT)
     if state.last is None:  # resumed a finished run whose final evaluation was lost
         state.loss_sum, state.loss_count = 0.0, 0
         evaluate_and_log(run, state, model, training.optimizer, train_step, data)
 
 
-def read_losses(run, state, bar):
-    """Read the pending losses back (all-reduced over the processes), and return whether it is time to save
-    by the clock (--save-minutes): process 0 decides, and its decision rides on the same all-reduce, so
-    every process saves at the same step. Saving never changes the results."""
-    if not state.pending:
-        return False
+def read_losses(run, state, bar, stop_signal=None):
+    """Read the pending losses back (all-reduced over the processes) -> (whether it is time to save by the
+    clock (--save-minutes), whether to stop (a process got Ctrl-C or SIGTERM)). Process 0 decides the first,
+    any process the second, and both ride on the same all-reduce, so every process saves and stops at the
+    same step. Saving never changes the results."""
     minutes = run.config.get("save_minutes")
     due = bool(minutes) and time.time() - state.last_save >= 60 * minutes
-    parts = torch.stack([loss for _, loss in state.pending])
-    parts = torch.cat([parts, parts.new_tensor([float(due and run.rank == 0)])])
+    parts = torch.stack([loss for _, loss in state.pending]) if state.pending else torch.zeros(0, device=run.device)
+    parts = torch.cat([parts, parts.new_tensor([float(due and run.rank == 0), float(stop_signal is not None)])])
     if run.world > 1:
         dist.all_reduce(parts)  # the processes' parts add up to each batch's mean loss
-    *values, due = parts.tolist()
+    *values, due, stopping = parts.tolist()
     for (step, _), value in zip(state.pending, values):
         if not math.isfinite(value):
             hint = "" if run.config["precision"] in ("fp32", "fp64") else ", or --precision fp32"
@@ -349,8 +363,9 @@ def read_losses(run, state, bar):
     state.loss_sum, state.loss_count = state.loss_sum + sum(values), state.loss_count + len(values)
     state.log_sum, state.log_count = state.log_sum + sum(values), state.log_count + len(values)
     state.pending = []
-    bar.set_postfix(loss=f"{values[-1]:.4f}")
-    return due > 0
+    if values:
+        bar.set_postfix(loss=f"{values[-1]:.4f}")
+    return due > 0, stopping > 0
 
 
 def log_loss(run, state, optimizer):
@@ -374,7 +389,10 @@ def evaluate_and_log(run, state, model, optimizer, train_step, data):
     state.loss_sum, state.loss_count = 0.0, 0
     state.last = dict(step=state.step, epoch=epoch, metrics=metrics)
     if value == value and (state.best is None or value > state.best["value"]):  # nan never wins
-        state.best = dict(value=value, step=state.step, epoch=epoch, metrics=metrics)
+        state.best = dict(value=value, step=state.step, epoch=epoch, metrics=metrics, adapter=BEST_ADAPTER)
+        if run.rank == 0:
+            write_adapter(run.out / BEST_ADAPTER, trainable_state(model, config["method"]), config, run.out,
+                          state.saved_at, step=state.step, metrics=metrics)
     if run.rank != 0:
         return
     append_log(run.out, dict(step=state.step, epoch=round(epoch, 4), metrics=metrics, loss=loss,
@@ -418,7 +436,7 @@ def save(run, state, model, training):
     trainable = trainable_state(model, run.config["method"])  # the same in every process
     check_finite(trainable, f"checkpoint at step {state.step}")
     if run.rank == 0:
-        save_checkpoint(run.out, run.config, trainable, training, state.progress(run.started), state.saved_at)
+        save_checkpoint(run.out, run.config, trainable, training, state.progress(run.started), run.data, state.saved_at)
     state.saved_at, state.last_save = state.step, time.time()
 
 
@@ -458,12 +476,15 @@ def cli(argv=None):
     except NonFiniteError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 1
+    except DiskError as e:  # a full disk: the user's to fix, as bad input is
+        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     except OSError as e:  # the network (hub.HubOfflineError, DownloadError), a full disk
         print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         print(f"train.py: interrupted; {e or 'nothing was written, so nothing can be resumed'}", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -381,5 +381,6 @@ def load_task(task: str, data_dir=None) -> tuple[list[Example], dict[str, list[E
             raise DataDownloadError(f"could not download GLUE {t.name} into {folder}/ ({e.__cause__ or e}); put "
                                     f"{', '.join(files)} there, or pass --data-dir a folder that holds them, or "
                                     f"set GLUE_URL to a mirror") from None
+    train = load_glue(t.name, "train", data_dir, download=False)
     dev = {s: load_glue(t.name, s, data_dir, download=False) for s in t.splits if s != "train"}
-    return load_glue(t.name, "train", data_dir, download=False), dev, [folder / f for f in files]
+    return train, dev, [folder / f for f in files]

@@ -236,22 +236,32 @@ def test_save_minutes_checkpoints_within_the_first_epoch_and_changes_no_result(c
     assert results[0]["final"] == results[1]["final"] and results[0]["best"] == results[1]["best"]
 
 
+SLOW_LOAD = """
+import pathlib, time, data.glue_tasks as glue
+def _loading(*args, **kwargs):  # the data loads slowly: Ctrl-C lands before the loop
+    pathlib.Path("loading").touch()
+    time.sleep(60)
+glue.load_glue = _loading
+"""
+
+
 def test_ctrl_c_says_whether_the_run_can_be_resumed_and_names_its_folder(cli, kit, tmp_path):
-    """Item 4: Ctrl-C before any checkpoint says nothing can be resumed; after one, names the folder."""
-    for name, more, ready, expected in (
-            ("early", ["--save-minutes", "0"], "log.jsonl", "nothing can be resumed"),
-            ("later", ["--save-every", "1"], "checkpoint.pt", "continue with --resume {out}")):
+    """Item 4: Ctrl-C before the loop (nothing saved) says nothing can be resumed; in the loop, the run
+    saves the step reached and names the folder to resume."""
+    for name, prelude, ready, expected in (
+            ("early", SLOW_LOAD, "loading", "nothing can be resumed"),
+            ("later", "", "later/checkpoint.pt", "continue with --resume {out}")):
         out = tmp_path / name
-        argv = flags(kit, "--data-dir", kit["big"], "--batch-size", "1", *more, "--out", out)
-        pid, _, err_path = cli.start(argv, tmp_path, background=True)
+        argv = flags(kit, "--data-dir", kit["big"], "--batch-size", "1", "--save-every", "1", "--out", out)
+        pid, _, err_path = cli.start(argv, tmp_path, background=True, prelude=prelude)
         try:
             deadline = time.time() + 60
-            while not (out / ready).exists() and time.time() < deadline:
+            while not (tmp_path / ready).exists() and time.time() < deadline:
                 time.sleep(0.01)
         finally:
             os.kill(pid, signal.SIGINT)
             code = cli.wait(pid)
-        assert not (out / "checkpoint.pt").exists() if name == "early" else (out / "checkpoint.pt").exists()
+        assert not out.exists() if name == "early" else (out / "checkpoint.pt").exists()
         one_line(code, err_path.read_text(), 130, "interrupted", expected.format(out=out))
         assert "<out>" not in err_path.read_text()
 
@@ -408,7 +418,7 @@ os.fsync = _full
 def test_a_full_disk_names_the_file_and_says_the_last_checkpoint_is_intact(cli, kit, tmp_path):
     out = tmp_path / "full"
     code, _, err = cli(flags(kit, "--max-steps", "5", "--save-every", "1", "--out", out), tmp_path, prelude=FULL_DISK)
-    one_line(code, err, 1, f"cannot write {out / 'checkpoint.pt'} (No space left on device)",
+    one_line(code, err, 2, f"could not write {out / 'checkpoint.pt'} (No space left on device)",
              f"{out / 'checkpoint.pt'} (step 1) is intact")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
     assert not list(out.glob("*.tmp"))
