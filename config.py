@@ -372,6 +372,24 @@ def dry_inject(config, max_length_given=True):
     return count_parameters(prepare_model(model, config), config["method"])
 
 
+def describe(config, world, n_train, steps_per_epoch, total_steps):
+    """The settings a run prints at its start, one a line."""
+    lines = [f"train.py: {config['method']} on {config['model']}, GLUE {TASKS[config['task']].name} (settings: "
+             f"{config['settings']}; flags override)"]
+    for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
+                "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
+                "data_dir", "out", "save_every", "save_minutes", "eval_every", "micro_batch_size"):
+        if config.get(key) is not None:
+            lines.append(f"  {key:<16}{config[key]}")
+    if world > 1:
+        lines.append(f"  processes       {world} (torchrun), each {math.ceil(config['batch_size'] / world)} "
+                     f"examples of every batch")
+    warmup = math.ceil(config["warmup_ratio"] * total_steps)
+    lines.append(f"  {n_train} training examples: {steps_per_epoch} steps/epoch, {total_steps} steps, {warmup} "
+                 f"of warmup" + (f", T_s {config['T_s']}" if config["method"] == "loca" else ""))
+    return "\n".join(lines)
+
+
 def print_counts(config, counts):
     """--count-params: the trainable parameters as the papers count them (outside the head)."""
     print(f"{config['method']} on {config['model']} ({config['task']}, targets {config['targets']}, "

@@ -17,21 +17,41 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import signal
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import spectral_ft
 from config import UsageError
-from data import TASKS
+from data import TASKS, main_metric
 from hub import atomic_write, write_safetensors
 from step import COMPILE_SCOPES
 
 
 class NonFiniteError(RuntimeError):
     """The loss or a weight stopped being finite; exit status 1, last good checkpoint untouched."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; its message says whether, and how, the run can be continued. Exit status 128 + the
+    signal's number: 130 for Ctrl-C, 143 for SIGTERM."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+def interrupted_outside_the_loop(out, resumed):
+    """Ctrl-C before the loop (or a second one in it): the run can be resumed from the checkpoint on disk, if
+    there is one of this run (or of the run it resumes)."""
+    if (out / "checkpoint.pt").is_file() and (out in HELD or resumed):
+        return Interrupted(f"continue with --resume {out} (from its last checkpoint)")
+    return Interrupted("no checkpoint was written yet, so nothing can be resumed; run again to start over "
+                       "(--save-every N or --save-minutes M save sooner)")
 
 
 class DiskError(OSError):
@@ -301,6 +321,15 @@ def write_adapter(path, trainable, config, out, saved_at, **extra):
     with writing(path, out, saved_at):
         path.parent.mkdir(exist_ok=True)
         write_safetensors(path, {k: v.contiguous() for k, v in trainable.items()}, metadata)
+
+
+def results_of(config, best, final, counts, world, wall_time_s, device):
+    """results.json: the configuration, the best and final evaluations, the trainable parameters, the processes,
+    the wall time, the versions and the device."""
+    return dict(config=config, seed=config["seed"], main_metric=main_metric(TASKS[config["task"]].name), best=best,
+                final=final, trainable_parameters=counts, processes=world, wall_time_s=round(wall_time_s, 3),
+                versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
+                device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
 
 
 def write_results(out, trainable, config, results, saved_at):

@@ -22,7 +22,6 @@ in one line; 130 interrupted by Ctrl-C, 143 by SIGTERM (both save the step reach
 import json
 import math
 import os
-import platform
 import signal
 import sys
 import time
@@ -36,12 +35,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import spectral_ft
-from config import (UsageError, build_parser, count_parameters, dry_inject, is_location, prepare_model, print_counts,
-                    resolve_config)
-from data import TASKS, compute_metrics, load_task, main_metric
+from config import (UsageError, build_parser, count_parameters, describe, dry_inject, is_location, prepare_model,
+                    print_counts, resolve_config)
+from data import TASKS, compute_metrics, load_task, main_metric, pad_batch, tokenize
 from distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
 from model import build_tiny_model, load_pretrained
-from runs import (BEST_ADAPTER, HELD, DiskError, LATER_PROGRESS, PROGRESS_TYPES, NonFiniteError, StopRequests, append_log,
+from runs import (BEST_ADAPTER, DiskError, Interrupted, interrupted_outside_the_loop, results_of, LATER_PROGRESS, PROGRESS_TYPES, NonFiniteError, StopRequests, append_log,
                   check_finite, check_same_data, data_fingerprint, hold_folder, intact, read_checkpoint,
                   release_folders, restore, save_checkpoint, start_log, trainable_state, write_adapter,
                   write_results)
@@ -49,15 +48,6 @@ from step import TrainStep, float_dtype, step_mode
 
 READ_EVERY = 10  # steps between reading the loss back from a GPU (progress bar, non-finite checks)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM; its message says whether, and how, the run can be continued. Exit status 128 + the
-    signal's number: 130 for Ctrl-C, 143 for SIGTERM."""
-
-    def __init__(self, message, signum=signal.SIGINT):
-        super().__init__(message)
-        self.signum = signum
 
 
 # -----------------------------------------------------------------------------
@@ -79,14 +69,10 @@ def main(argv=None):
     try:
         with process_group(config) as (rank, world, device):
             return fine_tune(config, checkpoint, started, rank, world, device)
-    except Interrupted:
+    except Interrupted:  # in the loop: the step reached was saved
         raise
-    except KeyboardInterrupt:
-        out = Path(config["out"])
-        if (out / "checkpoint.pt").is_file() and (out in HELD or checkpoint is not None):  # ours, or the resumed one
-            raise Interrupted(f"continue with --resume {out} (from its last checkpoint)") from None
-        raise Interrupted("no checkpoint was written yet, so nothing can be resumed; run again to start over "
-                          "(--save-every N or --save-minutes M save sooner)") from None
+    except KeyboardInterrupt:  # before the loop, or a second Ctrl-C
+        raise interrupted_outside_the_loop(Path(config["out"]), checkpoint is not None) from None
     finally:
         release_folders()
 
@@ -160,7 +146,7 @@ def fine_tune(config, checkpoint, started, rank=0, world=1, device=torch.device(
               config["max_steps"] or config["epochs"] * steps_per_epoch, data_fingerprint(files))
     if config["method"] == "loca" and config["T_s"] is None:
         config["T_s"] = max(1, round(0.1 * run.total_steps))  # LoCA §4.4: location search for ~10% of training
-    describe(run, len(train_examples))
+    run.say(describe(config, world, len(train_examples), run.steps_per_epoch, run.total_steps))
     model, tokenizer = load_model(run, train_examples + [e for split in dev_examples.values() for e in split])
     counts = count_parameters(prepare_model(model, config), config["method"])
     run.say(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} "
@@ -187,23 +173,6 @@ def fine_tune(config, checkpoint, started, rank=0, world=1, device=torch.device(
 # data and model
 
 
-def describe(run, n_train):
-    config, method = run.config, run.config["method"]
-    run.say(f"train.py: {method} on {config['model']}, GLUE {TASKS[config['task']].name} (settings: "
-            f"{config['settings']}; flags override)")
-    for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
-                "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
-                "data_dir", "out", "save_every", "save_minutes", "eval_every", "micro_batch_size"):
-        if config.get(key) is not None:
-            run.say(f"  {key:<16}{config[key]}")
-    if run.world > 1:
-        run.say(f"  processes       {run.world} (torchrun), each {math.ceil(config['batch_size'] / run.world)} "
-                f"examples of every batch")
-    warmup = math.ceil(config["warmup_ratio"] * run.total_steps)
-    run.say(f"  {n_train} training examples: {run.steps_per_epoch} steps/epoch, {run.total_steps} steps, {warmup} "
-            f"of warmup" + (f", T_s {config['T_s']}" if method == "loca" else ""))
-
-
 def load_model(run, examples):
     """The pretrained encoder with a fresh classification head, and its tokenizer; --model tiny: a tiny
     random BERT whose vocabulary is the examples' words, built in the run folder."""
@@ -216,28 +185,6 @@ def load_model(run, examples):
     if run.world > 1:
         dist.barrier()  # the others read what process 0 wrote
     return load_pretrained(run.out / "tiny-model", num_labels)
-
-
-def tokenize(tokenizer, examples, max_length, rank):
-    """-> (the examples' (token ids, token types), their labels): tokenized once, padded per batch."""
-    encoded = [tokenizer.encode(e.text_a, e.text_b, max_length=max_length)
-               for e in tqdm(examples, desc="tokenize", leave=False, dynamic_ncols=True, disable=rank != 0)]
-    return encoded, [e.label for e in examples]
-
-
-def pad_batch(encoded, labels, indices, pad_id, regression):
-    """The examples at `indices`, padded to their longest:
-    -> input_ids, attention_mask, token_type_ids (B, T), labels (B,)."""
-    rows = [encoded[i] for i in indices]
-    T = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
-    token_types = torch.zeros((len(rows), T), dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)  # (B, T), 1 = token
-    for b, (ids, types) in enumerate(rows):
-        input_ids[b, :len(ids)], token_types[b, :len(ids)] = torch.tensor(ids), torch.tensor(types)
-        mask[b, :len(ids)] = 1
-    y = torch.tensor([labels[i] for i in indices], dtype=torch.float32 if regression else torch.long)  # (B,)
-    return input_ids, mask, token_types, y
 
 
 # -----------------------------------------------------------------------------
@@ -370,10 +317,16 @@ def read_losses(run, state, bar, stop_signal=None):
 
 def log_loss(run, state, optimizer):
     """A log.jsonl line every --log-every steps: the mean training loss since the previous one."""
-    loss = state.log_sum / state.log_count if state.log_count else None
+    log_line(run, state, optimizer, state.log_sum / state.log_count if state.log_count else None)
     state.log_sum, state.log_count = 0.0, 0
+
+
+def log_line(run, state, optimizer, loss, metrics=None):
+    """One log.jsonl line (process 0 writes): step, epoch, dev metrics (at evaluations), the mean training
+    loss, the learning rates, the time."""
     if run.rank == 0:
-        append_log(run.out, dict(step=state.step, epoch=round(state.step / run.steps_per_epoch, 4), loss=loss,
+        append_log(run.out, dict(step=state.step, epoch=round(state.step / run.steps_per_epoch, 4),
+                                 **({"metrics": metrics} if metrics else {}), loss=loss,
                                  lr={g["name"]: g["lr"] for g in optimizer.param_groups},
                                  time=round(state.wall_time(run.started), 3)), state.saved_at)
 
@@ -393,11 +346,9 @@ def evaluate_and_log(run, state, model, optimizer, train_step, data):
         if run.rank == 0:
             write_adapter(run.out / BEST_ADAPTER, trainable_state(model, config["method"]), config, run.out,
                           state.saved_at, step=state.step, metrics=metrics)
+    log_line(run, state, optimizer, loss, metrics)
     if run.rank != 0:
         return
-    append_log(run.out, dict(step=state.step, epoch=round(epoch, 4), metrics=metrics, loss=loss,
-                             lr={g["name"]: g["lr"] for g in optimizer.param_groups},
-                             time=round(state.wall_time(run.started), 3)), state.saved_at)
     shown = ", ".join(f"{s} {k} {v:.4f}" for s, m in metrics.items() for k, v in m.items())
     best = state.best["value"] if state.best else float("nan")
     tqdm.write(f"step {state.step} epoch {epoch:.2f}: {shown} (best {metric} {best:.4f}), train loss "
@@ -444,14 +395,9 @@ def finish(run, state, model, counts):
     """adapter.safetensors and results.json (runs.write_results), and a summary line."""
     trainable = trainable_state(model, run.config["method"])
     check_finite(trainable, "final weights")
-    device = run.device
     metric = main_metric(TASKS[run.config["task"]].name)
-    results = dict(config=run.config, seed=run.config["seed"], main_metric=metric, best=state.best,
-                   final=state.last, trainable_parameters=counts, processes=run.world,
-                   wall_time_s=round(state.wall_time(run.started), 3),
-                   versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
-                   device=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                           else platform.processor() or "cpu"))
+    results = results_of(run.config, state.best, state.last, counts, run.world, state.wall_time(run.started),
+                         run.device)
     if run.rank != 0:
         return results
     write_results(run.out, trainable, run.config, results, state.saved_at)
@@ -469,17 +415,14 @@ def cli(argv=None):
     try:
         main(argv)
         return 0
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+    except (UsageError, DiskError, ValueError, FileNotFoundError, NotADirectoryError) as e:  # DiskError: a full disk
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process finds the same bad input
             print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except NonFiniteError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 1
-    except DiskError as e:  # a full disk: the user's to fix, as bad input is
-        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the network (hub.HubOfflineError, DownloadError), a full disk
+    except OSError as e:  # the network (hub.HubOfflineError, DownloadError)
         print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:

@@ -7,6 +7,7 @@ metrics (data/metrics.py). `data/glue/` is the download cache (`$GLUE_DIR` if se
     train = load_glue("rte", "train", RTE_SAMPLE_DIR, download=False)
 """
 
+from data.batches import pad_batch, tokenize
 from data.glue_tasks import (
     RTE_SAMPLE_DIR,
     TASKS,

@@ -21,6 +21,7 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from data import pad_batch
 from config import prepare_model
 from distributed import batch_share
 from step import TrainStep, bucket_length, pad_to_shape, step_mode
@@ -47,7 +48,7 @@ def test_bucket_is_the_next_multiple_of_32_never_past_max_length(length, max_len
        extra_length=st.integers(0, 12))
 def test_pad_to_shape_adds_masked_padding_and_weight_zero_copies_of_row_0(lengths, extra_rows, extra_length):
     encoded = [([5 + i] * n, [1] * n) for i, n in enumerate(lengths)]
-    ids, mask, types, y = train.pad_batch(encoded, [i % 2 for i in range(len(lengths))], range(len(lengths)), 0,
+    ids, mask, types, y = pad_batch(encoded, [i % 2 for i in range(len(lengths))], range(len(lengths)), 0,
                                           False)
     weight = torch.ones(len(lengths))
     b, T = ids.shape
@@ -116,7 +117,7 @@ def batches(seed, steps, batch, micro, regression=False, max_len=20):
         encoded = [(torch.randint(5, VOCAB, (k,), generator=g).tolist(), [0] * (k // 2) + [1] * (k - k // 2))
                    for k in lengths]
         labels = torch.rand(n, generator=g).mul(5).tolist() if regression else torch.randint(0, 2, (n,), generator=g).tolist()
-        parts = [(*train.pad_batch(encoded, labels, range(i, min(i + micro, n)), 0, regression),
+        parts = [(*pad_batch(encoded, labels, range(i, min(i + micro, n)), 0, regression),
                   torch.ones(min(i + micro, n) - i)) for i in range(0, n, micro)]
         out.append((parts, n))
     return out

@@ -25,6 +25,7 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from data import pad_batch
 from distributed import epoch_permutation
 from config import prepare_model
 from model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
@@ -119,7 +120,7 @@ def test_each_epoch_visits_every_example_once_in_an_order_set_by_seed_and_epoch(
 @given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=8), pad=st.integers(0, 5))
 def test_batches_pad_to_their_longest_example_and_mask_only_padding(lengths, pad):
     encoded = [([100 + i] * n, [0] * (n // 2) + [1] * (n - n // 2)) for i, n in enumerate(lengths)]
-    ids, mask, types, y = train.pad_batch(encoded, list(range(len(lengths))), range(len(lengths)), pad, False)
+    ids, mask, types, y = pad_batch(encoded, list(range(len(lengths))), range(len(lengths)), pad, False)
     assert ids.shape == mask.shape == types.shape == (len(lengths), max(lengths))
     assert mask.sum(1).tolist() == lengths and y.tolist() == list(range(len(lengths)))
     for b, (row_ids, row_types) in enumerate(encoded):
