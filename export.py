@@ -79,6 +79,26 @@ def build_parser():
 # reading the run: results.json's config, the adapter file, the base checkpoint
 
 
+def config_problem(config):
+    """What keeps results.json's config from describing a run export.py can rebuild, or None."""
+    if not isinstance(config, dict):
+        return "config is not an object"
+    methods = (*spectral_ft.METHODS, *NOT_ADAPTERS)
+    targets = config.get("targets")
+    if config.get("method") not in methods:
+        return f"method {config.get('method')!r} is not one of {', '.join(methods)}"
+    if not isinstance(config.get("model"), str):
+        return "model is not a string (a hub id, a folder, or 'tiny')"
+    if config.get("task") not in TASKS:
+        return f"task {config.get('task')!r} is not one of {', '.join(sorted(TASKS))}"
+    if not isinstance(config.get("hyperparameters"), dict):
+        return "hyperparameters is not an object"
+    if config["method"] not in NOT_ADAPTERS and not (isinstance(targets, list) and targets
+                                                    and all(isinstance(t, str) for t in targets)):
+        return "targets is not a list of layer names"
+    return None
+
+
 def read_run_config(run_dir):
     """results.json's "config" (train.py writes it when a run finishes), checked for what export needs."""
     path = Path(run_dir) / "results.json"
@@ -95,17 +115,7 @@ def read_run_config(run_dir):
         raise UsageError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): not a train.py results file") from None
     except (KeyError, TypeError):
         raise UsageError(f"{path} has no \"config\" object: not a train.py results file") from None
-    methods = (*spectral_ft.METHODS, *NOT_ADAPTERS)
-    problems = [not isinstance(config, dict) and "config is not an object",
-                isinstance(config, dict) and config.get("method") not in methods and f"method is not one of {methods}",
-                isinstance(config, dict) and not isinstance(config.get("model"), str) and "model is not a string",
-                isinstance(config, dict) and config.get("task") not in TASKS and f"task is not one of {sorted(TASKS)}",
-                isinstance(config, dict) and not isinstance(config.get("hyperparameters"), dict)
-                and "hyperparameters is not an object",
-                isinstance(config, dict) and config.get("method") not in NOT_ADAPTERS
-                and not (isinstance(config.get("targets"), list) and all(isinstance(t, str) for t in config["targets"]))
-                and "targets is not a list of names"]
-    problem = next((p for p in problems if p), None)
+    problem = config_problem(config)
     if problem:
         raise UsageError(f"{path}: {problem}; not a train.py results file")
     return config
@@ -144,7 +154,8 @@ def read_trained(path, method):
     try:
         state, metadata = read_safetensors(path), read_safetensors_metadata(path)
     except (ValueError, KeyError, TypeError, OverflowError) as e:
-        raise UsageError(f"{path} is damaged, not a safetensors file ({e})") from None
+        detail = str(e) if str(path) in str(e) else f"{path}: {e}"  # hub.py's messages name the file already
+        raise UsageError(f"{detail} (a damaged adapter file)") from None
     saved = metadata.get("method")
     if saved is not None and saved != method:
         raise UsageError(f"{path} holds a --method {saved} adapter, but the run's results.json says {method}")
@@ -202,8 +213,11 @@ def adapted_model(config, folder, state, source):
     and fp16 runs keeping float32 master weights), the trained tensors of `state` loaded."""
     model = load_classifier(folder, TASKS[config["task"]].num_labels)
     method = config["method"]
-    if method not in NOT_ADAPTERS:
-        spectral_ft.inject(model, method, targets=config["targets"], **config["hyperparameters"])
+    try:
+        if method not in NOT_ADAPTERS:
+            spectral_ft.inject(model, method, targets=config["targets"], **config["hyperparameters"])
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"results.json's targets and hyperparameters do not build a {method} model: {e}") from None
     model.to(torch.float64 if config.get("precision") == "fp64" else torch.float32)
     load_trained(model, method, state, source)
     return model.eval()
