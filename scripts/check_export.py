@@ -124,10 +124,10 @@ def compare(ours, theirs):
     return dict(max_abs_diff=(ours - theirs).abs().max().item(), max_abs_logit=ours.abs().max().item())
 
 
-def check_folder(run, base, ours_model, which, work, vocab_size, pad_id, generator, tag):
+def check_folder(run, base, ours_model, which, work, generator, tag):
     """Export `run` in both formats (PEFT where the method has a tuner), load each with transformers / PEFT,
     compare with `ours_model` on one padded batch. Returns the rows."""
-    ids, mask = batch(vocab_size, pad_id, generator)
+    ids, mask = batch(ours_model.config.vocab_size, ours_model.config.pad_token_id, generator)
     with torch.no_grad():
         ours = ours_model(ids, mask).float()
     rows, config = [], export.read_run_config(run)
@@ -170,8 +170,7 @@ def tiny_rows(work):
                         p.copy_(0.2 * torch.randn(p.shape, generator=generator))
             run = work / f"run-{family}-{method}"
             write_run(run, base, task, method, targets_for(base_config), model)
-            found = check_folder(run, base, model.eval(), "best", work, base_config.vocab_size,
-                                 base_config.pad_token_id, generator, f"{family}-{method}")
+            found = check_folder(run, base, model.eval(), "best", work, generator, f"{family}-{method}")
             rows += [dict(row, family=family, method=method) for row in found]
     return rows
 
@@ -185,8 +184,7 @@ def run_rows(runs, which, work):
         state, _ = export.read_trained(source, config["method"])
         base = export.base_folder(config, run)
         model = export.adapted_model(config, base, state, source).float()
-        vocab = model.embeddings.word_embeddings.num_embeddings
-        found = check_folder(run, base, model, which, work, vocab, model.config.pad_token_id, generator, f"run{i}")
+        found = check_folder(run, base, model, which, work, generator, f"run{i}")
         rows += [dict(row, run=str(run), method=config["method"], family=model.config.model_type) for row in found]
     return rows
 
