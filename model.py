@@ -892,25 +892,45 @@ def _download(repo_id, endpoint, cache_dir):
     return config_path.parent
 
 
-def load_pretrained(name_or_path, num_labels, *, endpoint=None, cache_dir=None):
-    """(model, tokenizer) from a local checkpoint directory or a Hugging Face hub id."""
+def checkpoint_folder(name_or_path, *, endpoint=None, cache_dir=None):
+    """The local folder of a checkpoint: `name_or_path` itself if it is a folder, else the hub id's files,
+    downloaded (config, weights, tokenizer) into the cache."""
     path = Path(name_or_path)
     if path.is_dir():
-        directory = path
-    elif str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
+        return path
+    if str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
         raise FileNotFoundError(f"{name_or_path} is not a directory, nor a hub id like "
                                 f"'roberta-base' or 'FacebookAI/roberta-base'")
-    else:
-        directory = _download(str(name_or_path), endpoint, cache_dir)
+    return _download(str(name_or_path), endpoint, cache_dir)
+
+
+def load_classifier(directory, num_labels):
+    """The model (SequenceClassifier or DebertaClassifier, by config.json) of a local checkpoint folder."""
     config = read_config(Path(directory) / "config.json")
     cls = DebertaClassifier if isinstance(config, DebertaV2Config) else SequenceClassifier
-    return cls.from_pretrained(directory, num_labels), load_tokenizer(directory)
+    return cls.from_pretrained(directory, num_labels)
 
 
-def save_pretrained(model, directory, tokenizer_files=None):
+def load_pretrained(name_or_path, num_labels, *, endpoint=None, cache_dir=None):
+    """(model, tokenizer) from a local checkpoint directory or a Hugging Face hub id."""
+    directory = checkpoint_folder(name_or_path, endpoint=endpoint, cache_dir=cache_dir)
+    return load_classifier(directory, num_labels), load_tokenizer(directory)
+
+
+def hf_key(config, name):
+    """Our state dict key -> the key of HF's *ForSequenceClassification: the encoder under "bert."/"roberta."/
+    "deberta.", the head at the top (classifier; DeBERTa's pooler too, BERT's lives in "bert.pooler")."""
+    deberta = config.model_type == "deberta-v2"
+    top = ("classifier.", "pooler.") if deberta else ("classifier.",)
+    return name if name.startswith(top) else ("deberta." if deberta else config.model_type + ".") + name
+
+
+def save_pretrained(model, directory, tokenizer_files=None, labels=None):
     """Write config.json and model.safetensors as HF's *ForSequenceClassification does
     (keys with the "roberta."/"bert."/"deberta." prefix, the head at top level), then copy the
-    given tokenizer files in. Adapters must be merged away first."""
+    given tokenizer files in. `labels`: the name of each class (id2label), default LABEL_0, ...;
+    one label (num_labels 1) is regression, which config.json says in problem_type. Adapters must be
+    merged away first."""
     config, directory = model.config, Path(directory)
     with torch.device("meta"):  # the plain model's key names, without allocating anything
         plain = type(model)(config, model.num_labels).state_dict().keys()
@@ -919,15 +939,16 @@ def save_pretrained(model, directory, tokenizer_files=None):
         extra = sorted(set(state) - set(plain))[:5]
         raise ValueError(f"model has tensors a plain SequenceClassifier lacks (e.g. {extra}); "
                          f"merge and remove adapters before save_pretrained")
-    prefix = "deberta." if config.model_type == "deberta-v2" else config.model_type + "."
-    top = ("classifier.", "pooler.") if config.model_type == "deberta-v2" else ("classifier.",)
-    tensors = {(n if n.startswith(top) else prefix + n): t for n, t in state.items()}
+    names = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(model.num_labels)]
+    if len(names) != model.num_labels or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"labels must be {model.num_labels} distinct strings (one per class), got {labels!r}")
+    tensors = {hf_key(config, n): t for n, t in state.items()}
     arch = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
             "deberta-v2": "DebertaV2ForSequenceClassification"}
-    labels = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
     config_json = dict(config.to_json(), architectures=[arch[config.model_type]],
-                       num_labels=model.num_labels, id2label=labels,
-                       label2id={v: int(k) for k, v in labels.items()})
+                       num_labels=model.num_labels, id2label=dict(enumerate(names)),
+                       label2id={name: i for i, name in enumerate(names)},
+                       problem_type="regression" if model.num_labels == 1 else "single_label_classification")
     directory.mkdir(parents=True, exist_ok=True)
     write_safetensors(directory / "model.safetensors", tensors, metadata={"format": "pt"})
     with atomic_write(directory / "config.json", "w") as f:

@@ -406,7 +406,7 @@ def test_bad_bench_flags_and_no_gpu_are_one_line(cli, tmp_path):
 FULL_DISK = """
 import errno, os
 _fsync, _calls = os.fsync, [0]
-def _full(fd):  # the third durable write fails as on a full disk: log.jsonl, checkpoint 1, then checkpoint 2
+def _full(fd):  # the third durable write fails as on a full disk: log.jsonl, checkpoint 1, then step 2's best adapter
     _calls[0] += 1
     if _calls[0] >= 3:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -418,7 +418,7 @@ os.fsync = _full
 def test_a_full_disk_names_the_file_and_says_the_last_checkpoint_is_intact(cli, kit, tmp_path):
     out = tmp_path / "full"
     code, _, err = cli(flags(kit, "--max-steps", "5", "--save-every", "1", "--out", out), tmp_path, prelude=FULL_DISK)
-    one_line(code, err, 2, f"could not write {out / 'checkpoint.pt'} (No space left on device)",
+    one_line(code, err, 2, f"could not write {out / 'best' / 'adapter.safetensors'} (No space left on device)",
              f"{out / 'checkpoint.pt'} (step 1) is intact")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
     assert not list(out.glob("*.tmp"))

@@ -266,7 +266,7 @@ def test_print_config_gives_each_transcribed_cell(key):
         if name == "targets":
             assert config["targets"] == list(value)
         elif name != "reported":
-            resolved = config[name] if name in train.TRAINING_KEYS else config["hyperparameters"][name]
+            resolved = config[name] if name in TRAINING_KEYS else config["hyperparameters"][name]
             assert resolved == pytest.approx(value), name
     if method == "fora":  # the paper states no weight decay: the generic 0.0, named as a fallback
         assert config["weight_decay"] == 0.0 and "generic fallback: weight_decay 0.0" in config["settings"]

@@ -1,0 +1,372 @@
+"""
+Export a fine-tuned model (a train.py run folder) for use outside this project.
+
+    python export.py runs/lora-rte-roberta-base-s0-1a2b3c4d exported/    # the best dev evaluation, transformers
+    python export.py RUN_DIR OUT_DIR --which final --format peft          # the last step, as a PEFT adapter
+
+--which best (default): RUN_DIR/best/adapter.safetensors, the trained tensors of the best dev evaluation;
+--which final: RUN_DIR/adapter.safetensors, those after the last step. Either is put back on the run's base
+checkpoint as train.py built it (results.json's config: model, method, targets, hyperparameters), then written
+
+--format hf (default): the base checkpoint with every adapter merged into its weight (spectral_ft.merge), in
+    Hugging Face's layout: config.json, model.safetensors and the tokenizer files the base came with, for
+    transformers' AutoModelForSequenceClassification.from_pretrained(OUT_DIR) (or model.load_pretrained).
+    Every method whose ΔW is fixed (all but FouRA with its input-dependent gate), and full and head.
+--format peft: adapter_config.json and adapter_model.safetensors as PEFT 0.21 saves them, for
+    peft.PeftModel.from_pretrained(base_model, OUT_DIR): LoRA, VeRA and FourierFT, whose conventions PEFT
+    shares (LoRA's alpha / r; VeRA's frozen pair from projection_prng_key; FourierFT's entries from
+    random_loc_seed), with the trained head as PEFT's modules_to_save.
+
+OUT_DIR must not exist, or be empty. It is built in a temporary folder beside it and renamed at the end, so it
+never holds half an export. Exit status: 0 done; 1 stopped (network, disk); 2 bad input, named in one line.
+"""
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import spectral_ft
+from data import TASKS
+from hub import atomic_write, read_safetensors, read_safetensors_metadata, write_safetensors
+from model import checkpoint_folder, hf_key, load_classifier, save_pretrained
+
+ADAPTER_FILES = {"best": Path("best") / "adapter.safetensors", "final": Path("adapter.safetensors")}
+TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spm.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+NOT_ADAPTERS = ("full", "head")  # train.py's methods without adapters: every weight trains, or the head alone
+
+# PEFT 0.21: our method -> (its peft_type, {our tensor: its key after the layer's name}). LoRA's factors are
+# nn.Linear modules there (lora/layer.py, update_layer: lora_A = nn.Linear(in, r) holds (r, in), as ours);
+# VeRA's and FourierFT's are parameters named by adapter (vera/layer.py: vera_lambda_b (out,), vera_lambda_d (r,);
+# fourierft/layer.py: fourierft_spectrum (n,)). Saving drops the adapter name ("default") from each key
+# (tuners/tuners_utils.py, _remove_adapter_name_from_state_dict_key).
+PEFT_TUNERS = {
+    "lora": ("LORA", {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight"}),
+    "vera": ("VERA", {"lambda_b": "vera_lambda_b", "lambda_d": "vera_lambda_d"}),
+    "fourierft": ("FOURIERFT", {"spectrum": "fourierft_spectrum"}),
+}
+PEFT_VERSION = "0.21.0"  # the format written: key names and config fields as this version saves them
+PEFT_PREFIX = "base_model.model."  # PeftModel.base_model (the tuner) .model (the transformers model)
+
+
+class UsageError(Exception):
+    """Bad input. Reported as one line naming the argument or file and what is allowed; exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(message)
+
+
+def build_parser():
+    p = Parser(prog="export.py", description=__doc__.split("\n")[1])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished train.py run folder (results.json, adapter.safetensors)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write; must not exist, or be empty")
+    p.add_argument("--which", choices=tuple(ADAPTER_FILES), default="best",
+                   help="best: the best dev evaluation's tensors (best/adapter.safetensors, the default); "
+                        "final: those after the last step (adapter.safetensors)")
+    p.add_argument("--format", choices=("hf", "peft"), default="hf", dest="fmt",
+                   help="hf: the merged model for transformers (default); peft: a PEFT adapter (lora, vera, fourierft)")
+    return p
+
+# -----------------------------------------------------------------------------
+# reading the run: results.json's config, the adapter file, the base checkpoint
+
+
+def config_problem(config):
+    """What keeps results.json's config from describing a run export.py can rebuild, or None."""
+    if not isinstance(config, dict):
+        return "config is not an object"
+    methods = (*spectral_ft.METHODS, *NOT_ADAPTERS)
+    targets = config.get("targets")
+    if config.get("method") not in methods:
+        return f"method {config.get('method')!r} is not one of {', '.join(methods)}"
+    if not isinstance(config.get("model"), str):
+        return "model is not a string (a hub id, a folder, or 'tiny')"
+    if config.get("task") not in TASKS:
+        return f"task {config.get('task')!r} is not one of {', '.join(sorted(TASKS))}"
+    if not isinstance(config.get("hyperparameters"), dict):
+        return "hyperparameters is not an object"
+    if config["method"] not in NOT_ADAPTERS and not (isinstance(targets, list) and targets
+                                                    and all(isinstance(t, str) for t in targets)):
+        return "targets is not a list of layer names"
+    return None
+
+
+def read_run_config(run_dir):
+    """results.json's "config" (train.py writes it when a run finishes), checked for what export needs."""
+    path = Path(run_dir) / "results.json"
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"RUN_DIR {run_dir} is not a folder: give a train.py run folder")
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist: RUN_DIR must be a finished train.py run (results.json is "
+                         f"written at its end)")
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))["config"]
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text: not a train.py results file") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): not a train.py results file") from None
+    except (KeyError, TypeError):
+        raise UsageError(f"{path} has no \"config\" object: not a train.py results file") from None
+    problem = config_problem(config)
+    if problem:
+        raise UsageError(f"{path}: {problem}; not a train.py results file")
+    return config
+
+
+def check_exportable(config, fmt):
+    """Refuse, before anything is read, a method the format cannot carry."""
+    method = config["method"]
+    if fmt == "peft" and method not in PEFT_TUNERS:
+        raise UsageError(f"--format peft: PEFT has no tuner for --method {method} (only for {', '.join(PEFT_TUNERS)}); "
+                         f"use --format hf, the merged model")
+    if method == "foura" and config["hyperparameters"].get("gate", True):
+        raise UsageError("--method foura with its input-dependent gate has no fixed ΔW to merge, so it cannot be "
+                         "exported; train with --no-gate for a mergeable FouRA")
+
+
+def adapter_file(run_dir, which):
+    path = Path(run_dir) / ADAPTER_FILES[which]
+    if path.is_file():
+        return path
+    if which == "best":
+        raise UsageError(f"{path} does not exist (the run kept no best evaluation); --which final exports "
+                         f"{Path(run_dir) / ADAPTER_FILES['final']}, the tensors after the last step")
+    raise UsageError(f"{path} does not exist: RUN_DIR must be a finished train.py run")
+
+
+def check_out_dir(out_dir):
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"OUT_DIR {out} exists and is not an empty folder: choose a new one (export.py never "
+                         f"overwrites)")
+
+
+def read_trained(path, method):
+    """The tensors of a train.py adapter file and its metadata, whose method must be the run's."""
+    try:
+        state, metadata = read_safetensors(path), read_safetensors_metadata(path)
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
+        detail = str(e) if str(path) in str(e) else f"{path}: {e}"  # hub.py's messages name the file already
+        raise UsageError(f"{detail} (a damaged adapter file)") from None
+    saved = metadata.get("method")
+    if saved is not None and saved != method:
+        raise UsageError(f"{path} holds a --method {saved} adapter, but the run's results.json says {method}")
+    return state, metadata
+
+
+def base_folder(config, run_dir):
+    """The local folder of the run's base checkpoint: RUN_DIR/tiny-model for --model tiny, else the config's
+    folder or hub id (downloaded into the cache if it is not there)."""
+    if config["model"] == "tiny":
+        folder = Path(run_dir) / "tiny-model"
+        if not (folder / "config.json").is_file():
+            raise UsageError(f"{folder / 'config.json'} does not exist: a --model tiny run keeps its model there")
+        return folder
+    try:
+        return checkpoint_folder(config["model"])
+    except FileNotFoundError as e:
+        raise UsageError(f"the run's base model (results.json's config.model): {e}") from None
+
+# -----------------------------------------------------------------------------
+# the run's model, rebuilt
+
+
+def load_trained(model, method, state, source):
+    """Copy train.py's saved tensors into `model`: the adapters' (spectral_ft.adapter_state_dict) and the head's
+    parameters, or every parameter for --method full. Anything missing, extra, misshapen or non-finite is a
+    ValueError naming `source`."""
+    params = dict(model.named_parameters())
+    plain = set(params) if method == "full" else set(model.head_parameter_names())
+    adapter_keys = set() if method in NOT_ADAPTERS else set(spectral_ft.adapter_state_dict(model))
+    missing, extra = sorted((plain | adapter_keys) - set(state)), sorted(set(state) - plain - adapter_keys)
+    if missing or extra:
+        what = "; ".join(f"{label} {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+                         for label, names in (("lacks", missing), ("has unknown", extra)) if names)
+        raise ValueError(f"{source} does not fit the run's {method} model: it {what}")
+    try:
+        if adapter_keys:
+            spectral_ft.load_adapter_state_dict(model, {k: state[k] for k in adapter_keys})
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    with torch.no_grad():
+        for name in sorted(plain):
+            tensor = state[name]
+            if tensor.shape != params[name].shape or not tensor.is_floating_point():
+                raise ValueError(f"{source}: tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, the model needs "
+                                 f"{tuple(params[name].shape)} floating point")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{source}: tensor {name!r} holds non-finite values (the run diverged)")
+            params[name].copy_(tensor)
+
+
+def adapted_model(config, folder, state, source):
+    """The run's model as train.py evaluated it, in eval mode: the base checkpoint in `folder`, the method
+    injected as train.py injects it (in float32, then cast: float64 for --precision fp64, else float32, bf16
+    and fp16 runs keeping float32 master weights), the trained tensors of `state` loaded."""
+    model = load_classifier(folder, TASKS[config["task"]].num_labels)
+    method = config["method"]
+    try:
+        if method not in NOT_ADAPTERS:
+            spectral_ft.inject(model, method, targets=config["targets"], **config["hyperparameters"])
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"results.json's targets and hyperparameters do not build a {method} model: {e}") from None
+    model.to(torch.float64 if config.get("precision") == "fp64" else torch.float32)
+    load_trained(model, method, state, source)
+    return model.eval()
+
+# -----------------------------------------------------------------------------
+# the two formats
+
+
+def write_hf(model, folder, base, task):
+    """The merged model in Hugging Face's layout (model.save_pretrained), with the base's tokenizer files."""
+    spectral_ft.merge(model)
+    tokenizer = [base / name for name in TOKENIZER_FILES if (base / name).is_file()]
+    save_pretrained(model.float(), folder, tokenizer, labels=TASKS[task].labels)
+
+
+def peft_config(model, config, base_name):
+    """adapter_config.json: the fields PEFT 0.21 writes for the method (its LoraConfig, VeraConfig,
+    FourierFTConfig), from the adapters as built. modules_to_save: the trained head, listed as PEFT lists it for
+    SEQ_CLS (the user's modules, then "classifier", "score": peft_model.py, PeftModelForSequenceClassification)."""
+    method = config["method"]
+    adapter = spectral_ft.adapters(model)[0][1]
+    head = [name for name in model.head_modules if name != "classifier"] + ["classifier", "score"]
+    common = dict(peft_type=PEFT_TUNERS[method][0], task_type="SEQ_CLS", base_model_name_or_path=base_name,
+                  revision=None, inference_mode=True, target_modules=list(config["targets"]), modules_to_save=head,
+                  bias="none", fan_in_fan_out=False, layers_to_transform=None, layers_pattern=None,
+                  peft_version=PEFT_VERSION)
+    if method == "lora":  # scaling = lora_alpha / r (use_rslora False): ours, alpha / r
+        return dict(common, r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout.p, use_rslora=False,
+                    use_dora=False, init_lora_weights=True, rank_pattern={}, alpha_pattern={}, lora_bias=False)
+    if method == "vera":  # the frozen pair is saved too (save_projection), and is also PEFT's for this key
+        return dict(common, r=adapter.r, projection_prng_key=adapter.seed, save_projection=True, vera_dropout=0.0,
+                    d_initial=adapter.d_initial, init_weights=True)
+    return dict(common, n_frequency=adapter.n, scaling=adapter.scaling, random_loc_seed=adapter.seed,
+                n_frequency_pattern={}, init_weights=False)
+
+
+def check_peft_layout(model, method):
+    """What PEFT rebuilds must be what the run used: no adapter inside the head (PEFT would train that module
+    whole, as modules_to_save), and FourierFT's entries where random_loc_seed puts them."""
+    in_head = [name for name, _ in spectral_ft.adapters(model) if name.split(".")[0] in model.head_modules]
+    if in_head:
+        raise UsageError(f"--format peft: the run adapted layers of the head ({', '.join(in_head)}), which PEFT saves "
+                         f"whole as modules_to_save; use --format hf")
+    for name, adapter in spectral_ft.adapters(model):
+        if method == "fourierft":
+            generator = torch.Generator().manual_seed(adapter.seed)
+            expected = spectral_ft.random_locations(adapter.n, adapter.out_features, adapter.in_features, generator)
+            if not torch.equal(adapter.indices.cpu(), expected):
+                raise UsageError(f"--format peft: layer {name}'s FourierFT entries are not those random_loc_seed="
+                                 f"{adapter.seed} gives, which PEFT would use; use --format hf")
+
+
+def peft_tensors(model, method):
+    """adapter_model.safetensors: each adapter's trained tensors, VeRA's shared pair once at the top
+    (vera/model.py, _get_adapter_state_dict: "base_model.vera_A", "base_model.vera_B"), the head's tensors
+    under their module's own names (utils/other.py, ModulesToSaveWrapper.adapter_state_dict), in float32."""
+    config, names = model.config, PEFT_TUNERS[method][1]
+    tensors = {}
+    for layer, adapter in spectral_ft.adapters(model):
+        for ours, theirs in names.items():
+            tensors[f"{PEFT_PREFIX}{hf_key(config, layer)}.{theirs}"] = getattr(adapter, ours)
+    if method == "vera":  # (r, largest in) and (largest out, r), as PEFT's VeraModel._find_dim sizes them
+        pair = spectral_ft.adapters(model)[0][1].projections
+        tensors["base_model.vera_A"], tensors["base_model.vera_B"] = pair.A, pair.B
+    for name, tensor in model.state_dict().items():
+        if name.split(".")[0] in model.head_modules:
+            tensors[PEFT_PREFIX + hf_key(config, name)] = tensor
+    return {key: t.detach().to(torch.float32).contiguous() for key, t in tensors.items()}
+
+
+def write_peft(model, config, folder, base_name):
+    check_peft_layout(model, config["method"])
+    write_safetensors(folder / "adapter_model.safetensors", peft_tensors(model, config["method"]), {"format": "pt"})
+    with atomic_write(folder / "adapter_config.json", "w") as f:
+        f.write(json.dumps(peft_config(model, config, base_name), indent=2, sort_keys=True) + "\n")
+
+# -----------------------------------------------------------------------------
+# the whole export
+
+
+@contextlib.contextmanager
+def building(out):
+    """A temporary folder beside `out`, renamed onto it when the block succeeds (an empty `out` is replaced;
+    one filled meanwhile makes the rename fail), removed when it does not."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual permissions
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def describe(metadata):
+    """'step 120, metrics {...}' from a best/ adapter's metadata (JSON strings), or '' without them."""
+    parts = []
+    for key in ("step", "metrics"):
+        try:
+            parts.append(f"{key} {json.dumps(json.loads(metadata[key]), separators=(', ', ': '))}")
+        except (KeyError, ValueError):
+            pass
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def export(run_dir, out_dir, which="best", fmt="hf"):
+    """Write RUN_DIR's trained model into OUT_DIR in format `fmt`; every input is checked before anything is
+    written. Returns (the adapter file read, its metadata, the files written)."""
+    run_dir, out = Path(run_dir), Path(out_dir)
+    config = read_run_config(run_dir)
+    check_exportable(config, fmt)
+    source = adapter_file(run_dir, which)
+    check_out_dir(out)
+    state, metadata = read_trained(source, config["method"])
+    base = base_folder(config, run_dir)
+    model = adapted_model(config, base, state, source)
+    base_name = str(base.resolve()) if config["model"] == "tiny" else config["model"]
+    with building(out) as folder:
+        if fmt == "hf":
+            write_hf(model, folder, base, config["task"])
+        else:
+            write_peft(model, config, folder, base_name)
+        written = sorted(p.name for p in folder.iterdir())
+    return source, metadata, written
+
+
+def cli(argv=None):
+    """The command line: export() with errors turned into one line and an exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        source, metadata, written = export(args.run_dir, args.out_dir, args.which, args.fmt)
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"export.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the network (a hub download), a full disk
+        print(f"export.py: error: {' '.join(str(e).split())}; nothing was written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("export.py: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    load = ("transformers.AutoModelForSequenceClassification.from_pretrained" if args.fmt == "hf"
+            else "peft.PeftModel.from_pretrained(base_model, ...)")
+    print(f"export.py: wrote {args.out_dir}/ ({', '.join(written)}) from {source}{describe(metadata)}; "
+          f"load it with {load}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
