@@ -20,7 +20,6 @@ checkpoint as train.py built it (results.json's config: model, method, targets, 
 OUT_DIR must not exist, or be empty. It is built in a temporary folder beside it and renamed at the end, so it
 never holds half an export. Exit status: 0 done; 1 stopped (network, disk); 2 bad input, named in one line.
 """
-import argparse
 import contextlib
 import json
 import os
@@ -34,7 +33,9 @@ import torch
 import spectral_ft
 from data import TASKS
 from hub import atomic_write, read_safetensors, read_safetensors_metadata, write_safetensors
+from config import Parser, UsageError
 from model import checkpoint_folder, hf_key, load_classifier, save_pretrained
+from runs import load_trainable_state
 
 ADAPTER_FILES = {"best": Path("best") / "adapter.safetensors", "final": Path("adapter.safetensors")}
 TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spm.model", "tokenizer.json", "tokenizer_config.json",
@@ -53,15 +54,6 @@ PEFT_TUNERS = {
 }
 PEFT_VERSION = "0.21.0"  # the format written: key names and config fields as this version saves them
 PEFT_PREFIX = "base_model.model."  # PeftModel.base_model (the tuner) .model (the transformers model)
-
-
-class UsageError(Exception):
-    """Bad input. Reported as one line naming the argument or file and what is allowed; exit status 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise UsageError(message)
 
 
 def build_parser():
@@ -179,34 +171,6 @@ def base_folder(config, run_dir):
 # the run's model, rebuilt
 
 
-def load_trained(model, method, state, source):
-    """Copy train.py's saved tensors into `model`: the adapters' (spectral_ft.adapter_state_dict) and the head's
-    parameters, or every parameter for --method full. Anything missing, extra, misshapen or non-finite is a
-    ValueError naming `source`."""
-    params = dict(model.named_parameters())
-    plain = set(params) if method == "full" else set(model.head_parameter_names())
-    adapter_keys = set() if method in NOT_ADAPTERS else set(spectral_ft.adapter_state_dict(model))
-    missing, extra = sorted((plain | adapter_keys) - set(state)), sorted(set(state) - plain - adapter_keys)
-    if missing or extra:
-        what = "; ".join(f"{label} {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
-                         for label, names in (("lacks", missing), ("has unknown", extra)) if names)
-        raise ValueError(f"{source} does not fit the run's {method} model: it {what}")
-    try:
-        if adapter_keys:
-            spectral_ft.load_adapter_state_dict(model, {k: state[k] for k in adapter_keys})
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
-    with torch.no_grad():
-        for name in sorted(plain):
-            tensor = state[name]
-            if tensor.shape != params[name].shape or not tensor.is_floating_point():
-                raise ValueError(f"{source}: tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, the model needs "
-                                 f"{tuple(params[name].shape)} floating point")
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"{source}: tensor {name!r} holds non-finite values (the run diverged)")
-            params[name].copy_(tensor)
-
-
 def adapted_model(config, folder, state, source):
     """The run's model as train.py evaluated it, in eval mode: the base checkpoint in `folder`, the method
     injected as train.py injects it (in float32, then cast: float64 for --precision fp64, else float32, bf16
@@ -219,7 +183,7 @@ def adapted_model(config, folder, state, source):
     except (ValueError, TypeError) as e:
         raise UsageError(f"results.json's targets and hyperparameters do not build a {method} model: {e}") from None
     model.to(torch.float64 if config.get("precision") == "fp64" else torch.float32)
-    load_trained(model, method, state, source)
+    load_trainable_state(model, method, state, source)
     return model.eval()
 
 # -----------------------------------------------------------------------------

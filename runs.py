@@ -173,16 +173,32 @@ def trainable_state(model, method):
 
 
 def load_trainable_state(model, method, state, source):
-    head = set(model.head_parameter_names())
-    if method not in ("full", "head"):
-        spectral_ft.load_adapter_state_dict(model, {k: v for k, v in state.items() if k not in head})
+    """Copy a run's saved tensors (trainable_state's) into `model`: the adapters' (spectral_ft.adapter_state_dict) and the head's
+    parameters, or every parameter for --method full. Anything missing, extra, misshapen or non-finite is a
+    ValueError naming `source`."""
     params = dict(model.named_parameters())
-    for name in (params if method == "full" else head):
-        if name not in state or state[name].shape != params[name].shape:
-            have = tuple(state[name].shape) if name in state else "nothing"
-            raise ValueError(f"{source}: tensor {name!r} is {have}, the model needs {tuple(params[name].shape)}")
-        with torch.no_grad():
-            params[name].copy_(state[name])
+    plain = set(params) if method == "full" else set(model.head_parameter_names())
+    adapter_keys = set() if method in ("full", "head") else set(spectral_ft.adapter_state_dict(model))
+    missing, extra = sorted((plain | adapter_keys) - set(state)), sorted(set(state) - plain - adapter_keys)
+    if missing or extra:
+        what = "; ".join(f"{label} {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+                         for label, names in (("lacks", missing), ("has unknown", extra)) if names)
+        raise ValueError(f"{source} does not fit the run's {method} model: it {what} (saved from another method or "
+                         f"other targets?)")
+    try:
+        if adapter_keys:
+            spectral_ft.load_adapter_state_dict(model, {k: state[k] for k in adapter_keys})
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    with torch.no_grad():
+        for name in sorted(plain):
+            tensor = state[name]
+            if tensor.shape != params[name].shape or not tensor.is_floating_point():
+                raise ValueError(f"{source}: tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, the model needs "
+                                 f"{tuple(params[name].shape)} floating point")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{source}: tensor {name!r} holds non-finite values (the run diverged)")
+            params[name].copy_(tensor)
 
 
 def check_finite(state, when):

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import export  # noqa: E402
 import spectral_ft  # noqa: E402
 from data import TASKS  # noqa: E402
+from runs import trainable_state  # noqa: E402
 from hub import write_safetensors  # noqa: E402
 from model import DebertaV2Config, classifier_for, save_pretrained, tiny_config  # noqa: E402
 
@@ -84,16 +85,6 @@ def randomize_adapters(model, generator):
                     p.copy_(0.05 * torch.randn(p.shape, generator=generator))
 
 
-def trained_state(model, method):
-    """What train.py saves (its trainable_state): adapters and head, or every weight for full."""
-    if method == "full":
-        return {n: p.detach() for n, p in model.named_parameters()}
-    head = set(model.head_parameter_names())
-    state = {} if method == "head" else spectral_ft.adapter_state_dict(model)
-    state.update({n: p.detach() for n, p in model.named_parameters() if n in head})
-    return state
-
-
 def batch(vocab_size, pad_id, generator):
     """(input_ids, attention_mask) (3, 12): rows of 12, 8 and 4 real tokens, padding after."""
     ids = torch.randint(3, vocab_size, (3, 12), generator=generator)
@@ -113,7 +104,7 @@ def write_run(folder, base, task, method, targets, model):
                   else targets, hyperparameters=hyperparameters, precision="fp32")
     (folder / "best").mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(dict(config=config)))
-    state = {k: v.contiguous() for k, v in trained_state(model, method).items()}
+    state = {k: v.contiguous() for k, v in trainable_state(model, method).items()}
     metadata = dict(format="pt", method=method, hyperparameters=json.dumps(hyperparameters), model=str(base),
                     task=task, targets=json.dumps(config["targets"]))
     write_safetensors(folder / "adapter.safetensors", state, metadata)
