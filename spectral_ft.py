@@ -49,11 +49,12 @@ def _dct_matrix_cached(size, dtype, device):
     return C.to(dtype=dtype, device=device)  # (size, size), rows are the basis vectors
 
 
+# Compiled code calls this, never traces it: dynamo would trace through the cache and rebuild C on the CPU at every
+# pass (a copy that no CUDA graph can hold). One graph break; the cached C becomes the next graph's input.
+@torch.compiler.disable
 def dct_matrix(size, dtype=torch.float32, device="cpu"):
-    """The orthonormal DCT-II matrix C (size, size): DCT(x) = C x, C Cᵀ = I, so iDCT = Cᵀ.
-
-    Built once in float64 and cached per (size, dtype, device); do not modify it in place.
-    """
+    """The orthonormal DCT-II matrix C (size, size): DCT(x) = C x, C Cᵀ = I, so iDCT = Cᵀ. Built once in float64
+    and cached per (size, dtype, device), also under torch.compile; do not modify it in place."""
     return _dct_matrix_cached(int(size), dtype, torch.device(device))
 
 

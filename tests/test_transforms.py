@@ -106,3 +106,20 @@ def test_random_locations_are_distinct_and_in_range(rows, cols, seed, data):
     assert rc.shape == (2, n) and rc.dtype == torch.long
     assert torch.all((rc[0] >= 0) & (rc[0] < rows) & (rc[1] >= 0) & (rc[1] < cols))
     assert torch.unique(rc[0] * cols + rc[1]).numel() == n
+
+
+def test_compiled_code_reads_the_cached_dct_matrix_instead_of_rebuilding_it():
+    """dct_matrix is torch.compiler.disable'd inside spectral_ft (nothing outside patches it): dynamo calls it
+    rather than tracing through its cache, which would rebuild C (arange, cos) at every pass of every graph."""
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    x = randn(3, 9, seed=0)
+    compiled = torch.compile(lambda t: sf.idct(2 * sf.dct(t)), backend=recording_backend)
+    assert torch.equal(compiled(x), sf.idct(2 * sf.dct(x)))
+    called = {node.target for graph in graphs for node in graph.graph.nodes if node.op == "call_function"}
+    assert graphs and not called & {torch.cos, torch.arange}
