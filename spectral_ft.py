@@ -20,7 +20,8 @@ adapter's own precision (float32; float64 when the adapter is float64), and `mer
 plain nn.Linear with the same output. Each method is its paper's equations in plain torch,
 differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
 Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
-`count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation.
+`count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
+FouRA's padding mask from the model's forward to its gates.
 
     import spectral_ft
     names = spectral_ft.inject(model, "loca", targets=("query", "value"), n=1000)
@@ -545,28 +546,32 @@ class LoCASchedule:
 # FouRA
 
 
+class TokenMask:
+    """The padding mask (..., T) a model's forward sets once for its FouRA layers: 1 = real token, None = all."""
+    mask = None
+
+
 class FouRA(Adapter):
-    """FouRA (Borse et al. 2024, eq. 4-6): LoRA in the frequency domain of the activations,
-    y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" or "dft" (`real_dft`) along each token's
-    features; foura_A (r, in) Kaiming-uniform, foura_B (out, r) zeros: ΔW = 0 at init (the community
-    code starts B at nn.Linear's default). gate=False: a fixed ΔW, merged. gate=True: g_i =
-    sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the real tokens of z[..., i], z = A F_in(x)
-    (..., T, r) (raw H, as the community code; the paper asks only for a gate learnt from z), a =
-    `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge() raises.
-    Set `token_mask` (..., T), 1 = real token, None = all, before the forward (SequenceClassifier does).
-    """
+    """FouRA (Borse et al. 2024, eq. 4-6): LoRA in the frequency domain of the activations, y = x W0ᵀ + b +
+    F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" or "dft" (`real_dft`) along each token's features; foura_A (r, in)
+    Kaiming-uniform, foura_B (out, r) zeros: ΔW = 0 at init (the community code starts B at nn.Linear's default).
+    gate=False: a fixed ΔW, merged. gate=True: g_i = sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the
+    real tokens of z[..., i], z = A F_in(x) (..., T, r) (raw H, as the community code; the paper asks only for a gate
+    learnt from z), a = `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge()
+    raises. The real tokens: `token_mask.mask`, of a TokenMask the model's forward sets (`inject` shares one)."""
 
     method = "foura"
 
-    def __init__(self, base, r=16, alpha=32.0, transform="dct", gate=True):
+    def __init__(self, base, r=16, alpha=32.0, transform="dct", gate=True, token_mask=None):
         super().__init__(base)
         self.r = _check_int("r", r, high=min(self.in_features, self.out_features), what=" (r <= min(in, out))")
         self.alpha = _check_float("alpha", alpha)
         if transform not in ("dct", "dft"):
             raise ValueError(f"transform={transform!r} is unknown: allowed 'dct', 'dft'")
-        if not isinstance(gate, bool):
-            raise ValueError(f"gate must be True or False, got {gate!r}")
-        self.transform, self.gate, self.scaling, self.token_mask = transform, gate, self.alpha / r, None
+        if not isinstance(gate, bool) or not isinstance(token_mask, (TokenMask, type(None))):
+            raise ValueError(f"gate must be True or False, token_mask a TokenMask or None: {gate!r}, {token_mask!r}")
+        self.transform, self.gate, self.scaling = transform, gate, self.alpha / r
+        self.token_mask = TokenMask() if token_mask is None else token_mask  # shared with the model (see inject)
         like = dict(dtype=self.dtype, device=self.device)
         self.foura_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, **like))  # (r, in)
         self.foura_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
@@ -574,8 +579,7 @@ class FouRA(Adapter):
             self.gate_scale, self.gate_shift = nn.Parameter(torch.ones(r, **like)), nn.Parameter(torch.zeros(r, **like))
 
     def factors(self):
-        """(down (r, in), up (out, r)) with A F_in(x) = down x and F_out⁻¹(B u) = up u: as F⁻¹ = Fᵀ,
-        down = F_in⁻¹ of A's rows and up = F_out⁻¹ of B's columns, once per step, not per token."""
+        """(down (r, in), up (out, r)): A F_in(x) = down x, F_out⁻¹(B u) = up u (as F⁻¹ = Fᵀ), once per step."""
         inverse = idct if self.transform == "dct" else inverse_real_dft
         A, B = self._up(self.foura_A, self.foura_B)
         with torch.autocast(A.device.type, enabled=False):  # in the adapter's precision
@@ -597,7 +601,7 @@ class FouRA(Adapter):
         y = _linear(x, self.base.weight, self.base.bias)  # (..., T, out)
         z = _linear(x, down)  # (..., T, r)
         if self.gate:
-            z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype)), self.token_mask).to(z.dtype)
+            z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype)), self.token_mask.mask).to(z.dtype)
         return y + F.linear(z, (self.scaling * up).to(z.dtype))  # (..., T, out)
 
     def delta_weight(self):
@@ -732,7 +736,7 @@ def hyperparameters(method):
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown: allowed {', '.join(METHODS)}")
     parameters = list(inspect.signature(METHODS[method].__init__).parameters.values())[2:]
-    return {p.name: p.default for p in parameters if p.name != "projections"}
+    return {p.name: p.default for p in parameters if p.name not in ("projections", "token_mask")}  # (inject shares)
 
 
 def adapters(model):
@@ -757,6 +761,8 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     and value_proj. Freezes every other parameter of the model, leaving only the adapters'
     tensors trainable. Returns the replaced names. Hyperparameters are the method's keywords
     (see `hyperparameters(method)`); the defaults are the papers' RoBERTa-base GLUE settings.
+    FouRA: its layers share one `TokenMask`, set as `model.token_mask`; the model's forward must set
+    `model.token_mask.mask` to the batch's padding mask (model.py's classifiers do), e.g. with a hook.
     """
     allowed = hyperparameters(method)
     unknown = sorted(set(hyperparameters_) - set(allowed))
@@ -789,6 +795,9 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     if cls is LoCA:  # one generator for the model: each layer draws its own locations from it, in module order
         seed = _check_int("seed", hyperparameters_.get("seed", allowed["seed"]), low=0)
         hyperparameters_["seed"] = torch.Generator().manual_seed(seed)
+    if cls is FouRA:  # one TokenMask for the model's FouRA layers (a second inject reuses the first one's)
+        shared = getattr(model, "token_mask", None)
+        extra["token_mask"] = shared if isinstance(shared, TokenMask) else TokenMask()
     trainable, built = [p for p in model.parameters() if p.requires_grad], {}
     for name in names:  # every layer is built before the model changes
         try:
@@ -800,6 +809,8 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     model.requires_grad_(False)
     for name in names:
         _replace(model, name, built[name])
+    if cls is FouRA:
+        model.token_mask = extra["token_mask"]
     return names
 
 
