@@ -21,7 +21,8 @@ plain nn.Linear with the same output. Each method is its paper's equations in pl
 differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
 Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
 `count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
-FouRA's padding mask from the model's forward to its gates.
+FouRA's padding mask from the model's forward to its gates; `SEED_FOLLOWS_RUN` names the methods
+whose `seed` follows the run's seed, as their authors' code draws it.
 
     import spectral_ft
     names = spectral_ft.inject(model, "loca", targets=("query", "value"), n=1000)
@@ -216,7 +217,8 @@ class LoRA(Adapter):
     """LoRA (Hu et al. 2021, eq. 3): ΔW = (alpha / r) · B A, forward y = x W0ᵀ + b + scaling · B(A(dropout(x))).
 
     lora_A (r, in) Kaiming-uniform as nn.Linear, lora_B (out, r) zeros, so ΔW = 0 at init.
-    Dropout acts on the adapter's input only.
+    Dropout acts on the adapter's input only. Seed: lora_A comes from torch's global generator, so it
+    follows the run's seed, as in microsoft/LoRA and PEFT (nn.init on the global generator).
     """
 
     method = "lora"
@@ -281,6 +283,7 @@ class VeRA(Adapter):
     Differs from PEFT: the update is formed as ΔW (out, in) and applied as x ΔWᵀ, where PEFT
     computes λ_b ⊙ (λ_d ⊙ x Aᵀ) Bᵀ on the activations (the same product; at r = 1024 > in
     one (out, in) GEMM over the tokens is cheaper than two through r); no VeRA dropout.
+    Seed: the pair comes from `seed` alone (default 0), fixed whatever the run's, as PEFT's `projection_prng_key`.
     """
 
     method = "vera"
@@ -323,7 +326,10 @@ class FourierFT(Adapter):
     trainable `spectrum` (n,). Locations follow PEFT's convention (randperm of out·in from
     `seed`, row = i // in, col = i % in), so a seed gives the same locations in both. The
     spectrum starts standard normal, as the reference code does: ΔW ≠ 0 at init. The FFT
-    runs in float32 whatever the input dtype (torch has no bfloat16 FFT).
+    runs in float32 whatever the input dtype (torch has no bfloat16 FFT). Seed: the indices come
+    from `seed` alone (default 777), fixed whatever the run's, as PEFT's `random_loc_seed` (the
+    authors' GLUE scripts fix theirs too: --share_entry, entry_seed 2024); the spectrum comes from
+    torch's global generator, so it follows the run's seed, as in both.
     """
 
     method = "fourierft"
@@ -348,12 +354,12 @@ class FourierFT(Adapter):
 
 
 class FoRA(Adapter):
-    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r)
-    each Re(IDFT2) of a spectrum zero but n trainable coefficients at fixed random indices.
-
-    The paper has no alpha: alpha=None (default) means alpha = r, scale 1, for any r. Init:
-    spectrum_B = 0 (ΔW = 0); spectrum_A Kaiming-uniform, rescaled so that Var(Ã) = 1/(3·in),
-    that of a Kaiming-uniform A'. Differs from the paper: that expected Var(A'), not one draw's.
+    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r) each Re(IDFT2) of a
+    spectrum zero but n trainable coefficients at fixed random indices. The paper has no alpha: alpha=None (default)
+    means alpha = r, scale 1, for any r. Init: spectrum_B = 0 (ΔW = 0); spectrum_A Kaiming-uniform, rescaled so that
+    Var(Ã) = 1/(3·in), that of a Kaiming-uniform A'. Differs from the paper: that expected Var(A'), not one draw's.
+    Seed (no public code): the indices come from `seed` alone (default 0), fixed whatever the run's, as FourierFT's;
+    spectrum_A comes from torch's global generator, so it follows the run's seed.
     """
 
     method = "fora"
@@ -389,7 +395,7 @@ class DFoRA(FoRA):
 
     m (out,) trainable, starts at ‖W0‖_row (W' = W0 at init). detach_norm=True (default): the
     norm is a constant in backward, as in DoRA §4.3 and PEFT (`.detach()`; the FoRA paper is
-    silent); detach_norm=False differentiates it too.
+    silent); detach_norm=False differentiates it too. Seed: as FoRA.
     """
 
     method = "dfora"
@@ -456,7 +462,8 @@ class LoCA(Adapter):
     """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
     zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
     [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train
-    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from.
+    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from. Seed: as the
+    authors' layer draws them from the run's generator, `seed` should be the run's (SEED_FOLLOWS_RUN).
     Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
     - as A, not P: a location's step is clamped to [-1, 1] grid steps;
     - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
@@ -558,7 +565,8 @@ class FouRA(Adapter):
     gate=False: a fixed ΔW, merged. gate=True: g_i = sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the
     real tokens of z[..., i], z = A F_in(x) (..., T, r) (raw H, as the community code; the paper asks only for a gate
     learnt from z), a = `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge()
-    raises. The real tokens: `token_mask.mask`, of a TokenMask the model's forward sets (`inject` shares one)."""
+    raises. The real tokens: `token_mask.mask`, of a TokenMask the model's forward sets (`inject` shares one).
+    Seed: foura_A comes from torch's global generator, so it follows the run's seed (as the community code's)."""
 
     method = "foura"
 
@@ -635,7 +643,7 @@ class _SpectralAdapter(Adapter):
     """Shared by Spectral Adapter A and R: the top-r singular triplets of W0 as frozen buffers.
 
     The rest, W0 - U1 S1 V1ᵀ, stays merged inside the frozen base, so ΔW is written only in
-    terms of U1, S1, V1 and the trainable tensors.
+    terms of U1, S1, V1 and the trainable tensors. Seed: none needed; no random draws (an SVD, zeros).
     """
 
     def __init__(self, base, r):
@@ -729,6 +737,15 @@ METHODS = {
 
 # BERT/RoBERTa name their attention projections query/value, DeBERTa-v2/v3 query_proj/value_proj.
 DEFAULT_TARGETS = ("query", "value", "query_proj", "value_proj")
+
+# Seeds as the authors use them. A method's `seed` hyperparameter drives its random locations or frozen matrices.
+# The methods named here draw those, in their authors' code, from the run's own generator: their `seed` should
+# default to the run's seed (train.py's --seed; --adapter-seed still pins it). LoCA: its layer calls uniform_ on the
+# global generator, which the run seeds. The others keep a fixed reference seed whatever the run's: VeRA 0 (PEFT's
+# projection_prng_key), FourierFT 777 (PEFT's random_loc_seed; the authors' GLUE scripts fix theirs too), FoRA and
+# DFoRA 0 (no public code; as FourierFT). Draws without `seed` (LoRA's, FouRA's A, FoRA's spectrum_A, FourierFT's
+# spectrum) come from torch's global generator, which the run seeds: they follow the run's seed in every method.
+SEED_FOLLOWS_RUN = frozenset({"loca"})
 
 
 def hyperparameters(method):

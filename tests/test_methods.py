@@ -969,6 +969,34 @@ def test_adapter_state_round_trip_restores_outputs(method, seed, tmp_path_factor
         assert torch.equal(fresh(x), model(x))
 
 
+# What a run's seed changes in a fresh adapter, method by method (the tensors of adapter_state_dict; VeRA's pair,
+# rebuilt from `seed`, is checked beside them): torch's global generator, which a run seeds, always; a `seed`
+# hyperparameter only where the authors draw it from the run's generator (SEED_FOLLOWS_RUN: the run passes it on).
+RUN_SEED_CHANGES = {"lora": {"lora_A"}, "vera": set(), "fourierft": {"spectrum"}, "fora": {"spectrum_A"},
+                    "dfora": {"spectrum_A"}, "loca": {"locations"}, "foura": {"foura_A"}, "spectral_a": set(),
+                    "spectral_r": set()}
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_the_run_seed_changes_what_the_authors_code_draws_from_the_run(method):
+    assert spectral_ft.SEED_FOLLOWS_RUN == {"loca"} and set(RUN_SEED_CHANGES) == set(ALL)
+    assert all("seed" in spectral_ft.hyperparameters(m) for m in spectral_ft.SEED_FOLLOWS_RUN)
+
+    def fresh(run_seed):  # as a run builds it: the generator seeded, then `seed` = the run's where the policy says
+        model = tiny_encoder(0)
+        torch.manual_seed(run_seed)
+        inject(model, method, **SMALL[method], **({"seed": run_seed} if method in spectral_ft.SEED_FOLLOWS_RUN else {}))
+        return model
+
+    first, again, other = (fresh(s) for s in (6, 6, 66))
+    changed = {key.rsplit(".", 1)[1] for key, tensor in adapter_state_dict(first).items()
+               if not torch.equal(tensor, adapter_state_dict(other)[key])}
+    assert changed == RUN_SEED_CHANGES[method]
+    assert all(torch.equal(t, adapter_state_dict(again)[k]) for k, t in adapter_state_dict(first).items())
+    if method == "vera":  # the frozen pair stays PEFT's for seed 0 whatever the run's seed
+        assert torch.equal(first.layer[0].attention.self.query.vera_A, other.layer[0].attention.self.query.vera_A)
+
+
 def test_loading_another_methods_state_names_both_tensor_sets():
     lora = tiny_encoder()
     inject(lora, "lora", r=2)
