@@ -55,8 +55,7 @@ def _dct_matrix_cached(size, dtype, device):
 # pass (a copy that no CUDA graph can hold). One graph break; the cached C becomes the next graph's input.
 @torch.compiler.disable
 def dct_matrix(size, dtype=torch.float32, device="cpu"):
-    """The orthonormal DCT-II matrix C (size, size): DCT(x) = C x, C Cᵀ = I, so iDCT = Cᵀ. Built once in float64
-    and cached per (size, dtype, device), also under torch.compile; do not modify it in place."""
+    """The orthonormal DCT-II matrix C (size, size): DCT(x) = C x, iDCT = Cᵀ. Built in float64, cached: never modify."""
     return _dct_matrix_cached(int(size), dtype, torch.device(device))
 
 
