@@ -408,9 +408,8 @@ class SequenceClassifier(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-        for module in self.modules():  # adapters whose gate must skip the padding (spectral_ft.FouRA)
-            if hasattr(module, "token_mask"):
-                module.token_mask = attention_mask  # (B, T) or None: every token real
+        if hasattr(self, "token_mask"):  # spectral_ft.TokenMask, shared by FouRA layers: their gate skips padding
+            self.token_mask.mask = attention_mask  # (B, T) or None: every token real
         return self.encoder(self.embeddings(input_ids, token_type_ids), mask)  # (B, T, H)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -600,16 +599,16 @@ class DebertaEmbeddings(nn.Module):
 
 
 def _project_positions(proj, rel):
-    """proj(rel) for the relative embeddings rel (2k, H). They are no tokens of the batch, so an
-    adapter's padding mask (`token_mask`, which the classifier sets per batch) is lifted meanwhile."""
-    mask = getattr(proj, "token_mask", None)
-    if mask is None:
+    """proj(rel) for the relative embeddings rel (2k, H). They are no tokens of the batch, so a FouRA
+    adapter's padding mask (its `token_mask.mask`, which the classifier sets per batch) is lifted meanwhile."""
+    shared = getattr(proj, "token_mask", None)  # spectral_ft.TokenMask, one for the whole model
+    if shared is None or shared.mask is None:
         return proj(rel)
-    proj.token_mask = None
+    mask, shared.mask = shared.mask, None
     try:
         return proj(rel)
     finally:
-        proj.token_mask = mask
+        shared.mask = mask
 
 
 class DisentangledSelfAttention(nn.Module):
@@ -775,9 +774,8 @@ class DebertaClassifier(nn.Module):
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and t.shape != input_ids.shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids {tuple(input_ids.shape)}")
-        for module in self.modules():  # adapters that need this batch's padding (FouRA's gate)
-            if hasattr(module, "token_mask"):
-                module.token_mask = attention_mask
+        if hasattr(self, "token_mask"):  # spectral_ft.TokenMask, shared by FouRA layers: their gate skips padding
+            self.token_mask.mask = attention_mask  # (B, T) or None: every token real
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T)

@@ -20,7 +20,9 @@ adapter's own precision (float32; float64 when the adapter is float64), and `mer
 plain nn.Linear with the same output. Each method is its paper's equations in plain torch,
 differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
 Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
-`count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation.
+`count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
+FouRA's padding mask from the model's forward to its gates; `SEED_FOLLOWS_RUN` names the methods
+whose `seed` follows the run's seed, as their authors' code draws it.
 
     import spectral_ft
     names = spectral_ft.inject(model, "loca", targets=("query", "value"), n=1000)
@@ -53,8 +55,7 @@ def _dct_matrix_cached(size, dtype, device):
 # pass (a copy that no CUDA graph can hold). One graph break; the cached C becomes the next graph's input.
 @torch.compiler.disable
 def dct_matrix(size, dtype=torch.float32, device="cpu"):
-    """The orthonormal DCT-II matrix C (size, size): DCT(x) = C x, C Cᵀ = I, so iDCT = Cᵀ. Built once in float64
-    and cached per (size, dtype, device), also under torch.compile; do not modify it in place."""
+    """The orthonormal DCT-II matrix C (size, size): DCT(x) = C x, iDCT = Cᵀ. Built in float64, cached: never modify."""
     return _dct_matrix_cached(int(size), dtype, torch.device(device))
 
 
@@ -215,7 +216,8 @@ class LoRA(Adapter):
     """LoRA (Hu et al. 2021, eq. 3): ΔW = (alpha / r) · B A, forward y = x W0ᵀ + b + scaling · B(A(dropout(x))).
 
     lora_A (r, in) Kaiming-uniform as nn.Linear, lora_B (out, r) zeros, so ΔW = 0 at init.
-    Dropout acts on the adapter's input only.
+    Dropout acts on the adapter's input only. Seed: lora_A comes from torch's global generator, so it
+    follows the run's seed, as in microsoft/LoRA and PEFT (nn.init on the global generator).
     """
 
     method = "lora"
@@ -280,6 +282,7 @@ class VeRA(Adapter):
     Differs from PEFT: the update is formed as ΔW (out, in) and applied as x ΔWᵀ, where PEFT
     computes λ_b ⊙ (λ_d ⊙ x Aᵀ) Bᵀ on the activations (the same product; at r = 1024 > in
     one (out, in) GEMM over the tokens is cheaper than two through r); no VeRA dropout.
+    Seed: the pair comes from `seed` alone (default 0), fixed whatever the run's, as PEFT's `projection_prng_key`.
     """
 
     method = "vera"
@@ -322,7 +325,10 @@ class FourierFT(Adapter):
     trainable `spectrum` (n,). Locations follow PEFT's convention (randperm of out·in from
     `seed`, row = i // in, col = i % in), so a seed gives the same locations in both. The
     spectrum starts standard normal, as the reference code does: ΔW ≠ 0 at init. The FFT
-    runs in float32 whatever the input dtype (torch has no bfloat16 FFT).
+    runs in float32 whatever the input dtype (torch has no bfloat16 FFT). Seed: the indices come
+    from `seed` alone (default 777), fixed whatever the run's, as PEFT's `random_loc_seed` (the
+    authors' GLUE scripts fix theirs too: --share_entry, entry_seed 2024); the spectrum comes from
+    torch's global generator, so it follows the run's seed, as in both.
     """
 
     method = "fourierft"
@@ -347,12 +353,12 @@ class FourierFT(Adapter):
 
 
 class FoRA(Adapter):
-    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r)
-    each Re(IDFT2) of a spectrum zero but n trainable coefficients at fixed random indices.
-
-    The paper has no alpha: alpha=None (default) means alpha = r, scale 1, for any r. Init:
-    spectrum_B = 0 (ΔW = 0); spectrum_A Kaiming-uniform, rescaled so that Var(Ã) = 1/(3·in),
-    that of a Kaiming-uniform A'. Differs from the paper: that expected Var(A'), not one draw's.
+    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r) each Re(IDFT2) of a
+    spectrum zero but n trainable coefficients at fixed random indices. The paper has no alpha: alpha=None (default)
+    means alpha = r, scale 1, for any r. Init: spectrum_B = 0 (ΔW = 0); spectrum_A Kaiming-uniform, rescaled so that
+    Var(Ã) = 1/(3·in), that of a Kaiming-uniform A'. Differs from the paper: that expected Var(A'), not one draw's.
+    Seed (no public code): the indices come from `seed` alone (default 0), fixed whatever the run's, as FourierFT's;
+    spectrum_A comes from torch's global generator, so it follows the run's seed.
     """
 
     method = "fora"
@@ -388,7 +394,7 @@ class DFoRA(FoRA):
 
     m (out,) trainable, starts at ‖W0‖_row (W' = W0 at init). detach_norm=True (default): the
     norm is a constant in backward, as in DoRA §4.3 and PEFT (`.detach()`; the FoRA paper is
-    silent); detach_norm=False differentiates it too.
+    silent); detach_norm=False differentiates it too. Seed: as FoRA.
     """
 
     method = "dfora"
@@ -455,7 +461,8 @@ class LoCA(Adapter):
     """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
     zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
     [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train
-    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from.
+    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from. Seed: as the
+    authors' layer draws them from the run's generator, `seed` should be the run's (SEED_FOLLOWS_RUN).
     Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
     - as A, not P: a location's step is clamped to [-1, 1] grid steps;
     - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
@@ -545,28 +552,33 @@ class LoCASchedule:
 # FouRA
 
 
+class TokenMask:
+    """The padding mask (..., T) a model's forward sets once for its FouRA layers: 1 = real token, None = all."""
+    mask = None
+
+
 class FouRA(Adapter):
-    """FouRA (Borse et al. 2024, eq. 4-6): LoRA in the frequency domain of the activations,
-    y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" or "dft" (`real_dft`) along each token's
-    features; foura_A (r, in) Kaiming-uniform, foura_B (out, r) zeros: ΔW = 0 at init (the community
-    code starts B at nn.Linear's default). gate=False: a fixed ΔW, merged. gate=True: g_i =
-    sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the real tokens of z[..., i], z = A F_in(x)
-    (..., T, r) (raw H, as the community code; the paper asks only for a gate learnt from z), a =
-    `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge() raises.
-    Set `token_mask` (..., T), 1 = real token, None = all, before the forward (SequenceClassifier does).
-    """
+    """FouRA (Borse et al. 2024, eq. 4-6): LoRA in the frequency domain of the activations, y = x W0ᵀ + b +
+    F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" or "dft" (`real_dft`) along each token's features; foura_A (r, in)
+    Kaiming-uniform, foura_B (out, r) zeros: ΔW = 0 at init (the community code starts B at nn.Linear's default).
+    gate=False: a fixed ΔW, merged. gate=True: g_i = sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the
+    real tokens of z[..., i], z = A F_in(x) (..., T, r) (raw H, as the community code; the paper asks only for a gate
+    learnt from z), a = `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge()
+    raises. The real tokens: `token_mask.mask`, of a TokenMask the model's forward sets (`inject` shares one).
+    Seed: foura_A comes from torch's global generator, so it follows the run's seed (as the community code's)."""
 
     method = "foura"
 
-    def __init__(self, base, r=16, alpha=32.0, transform="dct", gate=True):
+    def __init__(self, base, r=16, alpha=32.0, transform="dct", gate=True, token_mask=None):
         super().__init__(base)
         self.r = _check_int("r", r, high=min(self.in_features, self.out_features), what=" (r <= min(in, out))")
         self.alpha = _check_float("alpha", alpha)
         if transform not in ("dct", "dft"):
             raise ValueError(f"transform={transform!r} is unknown: allowed 'dct', 'dft'")
-        if not isinstance(gate, bool):
-            raise ValueError(f"gate must be True or False, got {gate!r}")
-        self.transform, self.gate, self.scaling, self.token_mask = transform, gate, self.alpha / r, None
+        if not isinstance(gate, bool) or not isinstance(token_mask, (TokenMask, type(None))):
+            raise ValueError(f"gate must be True or False, token_mask a TokenMask or None: {gate!r}, {token_mask!r}")
+        self.transform, self.gate, self.scaling = transform, gate, self.alpha / r
+        self.token_mask = TokenMask() if token_mask is None else token_mask  # shared with the model (see inject)
         like = dict(dtype=self.dtype, device=self.device)
         self.foura_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, **like))  # (r, in)
         self.foura_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
@@ -574,8 +586,7 @@ class FouRA(Adapter):
             self.gate_scale, self.gate_shift = nn.Parameter(torch.ones(r, **like)), nn.Parameter(torch.zeros(r, **like))
 
     def factors(self):
-        """(down (r, in), up (out, r)) with A F_in(x) = down x and F_out⁻¹(B u) = up u: as F⁻¹ = Fᵀ,
-        down = F_in⁻¹ of A's rows and up = F_out⁻¹ of B's columns, once per step, not per token."""
+        """(down (r, in), up (out, r)): A F_in(x) = down x, F_out⁻¹(B u) = up u (as F⁻¹ = Fᵀ), once per step."""
         inverse = idct if self.transform == "dct" else inverse_real_dft
         A, B = self._up(self.foura_A, self.foura_B)
         with torch.autocast(A.device.type, enabled=False):  # in the adapter's precision
@@ -597,7 +608,7 @@ class FouRA(Adapter):
         y = _linear(x, self.base.weight, self.base.bias)  # (..., T, out)
         z = _linear(x, down)  # (..., T, r)
         if self.gate:
-            z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype)), self.token_mask).to(z.dtype)
+            z = z * self.rank_gate(z.to(torch.promote_types(z.dtype, self.dtype)), self.token_mask.mask).to(z.dtype)
         return y + F.linear(z, (self.scaling * up).to(z.dtype))  # (..., T, out)
 
     def delta_weight(self):
@@ -631,7 +642,7 @@ class _SpectralAdapter(Adapter):
     """Shared by Spectral Adapter A and R: the top-r singular triplets of W0 as frozen buffers.
 
     The rest, W0 - U1 S1 V1ᵀ, stays merged inside the frozen base, so ΔW is written only in
-    terms of U1, S1, V1 and the trainable tensors.
+    terms of U1, S1, V1 and the trainable tensors. Seed: none needed; no random draws (an SVD, zeros).
     """
 
     def __init__(self, base, r):
@@ -726,13 +737,22 @@ METHODS = {
 # BERT/RoBERTa name their attention projections query/value, DeBERTa-v2/v3 query_proj/value_proj.
 DEFAULT_TARGETS = ("query", "value", "query_proj", "value_proj")
 
+# Seeds as the authors use them. A method's `seed` hyperparameter drives its random locations or frozen matrices.
+# The methods named here draw those, in their authors' code, from the run's own generator: their `seed` should
+# default to the run's seed (train.py's --seed; --adapter-seed still pins it). LoCA: its layer calls uniform_ on the
+# global generator, which the run seeds. The others keep a fixed reference seed whatever the run's: VeRA 0 (PEFT's
+# projection_prng_key), FourierFT 777 (PEFT's random_loc_seed; the authors' GLUE scripts fix theirs too), FoRA and
+# DFoRA 0 (no public code; as FourierFT). Draws without `seed` (LoRA's, FouRA's A, FoRA's spectrum_A, FourierFT's
+# spectrum) come from torch's global generator, which the run seeds: they follow the run's seed in every method.
+SEED_FOLLOWS_RUN = frozenset({"loca"})
+
 
 def hyperparameters(method):
     """{name: default} of a method's hyperparameters, e.g. hyperparameters('loca')."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown: allowed {', '.join(METHODS)}")
     parameters = list(inspect.signature(METHODS[method].__init__).parameters.values())[2:]
-    return {p.name: p.default for p in parameters if p.name != "projections"}
+    return {p.name: p.default for p in parameters if p.name not in ("projections", "token_mask")}  # (inject shares)
 
 
 def adapters(model):
@@ -757,6 +777,8 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     and value_proj. Freezes every other parameter of the model, leaving only the adapters'
     tensors trainable. Returns the replaced names. Hyperparameters are the method's keywords
     (see `hyperparameters(method)`); the defaults are the papers' RoBERTa-base GLUE settings.
+    FouRA: its layers share one `TokenMask`, set as `model.token_mask`; the model's forward must set
+    `model.token_mask.mask` to the batch's padding mask (model.py's classifiers do), e.g. with a hook.
     """
     allowed = hyperparameters(method)
     unknown = sorted(set(hyperparameters_) - set(allowed))
@@ -789,6 +811,9 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     if cls is LoCA:  # one generator for the model: each layer draws its own locations from it, in module order
         seed = _check_int("seed", hyperparameters_.get("seed", allowed["seed"]), low=0)
         hyperparameters_["seed"] = torch.Generator().manual_seed(seed)
+    if cls is FouRA:  # one TokenMask for the model's FouRA layers (a second inject reuses the first one's)
+        shared = getattr(model, "token_mask", None)
+        extra["token_mask"] = shared if isinstance(shared, TokenMask) else TokenMask()
     trainable, built = [p for p in model.parameters() if p.requires_grad], {}
     for name in names:  # every layer is built before the model changes
         try:
@@ -800,6 +825,8 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     model.requires_grad_(False)
     for name in names:
         _replace(model, name, built[name])
+    if cls is FouRA:
+        model.token_mask = extra["token_mask"]
     return names
 
 

@@ -237,11 +237,11 @@ def test_merged_adapters_give_the_same_deberta_outputs(method):
 
 
 class MaskSpy(nn.Linear):
-    """A linear layer with FouRA's `token_mask` attribute, recording the mask of each call."""
-    token_mask = None
+    """A linear layer that reads FouRA's shared `token_mask` (a spectral_ft.TokenMask), recording the mask of
+    each call."""
 
     def forward(self, x):
-        self.seen = getattr(self, "seen", []) + [(tuple(x.shape), self.token_mask)]
+        self.seen = getattr(self, "seen", []) + [(tuple(x.shape), self.token_mask.mask)]
         return super().forward(x)
 
 
@@ -250,13 +250,14 @@ def test_token_mask_reaches_adapters_but_not_the_relative_embedding_projection()
     attention = model.encoder.layer[0].attention.self
     spy = MaskSpy(16, 16)
     spy.load_state_dict(attention.key_proj.state_dict())
+    spy.token_mask = model.token_mask = spectral_ft.TokenMask()  # as inject(model, "foura") shares it
     attention.key_proj = spy
     ids, mask, _ = padded_batch([7, 4], 7)
     model(ids, mask)
     (tokens_shape, tokens_mask), (rel_shape, rel_mask) = spy.seen  # tokens, then the 2k relative embeddings
     assert tokens_shape == (2, 7, 16) and tokens_mask is mask
     assert rel_shape == (2 * V3_TINY["position_buckets"], 16) and rel_mask is None
-    assert spy.token_mask is mask  # restored after the relative-embedding call
+    assert model.token_mask.mask is mask  # restored after the relative-embedding call
 
 
 def test_bfloat16_autocast_runs_and_stays_close():
