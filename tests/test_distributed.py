@@ -8,6 +8,7 @@ dropout (dropout masks are drawn per process, so they cannot match one process's
 writing, and a run stopped under 2 processes resumed under 1.
 """
 import json
+import math
 import os
 import signal
 import subprocess
@@ -47,7 +48,7 @@ def test_processes_share_each_batch_of_the_one_process_order_with_weights_that_c
         end = min(start + batch, n)
         shares = [train.batch_share(shards[r], start, end, r, world) for r in range(world)]
         assert len({len(indices) for indices, _ in shares}) == 1  # every process runs the same passes
-        assert all(len(indices) == len(weights) == -(-(end - start) // world) for indices, weights in shares)
+        assert all(len(indices) == len(weights) == math.ceil((end - start) / world) for indices, weights in shares)
         counted = sorted(i for indices, weights in shares for i, w in zip(indices, weights) if w == 1.0)
         assert counted == sorted(order[start:end])  # the one-process batch, each example once
         assert all(w in (0.0, 1.0) for _, weights in shares for w in weights)
