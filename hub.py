@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import math
 import os
 import pickle
 import pickletools
@@ -74,38 +75,11 @@ def _read_header(path, f):
         raise ValueError(f"{path}: __metadata__ must map strings to strings, got {metadata!r}")
 
     data_len = size - 8 - n
-    spans = []  # (begin, end, name)
-    for name, info in header.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise ValueError(f"{path}: tensor {name!r} needs exactly the keys dtype, shape, "
-                             f"data_offsets, got {info!r}")
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype!r} "
-                             f"(supported: {', '.join(DTYPES)})")
-        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
-            raise ValueError(f"{path}: tensor {name!r} has a bad shape {shape!r} "
-                             f"(need a list of non-negative ints)")
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]):
-            raise ValueError(f"{path}: tensor {name!r} has bad data_offsets {offsets!r} "
-                             f"(need [begin, end] with 0 <= begin <= end)")
-        begin, end = offsets
-        if end > data_len:
-            raise ValueError(f"{path}: tensor {name!r} data_offsets {offsets} out of range "
-                             f"(data buffer is {data_len} bytes)")
-        numel = 1
-        for d in shape:
-            numel *= d
-        nbytes = numel * DTYPES[dtype].itemsize
-        if nbytes != end - begin:
-            raise ValueError(f"{path}: tensor {name!r} of shape {shape} and dtype {dtype} needs "
-                             f"{nbytes} bytes but data_offsets {offsets} span {end - begin}")
-        spans.append((begin, end, name))
+    spans = sorted((*_tensor_span(path, name, info, data_len), name) for name, info in header.items())
 
     # The spec: the data buffer is covered exactly, no overlap, no hole, nothing after.
     cursor = 0
-    for begin, end, name in sorted(spans):
+    for begin, end, name in spans:
         if begin < cursor:
             raise ValueError(f"{path}: tensor {name!r} data_offsets [{begin}, {end}] overlap "
                              f"the previous tensor (which ends at {cursor})")
@@ -117,6 +91,34 @@ def _read_header(path, f):
         raise ValueError(f"{path}: {data_len - cursor} trailing bytes after the last tensor "
                          f"(data buffer is {data_len} bytes, tensors cover {cursor})")
     return header, metadata, 8 + n
+
+
+def _tensor_span(path, name, info, data_len):
+    """(begin, end) in the data buffer of one header entry, after checking its dtype, shape and
+    offsets against each other and the buffer's length."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise ValueError(f"{path}: tensor {name!r} needs exactly the keys dtype, shape, "
+                         f"data_offsets, got {info!r}")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in DTYPES:
+        raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype!r} "
+                         f"(supported: {', '.join(DTYPES)})")
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        raise ValueError(f"{path}: tensor {name!r} has a bad shape {shape!r} "
+                         f"(need a list of non-negative ints)")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+        raise ValueError(f"{path}: tensor {name!r} has bad data_offsets {offsets!r} "
+                         f"(need [begin, end] with 0 <= begin <= end)")
+    begin, end = offsets
+    if end > data_len:
+        raise ValueError(f"{path}: tensor {name!r} data_offsets {offsets} out of range "
+                         f"(data buffer is {data_len} bytes)")
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+    if nbytes != end - begin:
+        raise ValueError(f"{path}: tensor {name!r} of shape {shape} and dtype {dtype} needs "
+                         f"{nbytes} bytes but data_offsets {offsets} span {end - begin}")
+    return begin, end
 
 
 def read_safetensors(path):
@@ -186,26 +188,94 @@ def write_safetensors(path, tensors, metadata=None):
 # -----------------------------------------------------------------------------
 # atomic writes: a temp file beside the destination, fsync, os.replace
 
+class WriteError(OSError):
+    """Writing one of our files failed: the disk is full, the file too large, the folder gone... It is
+    an OSError whose errno and strerror are the failure's (`filename` the destination), so `except
+    OSError` catches it whatever raised underneath: torch's zip writer, for one, reports a failed
+    write as `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`. Nothing is left
+    at the destination's temporary name; the destination itself is untouched."""
+
+    def __str__(self):
+        return f"could not write {self.filename} ({self.strerror})"
+
+
+def _write_error(path, failure):
+    """WriteError for `path` from the exception that made the write fail: an OSError's errno and
+    strerror ("No space left on device"), else the exception's type and first line."""
+    if isinstance(failure, OSError) and failure.strerror:
+        return WriteError(failure.errno, failure.strerror, str(path))
+    text = str(failure).splitlines()[0] if str(failure) else ""
+    return WriteError(None, f"{type(failure).__name__}: {text}" if text else type(failure).__name__, str(path))
+
+
+class _WatchedFile:
+    """A file object that remembers the first exception its write or flush raised, so that
+    atomic_write can tell a failed write (whatever the writer on top turns it into) from an
+    exception of the caller's own (a bug, a refused download, Ctrl-C)."""
+
+    def __init__(self, file):
+        self.file, self.failure = file, None
+
+    def _watch(self, method, *args):
+        try:
+            return method(*args)
+        except Exception as e:
+            self.failure = self.failure or e
+            raise
+
+    def write(self, data):
+        return self._watch(self.file.write, data)
+
+    def writelines(self, lines):
+        return self._watch(self.file.writelines, lines)
+
+    def flush(self):
+        return self._watch(self.file.flush)
+
+    def __getattr__(self, name):  # fileno, tell, seek, mode, ...: the file's own
+        return getattr(self.file, name)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
-    """Yield a file object for `<name>.<random>.tmp` beside `path`; on success it is
-    fsynced and renamed onto `path`, on an exception it is removed and `path` untouched."""
+    """Yield a file object for `<name>.<random>.tmp` beside `path`; on success it is flushed,
+    fsynced and renamed onto `path`. On any exception the temporary file is removed and `path`
+    is untouched; a failure of the file itself (a write, flush, fsync or rename, or what the
+    writer on top made of a failed write) is raised as WriteError, an OSError; an exception of
+    the caller's own passes through unchanged."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    file = _WatchedFile(os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})))
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield file
+    except BaseException as e:
+        _discard(file, tmp)
+        if file.failure is None or not isinstance(e, Exception):
+            raise
+        raise _write_error(path, file.failure) from e
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    except BaseException as e:
+        _discard(file, tmp)
+        if not isinstance(e, Exception):
+            raise
+        raise _write_error(path, e) from e
+
+
+def _discard(file, tmp):
+    """Close and remove a temporary file that will not be renamed; closing may fail again (the
+    buffered rest of a write that already failed), which changes nothing."""
+    with contextlib.suppress(Exception):
+        file.file.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 # -----------------------------------------------------------------------------
@@ -290,7 +360,7 @@ def _save(resp, dest, url, expected_size=None, expected_sha256=None, desc=None):
             if expected_sha256 and sha.hexdigest() != expected_sha256.lower():
                 raise DownloadError(f"{url}: sha256 {sha.hexdigest()} does not match the expected "
                                     f"{expected_sha256}; nothing was saved to {dest}")
-    except DownloadError:
+    except (DownloadError, WriteError):  # our own verdict, or a full disk: not the network's doing
         raise
     except (OSError, http.client.HTTPException) as e:
         raise DownloadError(f"{url}: download failed after {done} bytes ({e!r}); "
@@ -345,10 +415,7 @@ def hf_hub_download(repo_id, filename, *, endpoint=None, cache_dir=None, revisio
     """Path of `filename` from the model repo `repo_id`, downloaded into the Hugging Face
     cache if it is not there yet for `revision`. Raises EntryNotFoundError (404),
     HubOfflineError (no network / HF_HUB_OFFLINE=1 and not cached), DownloadError."""
-    if not (isinstance(repo_id, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id)
-            and ".." not in repo_id and "--" not in repo_id):
-        raise ValueError(f"repo_id {repo_id!r} must look like 'roberta-base' or 'org/name' "
-                         f"(letters, digits, '-', '_', '.'; no '--' or '..')")
+    _check_repo_id(repo_id)
     _relative_path(filename, "filename")
     _relative_path(revision, "revision")
     explicit = endpoint is not None or bool(os.environ.get("HF_ENDPOINT"))
@@ -356,22 +423,54 @@ def hf_hub_download(repo_id, filename, *, endpoint=None, cache_dir=None, revisio
                               explicit)
     repo_dir = Path(cache_dir).expanduser() if cache_dir is not None else hf_cache_dir()
     repo_dir = repo_dir / ("models--" + repo_id.replace("/", "--"))
-    ref_file = repo_dir / "refs" / revision
-
-    # 1. In the cache for this revision? Then no network at all.
-    commit = revision if _COMMIT.fullmatch(revision) else None
-    if commit is None and ref_file.is_file():
-        commit = ref_file.read_text().strip()
-    if commit and _COMMIT.fullmatch(commit):
-        if (repo_dir / "snapshots" / commit / filename).is_file():
-            return repo_dir / "snapshots" / commit / filename
-        if (repo_dir / ".no_exist" / commit / filename).exists():  # a 404 remembered
-            raise EntryNotFoundError(f"{repo_id} has no file {filename!r} at revision "
-                                     f"{revision} (remembered in {repo_dir / '.no_exist'})")
-
-    # 2. Ask the hub.
+    cached = _cached(repo_dir, repo_id, filename, revision)  # 1. in the cache: no network at all
+    if cached is not None:
+        return cached
     url = f"{endpoint}/{repo_id}/resolve/{urllib.parse.quote(revision, safe='')}/" \
           f"{urllib.parse.quote(filename)}"
+    resp, hops = _ask_hub(url, endpoint, repo_dir, repo_id, filename, revision)  # 2. ask the hub
+    with resp:
+        commit, blob = _store_blob(resp, hops, url, endpoint, repo_dir, filename)  # 3. the bytes
+    pointer = _link_snapshot(repo_dir / "snapshots" / commit / filename, blob)  # 4. the names
+    _write_ref(repo_dir, revision, commit)
+    return pointer
+
+
+def _check_repo_id(repo_id):
+    if not (isinstance(repo_id, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id)
+            and ".." not in repo_id and "--" not in repo_id):
+        raise ValueError(f"repo_id {repo_id!r} must look like 'roberta-base' or 'org/name' "
+                         f"(letters, digits, '-', '_', '.'; no '--' or '..')")
+
+
+def _write_ref(repo_dir, revision, commit):
+    """refs/{revision} := commit, unless the revision is that commit already."""
+    if revision != commit:
+        with atomic_write(repo_dir / "refs" / revision, "w") as f:
+            f.write(commit)
+
+
+def _cached(repo_dir, repo_id, filename, revision):
+    """The cached path of `filename` at `revision` (a commit, or a name that refs/ resolves),
+    None if the hub must be asked; EntryNotFoundError for a remembered 404."""
+    commit = revision if _COMMIT.fullmatch(revision) else None
+    ref_file = repo_dir / "refs" / revision
+    if commit is None and ref_file.is_file():
+        commit = ref_file.read_text().strip()
+    if not (commit and _COMMIT.fullmatch(commit)):
+        return None
+    if (repo_dir / "snapshots" / commit / filename).is_file():
+        return repo_dir / "snapshots" / commit / filename
+    if (repo_dir / ".no_exist" / commit / filename).exists():
+        raise EntryNotFoundError(f"{repo_id} has no file {filename!r} at revision "
+                                 f"{revision} (remembered in {repo_dir / '.no_exist'})")
+    return None
+
+
+def _ask_hub(url, endpoint, repo_dir, repo_id, filename, revision):
+    """Open `url` -> (response, headers of each hop). A 404 for a missing file is remembered
+    under .no_exist/ as huggingface_hub does and raised as EntryNotFoundError; a missing or
+    private repository is FileNotFoundError; no network is HubOfflineError."""
     offline = (f"{filename!r} of the model {repo_id!r} is not in the Hugging Face cache "
                f"{repo_dir} and {{}}. Download it from {url} (with the model's other files) "
                f"into a local directory and pass that directory's path instead of {repo_id!r}, "
@@ -379,17 +478,14 @@ def hf_hub_download(repo_id, filename, *, endpoint=None, cache_dir=None, revisio
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         raise HubOfflineError(offline.format("HF_HUB_OFFLINE is set, so the network is not used"))
     try:
-        resp, hops = _open(url)
+        return _open(url)
     except urllib.error.HTTPError as e:
-        error_code = e.headers.get("X-Error-Code", "EntryNotFound")
-        if e.code == 404 and error_code == "EntryNotFound":
+        if e.code == 404 and e.headers.get("X-Error-Code", "EntryNotFound") == "EntryNotFound":
             commit = e.headers.get("X-Repo-Commit", "")
-            if _COMMIT.fullmatch(commit):  # remember the 404 as huggingface_hub does
+            if _COMMIT.fullmatch(commit):
                 with atomic_write(repo_dir / ".no_exist" / commit / filename):
                     pass
-                if revision != commit:
-                    with atomic_write(ref_file, "w") as f:
-                        f.write(commit)
+                _write_ref(repo_dir, revision, commit)
             raise EntryNotFoundError(f"{repo_id} has no file {filename!r} at revision "
                                      f"{revision} ({url}: HTTP 404)") from None
         if e.code in (401, 404):
@@ -400,38 +496,40 @@ def hf_hub_download(repo_id, filename, *, endpoint=None, cache_dir=None, revisio
     except (OSError, http.client.HTTPException) as e:
         raise HubOfflineError(offline.format(f"{endpoint} cannot be reached ({e!r})")) from e
 
-    # 3. Store the bytes as blobs/{etag}; the hub's own answer (before any redirect to a
-    #    CDN) carries the commit, the etag (sha256 for LFS files) and the size.
-    with resp:
-        hub = next((h for h in hops if h.get("X-Repo-Commit")), None)
-        if hub is None:
-            raise DownloadError(f"{url}: no X-Repo-Commit header in the answer; {endpoint} does "
-                                f"not behave like a Hugging Face hub")
-        commit = hub["X-Repo-Commit"]
-        etag = (hub.get("X-Linked-Etag") or hub.get("ETag") or "").removeprefix("W/").strip('"')
-        size = hub.get("X-Linked-Size", "")
-        if not _COMMIT.fullmatch(commit) or not re.fullmatch(r"[\w-]{1,128}", etag):
-            raise DownloadError(f"{url}: bad X-Repo-Commit {commit!r} or ETag {etag!r} from the hub")
-        blob = repo_dir / "blobs" / etag
-        if not blob.is_file():
-            _save(resp, blob, url, expected_size=int(size) if size.isdigit() else None,
-                  expected_sha256=etag if _SHA256.fullmatch(etag) else None, desc=filename)
 
-    # 4. Point snapshots/{commit}/{filename} at the blob, then refs/{revision} at the commit.
-    pointer = repo_dir / "snapshots" / commit / filename
+def _store_blob(resp, hops, url, endpoint, repo_dir, filename):
+    """Save the answer as blobs/{etag} (unless there already) -> (commit, blob path). The hub's
+    own answer, before any redirect to a CDN, carries the commit, the etag (sha256 for LFS
+    files) and the size."""
+    hub = next((h for h in hops if h.get("X-Repo-Commit")), None)
+    if hub is None:
+        raise DownloadError(f"{url}: no X-Repo-Commit header in the answer; {endpoint} does "
+                            f"not behave like a Hugging Face hub")
+    commit = hub["X-Repo-Commit"]
+    etag = (hub.get("X-Linked-Etag") or hub.get("ETag") or "").removeprefix("W/").strip('"')
+    size = hub.get("X-Linked-Size", "")
+    if not _COMMIT.fullmatch(commit) or not re.fullmatch(r"[\w-]{1,128}", etag):
+        raise DownloadError(f"{url}: bad X-Repo-Commit {commit!r} or ETag {etag!r} from the hub")
+    blob = repo_dir / "blobs" / etag
+    if not blob.is_file():
+        _save(resp, blob, url, expected_size=int(size) if size.isdigit() else None,
+              expected_sha256=etag if _SHA256.fullmatch(etag) else None, desc=filename)
+    return commit, blob
+
+
+def _link_snapshot(pointer, blob):
+    """Point snapshots/{commit}/{filename} at the blob: a relative symlink, renamed into place;
+    a copy where symlinks cannot be made (Windows without developer mode)."""
     pointer.parent.mkdir(parents=True, exist_ok=True)
     tmp = pointer.with_name(f"{pointer.name}.{secrets.token_hex(4)}.tmp")
     try:
         os.symlink(os.path.relpath(blob, pointer.parent), tmp)
         os.replace(tmp, pointer)
-    except OSError:  # no symlinks here (e.g. Windows without developer mode): copy
+    except OSError:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         with open(blob, "rb") as src, atomic_write(pointer) as dst:
             shutil.copyfileobj(src, dst)
-    if revision != commit:
-        with atomic_write(ref_file, "w") as f:
-            f.write(commit)
     return pointer
 
 

@@ -16,7 +16,6 @@ Every projection is a plain nn.Linear; attention is F.scaled_dot_product_attenti
 import json
 import math
 import shutil
-import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -144,9 +143,14 @@ def check_fields(config, ranges=None):
 
 
 def read_config(path):
-    """The config (ModelConfig or DebertaV2Config) of a config.json file; any problem is a ValueError naming the file."""
+    """The config (ModelConfig or DebertaV2Config) of a config.json file; any problem is a ValueError naming the
+    file, a missing file a FileNotFoundError naming its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} holds no {path.name}: a checkpoint folder needs config.json, "
+                                f"model.safetensors (or pytorch_model.bin) and its tokenizer's files")
     try:
-        d = json.loads(Path(path).read_bytes().decode("utf-8"))
+        d = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except json.JSONDecodeError as e:
@@ -421,9 +425,9 @@ class SequenceClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, num_labels):
         """The model of a local Hugging Face checkpoint directory (no tokenizer)."""
-        directory = Path(directory)
-        model = cls(read_config(directory / "config.json"), num_labels)
-        load_hf_state_dict(model, read_checkpoint(directory))
+        model = cls(read_config(Path(directory) / "config.json"), num_labels)
+        path, state = read_checkpoint(directory)
+        load_hf_state_dict(model, state, source=path)
         return model
 
 
@@ -788,10 +792,13 @@ class DebertaClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, num_labels):
         """The model of a local Hugging Face "deberta-v2" checkpoint directory (no tokenizer)."""
-        directory = Path(directory)
-        config = DebertaV2Config.from_json(json.loads((directory / "config.json").read_text()))
+        config = read_config(Path(directory) / "config.json")
+        if not isinstance(config, DebertaV2Config):
+            raise ValueError(f"{Path(directory) / 'config.json'}: model type {config.model_type!r} is not "
+                             f"deberta-v2; load it with SequenceClassifier")
         model = cls(config, num_labels)
-        load_hf_state_dict(model, read_checkpoint(directory))
+        path, state = read_checkpoint(directory)
+        load_hf_state_dict(model, state, source=path)
         return model
 
 
@@ -809,12 +816,12 @@ IGNORED_SUFFIXES = ("position_ids", "embeddings.token_type_ids")  # buffers, not
 
 
 def read_checkpoint(directory):
-    """The raw state dict of a checkpoint directory: model.safetensors, else pytorch_model.bin."""
+    """(file, raw state dict) of a checkpoint directory: model.safetensors, else pytorch_model.bin."""
     directory = Path(directory)
     if (directory / "model.safetensors").is_file():
-        return read_safetensors(directory / "model.safetensors")
+        return directory / "model.safetensors", read_safetensors(directory / "model.safetensors")
     if (directory / "pytorch_model.bin").is_file():
-        return load_torch_checkpoint(directory / "pytorch_model.bin")
+        return directory / "pytorch_model.bin", load_torch_checkpoint(directory / "pytorch_model.bin")
     raise FileNotFoundError(f"{directory} has neither model.safetensors nor pytorch_model.bin "
                             f"(sharded checkpoints are not supported)")
 
@@ -832,19 +839,33 @@ def _our_name(key):
     return key
 
 
-def load_hf_state_dict(model, state_dict):
-    """Copy a Hugging Face state dict into `model`, as float32. Missing backbone tensors or
-    wrong shapes raise; head tensors the checkpoint lacks keep their fresh init; unknown
-    keys give one warning. Returns the names of the head tensors left fresh."""
-    ours = model.state_dict()
+def _ignored(name, config):
+    """Checkpoint tensors that are not ours to load: pre-training heads, buffers, RoBERTa's unused
+    pooler and DeBERTa-v3's unused absolute position table (both dropped by transformers too)."""
+    return (name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES)
+            or (config.model_type == "roberta" and name.startswith("pooler."))
+            or (name == "embeddings.position_embeddings.weight"
+                and config.model_type == "deberta-v2" and not config.position_biased_input))
+
+
+def _first(names, n=10):
+    """'a, b, c' or 'a, ..., j, ... (5 more)': the first `n` of a list, for a one-line message."""
+    return ", ".join(names[:n]) + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+def load_hf_state_dict(model, state_dict, source="checkpoint"):
+    """Copy a Hugging Face state dict into `model`, as float32; returns the names of the head
+    tensors left fresh. The head of a fresh classifier is the only part that may be missing (it
+    keeps its init); pre-training heads and buffers are skipped (_ignored). Everything else is a
+    ValueError naming `source` (the weights file) and the first tensors concerned: a wrong shape,
+    missing backbone tensors, tensors the model has no place for (a config.json that does not
+    describe these weights: fewer layers than they hold, another model), a NaN or Inf."""
+    ours, config = model.state_dict(), model.config
     is_head = lambda name: name.split(".")[0] in model.head_modules
-    found, unexpected = {}, []
+    found, keys, unexpected = {}, {}, []  # our name -> tensor, our name -> checkpoint key
     for key, tensor in state_dict.items():
         name = _our_name(key)
-        if (name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES)
-                or (model.config.model_type == "roberta" and name.startswith("pooler."))
-                or (name == "embeddings.position_embeddings.weight"  # in v3 files, unused (as transformers)
-                    and model.config.model_type == "deberta-v2" and not model.config.position_biased_input)):
+        if _ignored(name, config):
             continue
         if name not in ours:
             unexpected.append(key)
@@ -853,19 +874,23 @@ def load_hf_state_dict(model, state_dict):
         if tuple(tensor.shape) != want:
             hint = (f"; the checkpoint's head was trained for a different number of labels than "
                     f"num_labels={model.num_labels}" if is_head(name) else "")
-            raise ValueError(f"checkpoint tensor {key!r} has shape {tuple(tensor.shape)} but the "
+            raise ValueError(f"{source}: tensor {key!r} has shape {tuple(tensor.shape)} but the "
                              f"model's {name!r} has shape {want}{hint}")
-        found[name] = tensor.float() if tensor.is_floating_point() else tensor  # fp16/bf16 -> fp32
+        found[name], keys[name] = (tensor.float() if tensor.is_floating_point() else tensor), key  # fp16/bf16 -> fp32
     missing = [name for name in ours if name not in found]
     backbone = [name for name in missing if not is_head(name)]
+    described = (f"the {config.model_type} model its config.json describes "
+                 f"(num_hidden_layers={config.num_hidden_layers}, hidden_size={config.hidden_size})")
     if backbone:
-        more = f", ... ({len(backbone) - 10} more)" if len(backbone) > 10 else ""
-        raise ValueError(f"checkpoint lacks {len(backbone)} backbone tensors of this "
-                         f"{model.config.model_type} model: {', '.join(backbone[:10])}{more}")
+        raise ValueError(f"{source}: lacks {len(backbone)} backbone tensors of {described}: {_first(backbone)}")
     if unexpected:
-        more = f", ... ({len(unexpected) - 10} more)" if len(unexpected) > 10 else ""
-        warnings.warn(f"ignoring {len(unexpected)} unexpected checkpoint keys: "
-                      f"{', '.join(unexpected[:10])}{more}")
+        raise ValueError(f"{source}: holds {len(unexpected)} tensors that {described} has no place for: "
+                         f"{_first(unexpected)}; config.json and the weights must come from one checkpoint")
+    damaged = [f"{keys[name]} ({'NaN' if t.isnan().any() else 'Inf'})" for name, t in found.items()
+               if t.is_floating_point() and not t.isfinite().all()]
+    if damaged:
+        raise ValueError(f"{source}: {len(damaged)} tensors hold NaN or Inf values: {_first(damaged, 5)}; "
+                         f"the file is damaged (or was saved from a diverged run): download it again")
     model.load_state_dict(found, strict=False)
     return missing
 
@@ -890,6 +915,33 @@ def _download(repo_id, endpoint, cache_dir):
     return config_path.parent
 
 
+def check_vocabulary(tokenizer, config, directory):
+    """Refuse a tokenizer whose ids do not match the embedding's rows, before anything trains; a
+    ValueError naming the tokenizer's file and config.json, with both sizes.
+
+    The tokenizer's ids are 0 .. n-1 (n: its largest id + 1, added tokens included); the word
+    embedding has config.vocab_size rows (loading checks the weights' shape against it). The rule:
+      - n > vocab_size: refused. Ids without a row fail at the first batch that meets one
+        (IndexError on the CPU, a device-side assert on a GPU), or never, if the data avoid them.
+      - n < vocab_size: refused for BERT and RoBERTa, whose tokenizer fills the embedding exactly
+        (bert-base-uncased: 30,522 lines of vocab.txt and rows; roberta-base: 50,265 entries of
+        vocab.json and rows), so a smaller one is another model's vocabulary. Allowed for
+        "deberta-v2", whose configs pad vocab_size beyond the tokenizer (DeBERTa-v3: 128,100 rows for
+        spm.model's 128,000 pieces and [MASK] at 128,000): the rows past n are never looked up.
+    """
+    n, rows = max(tokenizer.vocab.values()) + 1, config.vocab_size
+    padded = config.model_type == "deberta-v2"
+    if n == rows or (n < rows and padded):
+        return
+    sizes = (f"{tokenizer.source} holds {n:,} token ids, but {Path(directory) / 'config.json'} gives the "
+             f"embedding {rows:,} rows (vocab_size={rows})")
+    if n > rows:
+        raise ValueError(f"{sizes}: ids {rows:,} to {n - 1:,} have no embedding; the tokenizer's files must "
+                         f"come from the checkpoint's own folder")
+    raise ValueError(f"{sizes}: a {config.model_type} checkpoint's tokenizer fills its embedding exactly, so "
+                     f"these tokenizer files belong to another model (only deberta-v2 configs pad vocab_size)")
+
+
 def checkpoint_folder(name_or_path, *, endpoint=None, cache_dir=None):
     """The local folder of a checkpoint: `name_or_path` itself if it is a folder, else the hub id's files,
     downloaded (config, weights, tokenizer) into the cache."""
@@ -910,9 +962,12 @@ def load_classifier(directory, num_labels):
 
 
 def load_pretrained(name_or_path, num_labels, *, endpoint=None, cache_dir=None):
-    """(model, tokenizer) from a local checkpoint directory or a Hugging Face hub id."""
+    """(model, tokenizer) from a local checkpoint directory or a Hugging Face hub id; the tokenizer's ids must
+    fit the embedding (check_vocabulary), checked before the weights are read."""
     directory = checkpoint_folder(name_or_path, endpoint=endpoint, cache_dir=cache_dir)
-    return load_classifier(directory, num_labels), load_tokenizer(directory)
+    tokenizer = load_tokenizer(directory)
+    check_vocabulary(tokenizer, read_config(Path(directory) / "config.json"), directory)
+    return load_classifier(directory, num_labels), tokenizer
 
 
 def hf_key(config, name):

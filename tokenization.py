@@ -74,6 +74,7 @@ class _Tokenizer:
 
     def __init__(self, vocab, unk_token, cls_token, sep_token, pad_token, mask_token, source, lstrip_tokens=()):
         self.vocab = vocab                                     # token -> id
+        self.source = source                                   # the file the vocabulary was read from
         self.id_to_token = {i: t for t, i in vocab.items()}
         self.vocab_size = len(vocab)
         self.special_tokens = dict(unk=unk_token, cls=cls_token, sep=sep_token, pad=pad_token, mask=mask_token)
@@ -101,8 +102,19 @@ class _Tokenizer:
     def convert_tokens_to_ids(self, tokens):
         return [self.vocab.get(t, self.unk_token_id) for t in tokens]
 
-    def convert_ids_to_tokens(self, ids):
-        return [self.id_to_token[i] for i in ids]
+    def num_special_tokens(self, pair):
+        return 3 if pair else 2
+
+    def build_inputs(self, a, b):
+        """BERT's layout (WordPiece and DeBERTa-v3's SentencePiece): `[CLS] A [SEP]` and
+        `[CLS] A [SEP] B [SEP]`, token_type_ids 0 up to and including the first [SEP], 1 after it.
+        RoBERTa's tokenizer overrides both."""
+        ids = [self.cls_token_id, *a, self.sep_token_id]
+        types = [0] * len(ids)
+        if b is not None:
+            ids += [*b, self.sep_token_id]
+            types += [1] * (len(b) + 1)
+        return ids, types
 
     def encode(self, text_a, text_b=None, max_length=512):
         """Token ids with special tokens, cut to `max_length` -> (input_ids, token_type_ids).
@@ -330,17 +342,6 @@ class WordPieceTokenizer(_Tokenizer):
 
     def tokenize_text(self, text):
         return [piece for word in self.split_words(self.normalize(text)) for piece in self.wordpiece(word)]
-
-    def num_special_tokens(self, pair):
-        return 3 if pair else 2
-
-    def build_inputs(self, a, b):
-        ids = [self.cls_token_id, *a, self.sep_token_id]
-        types = [0] * len(ids)
-        if b is not None:
-            ids += [*b, self.sep_token_id]
-            types += [1] * (len(b) + 1)
-        return ids, types
 
     def decode(self, ids, skip_special_tokens=True):
         """Ids back to (normalized) text: pieces joined by spaces, '##' continuations glued on."""
@@ -589,19 +590,7 @@ class SentencePieceTokenizer(_Tokenizer):
         if len(unk_ids) != 1:
             raise ValueError(f"{model_file} must have exactly one UNKNOWN piece, has {len(unk_ids)}")
         self.spm_unk_id = unk_ids[0]
-        # Tokens added beyond the model (DeBERTa-v3's '[MASK]' = 128000): {id: token} from
-        # tokenizer_config.json's added_tokens_decoder, else the mask token right after the pieces.
-        added = dict(added_tokens or {})
-        if mask_token not in vocab and mask_token not in added.values():
-            added[len(pieces)] = mask_token
-        for i, token in sorted(added.items()):
-            if vocab.get(token, i) != i:
-                raise ValueError(f"added token {token!r} is given id {i}, but it is piece {vocab[token]} "
-                                 f"of {model_file}")
-            if token not in vocab and i < len(pieces):
-                raise ValueError(f"added token {token!r} cannot take id {i}: that is piece {pieces[i]['piece']!r} "
-                                 f"of {model_file}")
-            vocab[token] = i
+        _add_tokens(vocab, pieces, dict(added_tokens or {}), mask_token, model_file)
         super().__init__(vocab, unk_token, cls_token, sep_token, pad_token, mask_token, model_file)
         self.do_lower_case = do_lower_case
 
@@ -625,16 +614,7 @@ class SentencePieceTokenizer(_Tokenizer):
 
         # Normalizer: user-defined pieces pass through untouched; the rest go through the charsmap.
         self.user_defined = {p["piece"].encode("utf-8") for p in pieces if p["type"] == USER_DEFINED}
-        self.charsmap, self.charsmap_strings = None, b""
-        blob = self.normalizer_spec["precompiled_charsmap"]
-        if blob:                                               # <trie size: uint32 LE><trie units><strings>
-            trie_size = struct.unpack("<I", blob[:4])[0] if len(blob) > 4 else len(blob)
-            if trie_size >= len(blob) or trie_size % 4:
-                raise ValueError(f"{model_file}: the normalizer's precompiled_charsmap is broken")
-            self.charsmap = DoubleArray(array.array("I", blob[4:4 + trie_size]))
-            if sys.byteorder == "big":
-                self.charsmap.units.byteswap()
-            self.charsmap_strings = blob[4 + trie_size:]       # NUL-terminated replacements
+        self.charsmap, self.charsmap_strings = _read_charsmap(self.normalizer_spec["precompiled_charsmap"], model_file)
 
     # -- normalizer.cc
 
@@ -768,17 +748,6 @@ class SentencePieceTokenizer(_Tokenizer):
         # text cannot produce (a CONTROL or UNUSED piece), as in sentencepiece.
         return [self.text_vocab.get(t, self.spm_unk_id) for t in tokens]
 
-    def num_special_tokens(self, pair):
-        return 3 if pair else 2
-
-    def build_inputs(self, a, b):
-        ids = [self.cls_token_id, *a, self.sep_token_id]
-        types = [0] * len(ids)
-        if b is not None:
-            ids += [*b, self.sep_token_id]
-            types += [1] * (len(b) + 1)
-        return ids, types
-
     def decode(self, ids, skip_special_tokens=True):
         """Ids back to text as sentencepiece decodes: '▁' -> ' ', runs of `<0xNN>` pieces joined into
         UTF-8 (U+FFFD per malformed byte), control pieces dropped, the unknown piece as ' ⁇ ', and
@@ -821,6 +790,36 @@ class SentencePieceTokenizer(_Tokenizer):
             text.append(piece.replace(SPACE, " "))
         flush()
         return "".join(text)
+
+
+def _add_tokens(vocab, pieces, added, mask_token, model_file):
+    """Put the tokens added beyond the model (DeBERTa-v3's '[MASK]' = 128000) into `vocab`: `added`
+    {id: token} from tokenizer_config.json's added_tokens_decoder, else the mask token right after
+    the pieces. An id may not name another piece."""
+    if mask_token not in vocab and mask_token not in added.values():
+        added[len(pieces)] = mask_token
+    for i, token in sorted(added.items()):
+        if vocab.get(token, i) != i:
+            raise ValueError(f"added token {token!r} is given id {i}, but it is piece {vocab[token]} "
+                             f"of {model_file}")
+        if token not in vocab and i < len(pieces):
+            raise ValueError(f"added token {token!r} cannot take id {i}: that is piece {pieces[i]['piece']!r} "
+                             f"of {model_file}")
+        vocab[token] = i
+
+
+def _read_charsmap(blob, model_file):
+    """The normalizer's precompiled_charsmap -> (DoubleArray trie or None, the NUL-terminated replacement
+    strings). Layout: <trie size: uint32 LE><trie units><strings>."""
+    if not blob:
+        return None, b""
+    trie_size = struct.unpack("<I", blob[:4])[0] if len(blob) > 4 else len(blob)
+    if trie_size >= len(blob) or trie_size % 4:
+        raise ValueError(f"{model_file}: the normalizer's precompiled_charsmap is broken")
+    trie = DoubleArray(array.array("I", blob[4:4 + trie_size]))
+    if sys.byteorder == "big":
+        trie.units.byteswap()
+    return trie, blob[4 + trie_size:]
 
 
 def _load_sentencepiece(directory):

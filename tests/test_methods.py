@@ -475,6 +475,8 @@ def test_algorithm_1_mapping_is_caught_by_the_range_check(rows, cols):
 @given(case=cases(methods=("fora", "dfora")), dtype=st.sampled_from([torch.float32, F64]))
 @example(case=("fora", 2, 3, {"r": 1, "n": 2, "alpha": None, "seed": 0}, 4011), dtype=F64)  # nearly constant
 @example(case=("fora", 5, 3, {"r": 2, "n": 2, "alpha": None, "seed": 0}, 2200), dtype=torch.float32)  # mirrored
+@example(case=("fora", 2, 3, {"r": 1, "n": 2, "alpha": None, "seed": 591}, 591), dtype=F64)  # DC + one 4e-4 its size
+@example(case=("fora", 2, 3, {"r": 1, "n": 2, "alpha": None, "seed": 4096}, 4096), dtype=torch.float32)
 def test_fora_init_variance_of_A_is_kaiming(case, dtype):
     """Var(Ã) = 1/(3·in), the variance of a Kaiming-uniform (r, in) matrix, unless Ã is nearly constant: FoRA's
     rule leaves a draw whose variance is at most 1e-6 of its mean square (a DC coefficient alone or dominating)

@@ -202,7 +202,7 @@ def test_checkpoint_without_head_gets_fresh_hf_style_head(model_type, tmp_path):
         assert t.abs().sum() == 0 if name.endswith("bias") else 0 < t.std() < 3 * model.config.initializer_range
 
 
-def test_known_unused_keys_are_ignored_and_others_warned(tmp_path):
+def test_known_unused_keys_are_ignored_and_others_refused(tmp_path):
     state = saved(tiny_model("roberta"), tmp_path)
     state.update({"lm_head.dense.weight": torch.zeros(2), "roberta.embeddings.position_ids": torch.zeros(2),
                   "roberta.pooler.dense.weight": torch.zeros(2), "cls.predictions.bias": torch.zeros(2)})
@@ -211,8 +211,9 @@ def test_known_unused_keys_are_ignored_and_others_warned(tmp_path):
         load_hf_state_dict(tiny_model("roberta"), state)
     assert caught == []
     state["roberta.encoder.layer.9.output.dense.weight"] = torch.zeros(2)
-    with pytest.warns(UserWarning, match=r"1 unexpected checkpoint keys: roberta\.encoder\.layer\.9"):
-        load_hf_state_dict(tiny_model("roberta"), state)
+    with pytest.raises(ValueError, match=r"^model.safetensors: holds 1 tensors that the roberta model its config"
+                                         r".* has no place for: roberta\.encoder\.layer\.9\.output\.dense\.weight;"):
+        load_hf_state_dict(tiny_model("roberta"), state, source="model.safetensors")
 
 
 def test_config_from_json_reads_architectures_and_rejects_unknown_types():
@@ -329,8 +330,10 @@ def test_roberta_positions_start_after_pad():
 @given(model_type=st.sampled_from(MODEL_TYPES), lengths=st.lists(st.integers(1, 10), min_size=1, max_size=4),
        extra=st.integers(0, 6), seed=st.integers(0, 2**16))
 def test_padding_does_not_change_real_tokens(model_type, lengths, extra, seed):
-    """Each sequence alone equals it inside a right-padded batch (real tokens and logits)."""
-    model = tiny_model(model_type)
+    """Each sequence alone equals it inside a right-padded batch (real tokens and logits). In float64, where
+    sums in another order differ by 1e-15 at most (worst of 400 draws: 9e-16; float32's: 7e-7), far below
+    the tolerance whatever the draw."""
+    model = tiny_model(model_type).double()
     pad = model.config.pad_token_id
     T = max(lengths) + extra
     g = torch.Generator().manual_seed(seed)
@@ -343,8 +346,8 @@ def test_padding_does_not_change_real_tokens(model_type, lengths, extra, seed):
         h, logits = model.encode(ids, mask), model(ids, mask)
         for b, n in enumerate(lengths):
             alone = ids[b:b + 1, :n]
-            torch.testing.assert_close(h[b, :n], model.encode(alone, torch.ones_like(alone))[0], rtol=0, atol=1e-5)
-            torch.testing.assert_close(logits[b], model(alone, torch.ones_like(alone))[0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(h[b, :n], model.encode(alone, torch.ones_like(alone))[0], rtol=0, atol=1e-12)
+            torch.testing.assert_close(logits[b], model(alone, torch.ones_like(alone))[0], rtol=0, atol=1e-12)
 
 
 def test_dropout_acts_only_in_training():

@@ -88,14 +88,6 @@ class Zygote:
         return self._send(dict(kind="wait", pid=pid))
 
 
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-    zygote = Zygote(tmp_path_factory.mktemp("zygote"))
-    yield zygote
-    zygote.process.stdin.close()
-    zygote.process.wait()
-
-
 def one_line(code, err, status, *expected, prefix="train.py:"):
     """The promise: exit `status`, one line starting with `prefix` that holds every `expected` text."""
     lines = [line for line in err.splitlines() if line.startswith(prefix)]
