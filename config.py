@@ -182,6 +182,8 @@ def new_config(args, explicit):
     hyperparameters = {name: given.get(name, settings.get(name, default)) for name, default in takes.items()}
     if hyperparameters.get("alpha", 0) is None:  # FoRA and DFoRA: alpha defaults to r (scale 1), shown as such
         hyperparameters["alpha"] = float(hyperparameters["r"])
+    if method in spectral_ft.SEED_FOLLOWS_RUN and "adapter_seed" not in explicit:  # as the authors' code draws it
+        hyperparameters["seed"] = args.seed or 0
     if model not in ("tiny", *KNOWN_CONFIGS) and Path(model).is_dir():
         model = str(Path(model).resolve())  # a local folder: found again from any directory (--resume)
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser().resolve())

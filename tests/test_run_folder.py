@@ -21,7 +21,7 @@ import torch
 import train
 from hub import read_safetensors, read_safetensors_metadata
 from runs import BEST_ADAPTER
-from test_robust import cli, flags, kit, one_line  # noqa: F401  (fixtures)
+from test_robust import flags, kit, one_line  # noqa: F401  (kit: a fixture; cli: conftest.py)
 
 
 def same_tensors(a, b):

@@ -365,3 +365,30 @@ def test_print_config_of_a_stopped_run_shows_its_saved_configuration(tmp_path, c
     config = train.main(["--resume", str(tmp_path), "--print-config", "--device", "cpu"])["config"]
     resumed = dict(saved, out=str(tmp_path))  # a resumed run writes its own folder and nothing else
     assert config == resumed and json.loads(capsys.readouterr().out) == resumed
+
+
+def test_loca_s_locations_follow_the_run_s_seed_unless_the_adapter_seed_pins_them():
+    """Issue 18 §2: the LoCA authors draw each layer's initial locations from the run's own generator, so seeds
+    {6, 66, 666} average over locations too; --adapter-seed pins them. Methods whose reference fixes the seed
+    (PEFT's VeRA projection_prng_key, FourierFT's random_loc_seed) keep it whatever --seed is."""
+    import torch
+    from config import build_parser, prepare_model, resolve_config
+    from model import classifier_for, tiny_config
+
+    def locations(*flags, method="loca"):
+        config = resolve_config(build_parser("").parse_args(["--model", "tiny", "--method", method, "--device", "cpu",
+                                                             *flags]))
+        torch.manual_seed(0)
+        model = prepare_model(classifier_for(tiny_config("bert", 50), 2), config)
+        return config["hyperparameters"].get("seed"), [b.detach().clone() for n, b in model.named_buffers()
+                                                       if n.endswith(("indices", "indices_A"))] or [
+            p.detach().clone() for n, p in model.named_parameters() if n.endswith("locations")]
+
+    (seed_6, at_6), (seed_66, at_66) = locations("--seed", "6"), locations("--seed", "66")
+    assert (seed_6, seed_66) == (6, 66) and not all(torch.equal(a, b) for a, b in zip(at_6, at_66))
+    pinned = [locations("--seed", s, "--adapter-seed", "5") for s in ("6", "66")]
+    assert pinned[0][0] == pinned[1][0] == 5 and all(torch.equal(a, b) for a, b in zip(pinned[0][1], pinned[1][1]))
+    for method in sorted(set(spectral_ft.METHODS) - spectral_ft.SEED_FOLLOWS_RUN):
+        if "seed" in spectral_ft.hyperparameters(method):
+            fixed = [locations("--seed", s, method=method) for s in ("6", "66")]
+            assert fixed[0][0] == fixed[1][0] == spectral_ft.hyperparameters(method)["seed"]
