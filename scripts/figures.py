@@ -21,7 +21,7 @@ steptime   From `bench.py --json` (whole steps, not --per-layer): per row, the e
            that the bars compare across modes too. A file without graph steps (CPU, fp16) is drawn
            eager only, divided by the floor's eager step, and says so.
 loss       Training loss against step from each run's log.jsonl: every line with a numeric "loss" (the
-           evaluation lines and the periodic --log-every lines; where a step has two, the later one).
+           --log-every lines, or the evaluation lines of a log without them).
            One line per method: the mean over its runs (seeds) at the steps every one of them logged.
            --log-y puts the loss on a log axis.
 locations  Why locations matter (LoCA, Du et al. ICLR 2025, §3 and Appendix G, numerically). ΔW is d x d
@@ -377,14 +377,15 @@ def hyperparameter_text(run, groups, method):
 
 
 def read_log(folder):
-    """log.jsonl -> {step: loss} from every line with a numeric loss (a later line at the same step
-    wins). A last line cut off (a killed run) is skipped; a bad line elsewhere is an error."""
+    """log.jsonl -> {step: loss}: the --log-every lines (each the mean loss of its window), or, in a log
+    that has none (runs before --log-every), the evaluation lines (the mean since the last evaluation).
+    A last line cut off (a killed run) is skipped; a bad line elsewhere is an error."""
     path = Path(folder) / "log.jsonl"
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
         raise InputError(f"{folder}: cannot read log.jsonl ({e.strerror or e})") from None
-    losses = {}
+    losses = {True: {}, False: {}}  # is an evaluation line -> {step: loss}
     for number, line in enumerate(lines, 1):
         try:
             entry = json.loads(line)
@@ -397,8 +398,8 @@ def read_log(folder):
             raise InputError(f"{path}:{number}: not a train.py log line (no integer 'step')")
         loss = entry.get("loss")
         if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
-            losses[step] = float(loss)
-    return losses
+            losses["metrics" in entry][step] = float(loss)
+    return losses[False] or losses[True]
 
 
 def loss_curves(folders):

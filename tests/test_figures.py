@@ -177,16 +177,19 @@ def test_a_method_at_two_sizes_gives_two_marks_labelled_by_their_hyperparameter(
     assert [(m["label"], m["parameters"]) for m in marks] == [("lora r=8", 100), ("lora r=16", 200)]
 
 
-def test_read_log_keeps_numeric_losses_the_later_line_at_a_step_and_skips_a_cut_last_line(tmp_path):
+def test_read_log_keeps_the_log_every_lines_numeric_losses_and_skips_a_cut_last_line(tmp_path):
+    """The --log-every lines are the curve (each the mean of its window); an evaluation's loss (the mean since
+    the previous evaluation, a longer window) is plotted only from a log that has no --log-every lines."""
     folder = write_run(tmp_path / "run", "lora", 0, 0.7, 100)
-    lines = [{"step": 5, "epoch": 0.5, "loss": 0.9, "lr": {}, "time": 1.0},
-             {"step": 10, "epoch": 1.0, "loss": None, "lr": {}, "time": 2.0},  # no loss: not plotted
-             {"step": 10, "epoch": 1.0, "loss": 0.8, "metrics": {"dev": {"accuracy": 0.6}}, "lr": {}, "time": 2.0},
-             {"step": 15, "epoch": 1.5, "loss": 0.7, "lr": {}, "time": 3.0},
-             {"step": 15, "epoch": 1.5, "loss": 0.6, "metrics": {}, "lr": {}, "time": 3.0},  # the later one wins
-             {"step": 20, "epoch": 2.0, "loss": True, "lr": {}, "time": 4.0}]  # a bool is not a loss
-    (folder / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 25, "lo')
-    assert figures.read_log(folder) == {5: 0.9, 10: 0.8, 15: 0.6}
+    evaluations = [{"step": 10, "epoch": 1.0, "loss": 0.8, "metrics": {"dev": {"accuracy": 0.6}}, "lr": {}, "time": 2.0},
+                   {"step": 20, "epoch": 2.0, "loss": 0.6, "metrics": {}, "lr": {}, "time": 4.0}]
+    periodic = [{"step": 5, "epoch": 0.5, "loss": 0.9, "lr": {}, "time": 1.0},
+                {"step": 10, "epoch": 1.0, "loss": None, "lr": {}, "time": 2.0},  # no loss: not plotted
+                {"step": 15, "epoch": 1.5, "loss": 0.7, "lr": {}, "time": 3.0},
+                {"step": 20, "epoch": 2.0, "loss": True, "lr": {}, "time": 4.0}]  # a bool is not a loss
+    for lines, expected in ((evaluations + periodic, {5: 0.9, 15: 0.7}), (evaluations, {10: 0.8, 20: 0.6})):
+        (folder / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 25, "lo')
+        assert figures.read_log(folder) == expected
 
 
 def test_loss_curves_average_the_seeds_at_the_steps_all_of_them_logged(tmp_path):

@@ -16,13 +16,14 @@ from hypothesis import given, settings, strategies as st
 
 import hub
 import train
+from model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
 from model import (DebertaV2Config, SequenceClassifier, check_vocabulary, load_hf_state_dict, read_config,
                    save_pretrained, tiny_config)
 from test_robust import WORDS, one_line
 from tokenization import SentencePieceTokenizer, WordPieceTokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-ROWS = len(train.SPECIAL_TOKENS) + 2 + len(WORDS)  # the tiny checkpoint's embedding: one row per vocab.txt line
+ROWS = len(SPECIAL_TOKENS) + 2 + len(WORDS)  # the tiny checkpoint's embedding: one row per vocab.txt line
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def kit(tmp_path_factory):
             f"{'entailment' if i % 2 else 'not_entailment'}" for i in range(n)]
         (data / name).write_text("\n".join(rows) + "\n")
     vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(train.SPECIAL_TOKENS + ["yes", "no"] + WORDS) + "\n")
+    vocab.write_text("\n".join(SPECIAL_TOKENS + ["yes", "no"] + WORDS) + "\n")
     torch.manual_seed(0)
     save_pretrained(SequenceClassifier(tiny_config("bert", ROWS), 2), root / "model", [vocab])
     return dict(data=data, model=root / "model")
@@ -115,7 +116,7 @@ def test_a_folder_without_config_json_is_one_line_in_our_words(cli, kit, tmp_pat
 def test_a_vocabulary_that_does_not_fit_the_embedding_is_refused_before_training(cli, kit, tmp_path, lines, expected):
     """Issue 20: a vocab.txt longer or shorter than the embedding's rows trained without a word (ids past the
     rows are an IndexError at the first batch that meets one). Both files and both sizes, exit 2."""
-    words = train.SPECIAL_TOKENS + ["yes", "no"] + WORDS
+    words = SPECIAL_TOKENS + ["yes", "no"] + WORDS
     vocab = (words + [f"extra{i}" for i in range(lines - len(words))])[:lines]
     model = changed(kit, tmp_path / "m", vocab=vocab)
     code, err = run(cli, kit, model, tmp_path)
@@ -134,12 +135,12 @@ def test_only_a_deberta_config_may_pad_its_embedding_beyond_the_tokenizer(tmp_pa
     with pytest.raises(ValueError, match=f"spm.model holds 3,001 token ids, but .*config.json gives the embedding "
                                          f"3,000 rows"):
         check_vocabulary(spm, DebertaV2Config(vocab_size=ids - 1, **deberta), tmp_path)
-    (tmp_path / "vocab.txt").write_text("\n".join(train.SPECIAL_TOKENS + WORDS) + "\n")
+    (tmp_path / "vocab.txt").write_text("\n".join(SPECIAL_TOKENS + WORDS) + "\n")
     wordpiece = WordPieceTokenizer(tmp_path / "vocab.txt")
-    check_vocabulary(wordpiece, tiny_config("bert", len(train.SPECIAL_TOKENS) + len(WORDS)), tmp_path)
+    check_vocabulary(wordpiece, tiny_config("bert", len(SPECIAL_TOKENS) + len(WORDS)), tmp_path)
     for model_type in ("bert", "roberta"):
         with pytest.raises(ValueError, match=f"a {model_type} checkpoint's tokenizer fills its embedding exactly"):
-            check_vocabulary(wordpiece, tiny_config(model_type, len(train.SPECIAL_TOKENS) + len(WORDS) + 1), tmp_path)
+            check_vocabulary(wordpiece, tiny_config(model_type, len(SPECIAL_TOKENS) + len(WORDS) + 1), tmp_path)
 
 
 def test_the_head_of_a_fresh_classifier_is_the_only_part_that_may_be_missing(kit):
