@@ -11,7 +11,7 @@ relative to ‖x ΔWᵀ‖ (exact, float64):
     ‖y − y₆₄‖                        the output against float64 (the base's own rounding included)
     ‖(y − base_bf16(x)) − x ΔWᵀ‖      what the output adds to the bf16 base output, against the update
     ΔW the outputs carry, error      the least-squares ΔŴ with x ΔŴᵀ = y − base_bf16(x), ‖ΔŴ − ΔW‖ / ‖ΔW‖
-CPU only (bfloat16 rounds the same on a GPU), torch only, about ten seconds:
+CPU only (bfloat16 rounds the same on a GPU), torch only, about 15 s of CPU time:
 
     python scripts/precision_table.py
 """
