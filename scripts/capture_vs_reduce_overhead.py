@@ -2,10 +2,10 @@
 Our hand-written CUDA-graph step (step.TrainStep, mode 'graph') against torch.compile(mode="reduce-overhead")
 doing the capture (issue 17), in one process, so that both are measured in the same call.
 
-    python scripts/capture_vs_reduce_overhead.py --json out/capture.json                        # (a) bench only
-    python scripts/capture_vs_reduce_overhead.py --minilm .minilm --sst2 .sst2 --bench-methods '' # (b) only
+    python scripts/capture_vs_reduce_overhead.py --json out/capture.json                        # (a) the bench
+    python scripts/capture_vs_reduce_overhead.py --bench-methods '' --minilm .minilm --sst2 .sst2  # (b) the real run
     python scripts/capture_vs_reduce_overhead.py --device cpu --layers 2 --hidden 64 --steps 2 --warmup 1 \
-        --minilm DIR --sst2 DIR --epoch-steps 3                                                  # CPU smoke test
+        --seq 16 --batches 4 --minilm DIR --sst2 DIR --epoch-steps 6                             # CPU smoke test
 
 (a) the bench: for each method and batch, roberta-base's shape with random weights (bench.build), bf16 autocast,
 fused AdamW, random tokens at --seq; the median optimizer step (CUDA events) of each variant, a fresh model and
@@ -55,7 +55,7 @@ BENCH_VARIANTS = ("ours", "ours-model", "reduce-overhead", "reduce-overhead-adap
 EPOCH_VARIANTS = ("ours", "reduce-overhead", "reduce-overhead-unbucketed")
 KEEP_OURS_BELOW = 0.95  # ours / reduce-overhead: ours must be at least 5% faster to be kept
 READ_EVERY = 10  # the real run reads a loss back every 10 steps, as train.py does
-GUARD_LOSS_RTOL, GUARD_GRAD_RTOL = 2e-2, 5e-2  # bf16 autocast: two compilations of the same sums
+GUARD_LOSS_RTOL, GUARD_GRAD_RTOL = 2e-2, 1e-1  # bf16 autocast, two compilations of the same sums; a bug is O(1)
 
 
 class CompiledStep:
@@ -503,20 +503,22 @@ def setup(args):
     return device, torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
-def inductor_threads(threads):
-    """Inductor's compile threads: 1 compiles in this process, as bench.py does, so that no worker processes start
-    beside timed steps; None restores Inductor's default (what a user's run gets) and starts its worker pool now,
-    so that no variant's wall time pays for the start."""
+def inductor_threads(threads, warm=False):
+    """Set Inductor's compile threads -> the previous setting. 1 compiles in this process, as bench.py does, so that
+    no worker processes start beside timed steps; the previous (default) setting, with warm=True, is what a user's
+    run gets, its worker pool started at once, so that no variant's wall time pays for the start."""
     import torch._inductor.config as inductor
     from torch._inductor.async_compile import AsyncCompile
-    inductor.compile_threads = threads or inductor.decide_compile_threads()
-    if not threads and hasattr(AsyncCompile, "warm_pool"):
-        AsyncCompile.warm_pool()
+    previous, inductor.compile_threads = inductor.compile_threads, threads
+    for start in ("warm_pool", "wait_pool_ready") if warm else ():  # the second in newer torch only
+        if hasattr(AsyncCompile, start):
+            getattr(AsyncCompile, start)()
+    return previous
 
 
 def run(args):
     device, name = setup(args)
-    inductor_threads(1)
+    default_threads = inductor_threads(1)
     print(f"# {name}, torch {torch.__version__}" + (
         f"; bench: {args.model} shape, seq {args.seq}, bf16 autocast, fused AdamW, median of {args.steps} steps "
         f"after {args.warmup} (and the first)" if args.bench_methods else ""), flush=True)
@@ -529,7 +531,7 @@ def run(args):
             report["bench"].append(attempt(keys, bench_row, args, method, batch, variant, device))
             save(report, args.json)
     if args.minilm:
-        inductor_threads(None)
+        inductor_threads(default_threads, warm=True)
         t0 = time.perf_counter()
         train, dev, pad_id = load_sst2(args)
         print(f"  tokenized SST-2 ({len(train[0])} train, {len(dev[0])} dev) in {time.perf_counter() - t0:.1f} s",

@@ -46,7 +46,7 @@ def hf_libraries():
         import peft
         import transformers
     except ImportError as error:
-        print(f"peft_bench.py: {error.name} is not installed: skipping the transformers + PEFT rows")
+        print(f"peft_bench.py: {error.name} is not installed (the PEFT rows need transformers and peft): skipping them")
         return None
     return transformers, peft
 
@@ -200,7 +200,7 @@ def parse_args(argv):
 
 def run(args):
     device, name = cvr.setup(args)
-    cvr.inductor_threads(1)  # no compile workers starting beside the timed steps (as bench.py)
+    default_threads = cvr.inductor_threads(1)  # no compile workers starting beside the timed steps (as bench.py)
     libraries = hf_libraries()
     versions = {"torch": torch.__version__, **{lib.__name__: lib.__version__ for lib in libraries or ()}}
     print(f"# {name}, {', '.join(f'{k} {v}' for k, v in versions.items())}" + (
@@ -211,7 +211,7 @@ def run(args):
         report["bench"].append(cvr.attempt(dict(row=row, batch=batch), bench_row, libraries, args, row, batch, device))
         cvr.save(report, args.json)
     if args.minilm:
-        cvr.inductor_threads(None)  # the real run compiles as a user's run does
+        cvr.inductor_threads(default_threads, warm=True)  # the real run compiles as a user's run does
         train, dev, pad_id = cvr.load_sst2(args)
         for row in (r for r in args.epoch_rows if libraries or r == "ours"):
             report["epoch"].append(
