@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAMILIES = {  # family -> (a tiny config, a GLUE task: 2 labels, 3 labels, regression)
     "bert": (lambda: tiny_config("bert", 60), "rte"),
-    "roberta": (lambda: tiny_config("roberta", 60), "mnli"),
-    "deberta-v2": (lambda: DebertaV2Config(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    "roberta": (lambda: tiny_config("roberta", 261), "mnli"),  # 5 specials and the 256 byte symbols
+    "deberta-v2": (lambda: DebertaV2Config(vocab_size=3001, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                            intermediate_size=64, max_position_embeddings=64, relative_attention=True,
                                            pos_att_type=["p2c", "c2p"], share_att_key=True, position_buckets=8,
                                            norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0),
@@ -54,7 +54,8 @@ def attention(family):
 def write_tokenizer(folder, family):
     """The vocabulary files a checkpoint of the family ships: vocab.txt, vocab.json + merges.txt, spm.model."""
     if family == "bert":
-        (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "cat"]) + "\n")
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "cat"] + [f"w{i}" for i in range(53)]
+        (folder / "vocab.txt").write_text("\n".join(words) + "\n")  # 60 ids: the embedding's rows (check_vocabulary)
     elif family == "roberta":
         symbols = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *bytes_to_unicode().values()]
         (folder / "vocab.json").write_text(json.dumps({s: i for i, s in enumerate(symbols)}))
