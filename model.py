@@ -431,9 +431,6 @@ class SequenceClassifier(nn.Module):
         return model
 
 
-def count_parameters(model, trainable_only=False):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
 # -----------------------------------------------------------------------------
 # DeBERTa-v2 / v3 (Hugging Face model type "deberta-v2"): BERT's post-LayerNorm layers with
 # disentangled attention over log-bucketed relative positions, and a ContextPooler head.

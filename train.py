@@ -40,10 +40,10 @@ from config import (UsageError, build_parser, count_parameters, describe, dry_in
 from data import TASKS, compute_metrics, load_task, main_metric, pad_batch, tokenize
 from distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
 from model import build_tiny_model, load_pretrained
-from runs import (BEST_ADAPTER, DiskError, Interrupted, interrupted_outside_the_loop, results_of, LATER_PROGRESS, PROGRESS_TYPES, NonFiniteError, StopRequests, append_log,
-                  check_finite, check_same_data, data_fingerprint, hold_folder, intact, read_checkpoint,
-                  release_folders, restore, save_checkpoint, start_log, trainable_state, write_adapter,
-                  write_results)
+from runs import (BEST_ADAPTER, LATER_PROGRESS, PROGRESS_TYPES, DiskError, Interrupted, NonFiniteError, StopRequests,
+                  append_log, check_finite, check_same_data, data_fingerprint, hold_folder, intact,
+                  interrupted_outside_the_loop, read_checkpoint, release_folders, restore, results_of, save_checkpoint,
+                  start_log, trainable_state, write_adapter, write_results)
 from step import TrainStep, float_dtype, step_mode
 
 READ_EVERY = 10  # steps between reading the loss back from a GPU (progress bar, non-finite checks)

@@ -289,7 +289,7 @@ def test_loca_schedule_rejects_bad_arguments():
 TOY_DRIFTS = (157, 289, 385, 757, 801, 850)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=3, deadline=None)  # every seed below 1000 was run offline (see TOY_DRIFTS)
 @given(seed=st.integers(0, 999).filter(lambda seed: seed not in TOY_DRIFTS))
 @example(seed=231)  # these two failed the check before this one (the loss of the last 10 steps, still high
 @example(seed=416)  # while a location came back in the very last phase)
