@@ -87,8 +87,12 @@ def build_parser(description):
     for dest in HYPERPARAMETER_FLAGS:  # the methods' keywords, named as in spectral_ft
         takes = ", ".join(m for m in spectral_ft.METHODS if spectral_ft_name(dest) in spectral_ft.hyperparameters(m))
         kind = dict(action=argparse.BooleanOptionalAction) if dest == "gate" else dict(type=types[dest])
-        what = "the adapter's own seed: " if dest == "adapter_seed" else ""
-        a(flag(dest).split("/")[0], **kind, help=f"{what}{takes} (default: the paper's)")
+        if dest == "adapter_seed":
+            a("--adapter-seed", **kind, help=f"the adapter's own seed: {takes} (default: --seed for "
+              f"{', '.join(sorted(spectral_ft.SEED_FOLLOWS_RUN))}, whose authors draw from the run's generator; "
+              f"the reference's fixed seed for the others)")
+            continue
+        a(flag(dest).split("/")[0], **kind, help=f"{takes} (default: the paper's)")
     a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny': a tiny random BERT, offline")
     a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
     a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, or $GLUE_DIR/<FOLDER>, "
