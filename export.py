@@ -64,7 +64,8 @@ PEFT_PREFIX = "base_model.model."  # PeftModel.base_model (the tuner) .model (th
 
 def build_parser():
     p = Parser(prog="export.py", description=__doc__.split("\n")[1])
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished train.py run folder (results.json, adapter.safetensors)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a train.py run folder: a finished one (results.json), or for --which best an "
+                        "unfinished one (checkpoint.pt)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write; must not exist, or be empty")
     p.add_argument("--which", choices=tuple(ADAPTER_FILES), default="best",
                    help="best: the best dev evaluation's tensors (best/adapter.safetensors, the default); "
@@ -171,8 +172,9 @@ def adapter_file(run_dir, which):
 
 
 NOTHING_WRITTEN = "nothing was written"
-NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST,  # another
-                errno.ENAMETOOLONG, errno.ELOOP)  # OUT_DIR fixes these; a full disk or failing device stays exit 1
+# Making OUT_DIR's folders: another OUT_DIR avoids these (exit 2); a full disk or a failing device stays exit 1
+ANOTHER_OUT_DIR_FIXES = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST,
+                         errno.ENAMETOOLONG, errno.ELOOP)
 
 
 def check_out_dir(out_dir):
@@ -334,7 +336,7 @@ def building(out):
     except OSError as e:
         remove_folders(made)
         where = Path(e.filename).parent if e.filename else out.parent
-        if e.errno in NOT_WRITABLE:
+        if e.errno in ANOTHER_OUT_DIR_FIXES:
             raise UsageError(f"OUT_DIR {out}: cannot create a folder in {where} ({e.strerror}); "
                              f"{NOTHING_WRITTEN}") from None
         raise OSError(f"OUT_DIR {out}: {e.strerror or e}") from None
@@ -376,7 +378,7 @@ def describe(evaluation, run_dir, finished):
 
 def export(run_dir, out_dir, which="best", fmt="hf"):
     """Write RUN_DIR's trained model into OUT_DIR in format `fmt`; every input is checked before anything is
-    written. Returns (the adapter file read, what it holds: step, metrics, the files written)."""
+    written. Returns (the adapter file read, its step and metrics as cli's line says them, the files written)."""
     run_dir, out = Path(run_dir), Path(out_dir)
     config, results = read_run(run_dir, which)
     check_exportable(config, fmt)
