@@ -7,6 +7,7 @@ Export a fine-tuned model (a train.py run folder) for use outside this project.
 --which best (default): RUN_DIR/best/adapter.safetensors, the trained tensors of the best dev evaluation;
 --which final: RUN_DIR/adapter.safetensors, those after the last step. Either is put back on the run's base
 checkpoint as train.py built it (results.json's config: model, method, targets, hyperparameters), then written
+in one of two formats:
 
 --format hf (default): the base checkpoint with every adapter merged into its weight (spectral_ft.merge), in
     Hugging Face's layout: config.json, model.safetensors and the tokenizer files the base came with, for
@@ -17,10 +18,15 @@ checkpoint as train.py built it (results.json's config: model, method, targets, 
     shares (LoRA's alpha / r; VeRA's frozen pair from projection_prng_key; FourierFT's entries from
     random_loc_seed), with the trained head as PEFT's modules_to_save.
 
+An unfinished run (interrupted: checkpoint.pt, no results.json yet) exports its best evaluation so far with
+--which best, the configuration read from checkpoint.pt; `python train.py --resume RUN_DIR` finishes it.
+
 OUT_DIR must not exist, or be empty. It is built in a temporary folder beside it and renamed at the end, so it
-never holds half an export. Exit status: 0 done; 1 stopped (network, disk); 2 bad input, named in one line.
+never holds half an export. Exit status: 0 done; 1 stopped by what no other command line fixes (the network,
+a full disk); 2 bad input (a run folder, a flag, an OUT_DIR that cannot be made), named in one line.
 """
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -58,7 +64,8 @@ PEFT_PREFIX = "base_model.model."  # PeftModel.base_model (the tuner) .model (th
 
 def build_parser():
     p = Parser(prog="export.py", description=__doc__.split("\n")[1])
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished train.py run folder (results.json, adapter.safetensors)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a train.py run folder: a finished one (results.json), or for --which best an "
+                        "unfinished one (checkpoint.pt)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write; must not exist, or be empty")
     p.add_argument("--which", choices=tuple(ADAPTER_FILES), default="best",
                    help="best: the best dev evaluation's tensors (best/adapter.safetensors, the default); "
@@ -91,16 +98,22 @@ def config_problem(config):
     return None
 
 
-def read_run_config(run_dir):
-    """results.json's "config" (train.py writes it when a run finishes), checked for what export needs."""
-    path = Path(run_dir) / "results.json"
-    if not Path(run_dir).is_dir():
+def read_run(run_dir, which="best"):
+    """(config, results) of RUN_DIR: results.json (train.py writes it when a run finishes) and its "config",
+    checked for what export needs; for an unfinished run (checkpoint.pt, no results.json yet), checkpoint.pt's
+    config and results None (unfinished_run_config)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    if not run_dir.is_dir():
         raise UsageError(f"RUN_DIR {run_dir} is not a folder: give a train.py run folder")
+    if not path.is_file() and (run_dir / "checkpoint.pt").is_file():
+        return unfinished_run_config(run_dir, which), None
     if not path.is_file():
         raise UsageError(f"{path} does not exist: RUN_DIR must be a finished train.py run (results.json is "
                          f"written at its end)")
     try:
-        config = json.loads(path.read_bytes().decode("utf-8"))["config"]
+        results = json.loads(path.read_bytes().decode("utf-8"))
+        config = results["config"]
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text: not a train.py results file") from None
     except json.JSONDecodeError as e:
@@ -110,6 +123,30 @@ def read_run_config(run_dir):
     problem = config_problem(config)
     if problem:
         raise UsageError(f"{path}: {problem}; not a train.py results file")
+    return config, results
+
+
+def unfinished_run_config(run_dir, which):
+    """The config of a run that has not finished (checkpoint.pt, no results.json): checkpoint.pt's, the one the
+    run finishes with, for --which best once the run has evaluated; otherwise how to finish the run."""
+    path = run_dir / "checkpoint.pt"
+    try:  # mmap: the config and step alone are read, not every tensor
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        config, step = json.loads(checkpoint["config"]), int(checkpoint["step"])
+    except Exception as e:
+        raise UsageError(f"{path} is not a checkpoint written by train.py ({type(e).__name__}) and {run_dir} "
+                         f"holds no results.json: not a train.py run folder") from None
+    problem = config_problem(config)
+    if problem:
+        raise UsageError(f"{path}: {problem}; not a train.py checkpoint")
+    unfinished = (f"RUN_DIR {run_dir} is an unfinished train.py run (checkpoint.pt at step {step}, no results.json "
+                  f"yet): finish it with `python train.py --resume {run_dir}`")
+    has_best = (run_dir / ADAPTER_FILES["best"]).is_file()
+    if which == "final":
+        raise UsageError(f"{unfinished}, then export its final tensors"
+                         + (", or export its best evaluation so far with --which best" if has_best else ""))
+    if not has_best:
+        raise UsageError(f"{unfinished}; it has not evaluated yet, so there is no best/adapter.safetensors to export")
     return config
 
 
@@ -134,11 +171,28 @@ def adapter_file(run_dir, which):
     raise UsageError(f"{path} does not exist: RUN_DIR must be a finished train.py run")
 
 
+NOTHING_WRITTEN = "nothing was written"
+# Making OUT_DIR's folders: another OUT_DIR avoids these (exit 2); a full disk or a failing device stays exit 1
+ANOTHER_OUT_DIR_FIXES = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST,
+                         errno.ENAMETOOLONG, errno.ELOOP)
+
+
 def check_out_dir(out_dir):
+    """Refuse, before anything is read, an OUT_DIR that cannot be made: one that holds files, or lies under a
+    file, or in a folder this user may not write (export.py creates the missing folders above OUT_DIR)."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"OUT_DIR {out} exists and is not an empty folder: choose a new one (export.py never "
-                         f"overwrites)")
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"OUT_DIR {out} exists and is not an empty folder: choose a new one (export.py never "
+                             f"overwrites); {NOTHING_WRITTEN}")
+        existing = next(p for p in out.absolute().parents if p.exists())  # where the first folder is made
+    except OSError as e:
+        raise UsageError(f"OUT_DIR {out}: {e.strerror or e}; {NOTHING_WRITTEN}") from None
+    if not existing.is_dir():
+        raise UsageError(f"OUT_DIR {out}: {existing} is a file, not a folder; {NOTHING_WRITTEN}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"OUT_DIR {out}: cannot create a folder in {existing} ({os.strerror(errno.EACCES)}); "
+                         f"{NOTHING_WRITTEN}")
 
 
 def read_trained(path, method):
@@ -150,7 +204,7 @@ def read_trained(path, method):
         raise UsageError(f"{detail} (a damaged adapter file)") from None
     saved = metadata.get("method")
     if saved is not None and saved != method:
-        raise UsageError(f"{path} holds a --method {saved} adapter, but the run's results.json says {method}")
+        raise UsageError(f"{path} holds a --method {saved} adapter, but the run's config says {method}")
     return state, metadata
 
 
@@ -262,39 +316,71 @@ def write_peft(model, config, folder, base_name):
 # the whole export
 
 
+def remove_folders(made):
+    """Remove the folders export.py made above OUT_DIR, innermost first (each is empty again)."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 @contextlib.contextmanager
 def building(out):
     """A temporary folder beside `out`, renamed onto it when the block succeeds (an empty `out` is replaced;
-    one filled meanwhile makes the rename fail), removed when it does not."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    one filled meanwhile makes the rename fail), removed when it does not, with the folders made above `out`.
+    Errors name `out`, the user's path, never the temporary folder: a folder that cannot be made there is a
+    UsageError (another OUT_DIR fixes it), any other failure an OSError."""
+    made = [p for p in reversed(out.parents) if not p.exists()]  # outermost first
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as e:
+        remove_folders(made)
+        where = Path(e.filename).parent if e.filename else out.parent
+        if e.errno in ANOTHER_OUT_DIR_FIXES:
+            raise UsageError(f"OUT_DIR {out}: cannot create a folder in {where} ({e.strerror}); "
+                             f"{NOTHING_WRITTEN}") from None
+        raise OSError(f"OUT_DIR {out}: {e.strerror or e}") from None
     try:
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual permissions
         os.rename(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_folders(made)
+        if isinstance(e, OSError):
+            raise OSError(f"OUT_DIR {out}: {e.strerror or e}") from None
         raise
 
 
-def describe(metadata):
-    """'step 120, metrics {...}' from a best/ adapter's metadata (JSON strings), or '' without them."""
-    parts = []
+def exported_evaluation(which, results, metadata):
+    """{"step": ..., "metrics": ...} of the tensors exported, as far as the files say: results.json's "final"
+    entry for --which final (the final adapter file keeps neither), the best adapter's metadata (JSON strings)
+    for --which best."""
+    if which == "final":
+        final = (results or {}).get("final")
+        return {key: final[key] for key in ("step", "metrics") if key in final} if isinstance(final, dict) else {}
+    found = {}
     for key in ("step", "metrics"):
-        try:
-            parts.append(f"{key} {json.dumps(json.loads(metadata[key]), separators=(', ', ': '))}")
-        except (KeyError, ValueError):
-            pass
-    return f" ({', '.join(parts)})" if parts else ""
+        with contextlib.suppress(KeyError, ValueError):
+            found[key] = json.loads(metadata[key])
+    return found
+
+
+def describe(evaluation, run_dir, finished):
+    """' (step 120, metrics {...})', and for an unfinished run what it is and how to finish it."""
+    parts = [f"{key} {json.dumps(value, separators=(', ', ': '))}" for key, value in evaluation.items()]
+    said = f" ({', '.join(parts)})" if parts else ""
+    return said if finished else (f"{said}, the best evaluation so far of an unfinished run (finish it with "
+                                  f"`python train.py --resume {run_dir}`)")
 
 
 def export(run_dir, out_dir, which="best", fmt="hf"):
     """Write RUN_DIR's trained model into OUT_DIR in format `fmt`; every input is checked before anything is
-    written. Returns (the adapter file read, its metadata, the files written)."""
+    written. Returns (the adapter file read, its step and metrics as cli's line says them, the files written)."""
     run_dir, out = Path(run_dir), Path(out_dir)
-    config = read_run_config(run_dir)
+    config, results = read_run(run_dir, which)
     check_exportable(config, fmt)
     source = adapter_file(run_dir, which)
     check_out_dir(out)
@@ -308,26 +394,26 @@ def export(run_dir, out_dir, which="best", fmt="hf"):
         else:
             write_peft(model, config, folder, base_name)
         written = sorted(p.name for p in folder.iterdir())
-    return source, metadata, written
+    return source, describe(exported_evaluation(which, results, metadata), run_dir, results is not None), written
 
 
 def cli(argv=None):
     """The command line: export() with errors turned into one line and an exit status."""
     try:
         args = build_parser().parse_args(argv)
-        source, metadata, written = export(args.run_dir, args.out_dir, args.which, args.fmt)
+        source, what, written = export(args.run_dir, args.out_dir, args.which, args.fmt)
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"export.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except OSError as e:  # the network (a hub download), a full disk
-        print(f"export.py: error: {' '.join(str(e).split())}; nothing was written", file=sys.stderr)
+        print(f"export.py: error: {' '.join(str(e).split())}; {NOTHING_WRITTEN}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("export.py: interrupted; nothing was written", file=sys.stderr)
         return 130
     load = ("transformers.AutoModelForSequenceClassification.from_pretrained" if args.fmt == "hf"
             else "peft.PeftModel.from_pretrained(base_model, ...)")
-    print(f"export.py: wrote {args.out_dir}/ ({', '.join(written)}) from {source}{describe(metadata)}; "
+    print(f"export.py: wrote {args.out_dir}/ ({', '.join(written)}) from {source}{what}; "
           f"load it with {load}")
     return 0
 

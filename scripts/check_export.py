@@ -121,7 +121,7 @@ def check_folder(run, base, ours_model, which, work, generator, tag):
     ids, mask = batch(ours_model.config.vocab_size, ours_model.config.pad_token_id, generator)
     with torch.no_grad():
         ours = ours_model(ids, mask).float()
-    rows, config = [], export.read_run_config(run)
+    (config, _), rows = export.read_run(run), []
     for fmt in ("hf", "peft"):
         out = work / f"{tag}-{fmt}"
         try:
@@ -170,7 +170,7 @@ def run_rows(runs, which, work):
     """Real train.py runs: our adapted model rebuilt by export.py's own loader, against both exports."""
     rows, generator = [], torch.Generator().manual_seed(0)
     for i, run in enumerate(map(Path, runs)):
-        config = export.read_run_config(run)
+        config, _ = export.read_run(run, which)
         source = export.adapter_file(run, which)
         state, _ = export.read_trained(source, config["method"])
         base = export.base_folder(config, run)

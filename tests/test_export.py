@@ -7,6 +7,7 @@ files are checked against a golden written by hand from PEFT 0.21's source, then
 Run folders are made here as train.py writes them (results.json's config, adapter.safetensors,
 best/adapter.safetensors), around tiny random checkpoints; one test makes a real one with `train.py --model tiny`.
 """
+import errno
 import json
 import math
 import os
@@ -133,7 +134,9 @@ def write_run(folder, base, family, method, model, targets, precision="fp32"):
     config = dict(method=method, model=str(base), task=task, targets=targets, hyperparameters=hyperparameters,
                   precision=precision, seed=0)
     (folder / "best").mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps(dict(config=config, seed=0)))
+    best = dict(value=0.75, step=7, epoch=0.5, metrics={"dev": {"accuracy": 0.75}}, adapter="best/adapter.safetensors")
+    final = dict(step=9, epoch=1.0, metrics={"dev": {"accuracy": 0.5}})
+    (folder / "results.json").write_text(json.dumps(dict(config=config, seed=0, best=best, final=final)))
     metadata = dict(format="pt", method=method, hyperparameters=json.dumps(hyperparameters), model=str(base),
                     task=task, targets=json.dumps(targets))
     state = trained_state(model, method)
@@ -202,16 +205,24 @@ def test_hf_config_names_the_architecture_labels_and_problem_and_carries_the_tok
     assert load_tokenizer(tmp_path / "out").encode(text) == load_tokenizer(bases[family]).encode(text)
 
 
-def test_a_real_tiny_run_exports_in_both_formats(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real run folder: train.py --model tiny, 2 steps, evaluated at its end (step 2). Tests copy it."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train.main(["--model", "tiny", "--method", "lora", "--max-steps", "2", "--out", str(run)])
+    return run
+
+
+def test_a_real_tiny_run_exports_in_both_formats(tiny_run, tmp_path, capsys):
     """train.py's own files (train.py --model tiny), exported: the HF folder gives the logits of the run's
     model rebuilt here from its adapter file; the PEFT folder holds its tensors under PEFT's names."""
-    run = tmp_path / "run"
-    train.main(["--model", "tiny", "--method", "lora", "--max-steps", "2", "--out", str(run)])
-    capsys.readouterr()  # train.py's own lines
+    run = tiny_run
+    final = json.loads((run / "results.json").read_text())["final"]
     for fmt in ("hf", "peft"):
         assert export.cli([str(run), str(tmp_path / fmt), "--which", "final", "--format", fmt]) == 0
         said = capsys.readouterr()
         assert f"wrote {tmp_path / fmt}/" in said.out and said.err == ""
+        assert f"step {final['step']}, metrics {json.dumps(final['metrics'], separators=(', ', ': '))}" in said.out
 
     config = json.loads((run / "results.json").read_text())["config"]
     model, _ = load_pretrained(run / "tiny-model", num_labels=2)
@@ -370,6 +381,10 @@ def damage(path, how):
     path.write_bytes({"cut": data[:len(data) // 2], "noise": b"\x07" * 64, "empty": b""}[how])
 
 
+def damage_checkpoint(run):
+    (run / "checkpoint.pt").write_bytes(b"\x07" * 64)
+
+
 def set_config(run, **changes):
     results = json.loads((run / "results.json").read_text())
     results["config"].update(changes)
@@ -378,6 +393,8 @@ def set_config(run, **changes):
 
 BAD_INPUTS = {  # name -> (change the run (and out), extra flags, what the line must name)
     "no results.json": (lambda run, out: (run / "results.json").unlink(), [], "results.json"),
+    "no results.json, a damaged checkpoint.pt": (lambda run, out: ((run / "results.json").unlink(),
+                                                                   damage_checkpoint(run)), [], "checkpoint.pt"),
     "results.json not JSON": (lambda run, out: (run / "results.json").write_text("{oops"), [], "results.json"),
     "results.json without config": (lambda run, out: (run / "results.json").write_text("{}"), [], "results.json"),
     "results.json: unknown method": (lambda run, out: set_config(run, method="dora"), [], "results.json"),
@@ -427,6 +444,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(lora_run, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("export.py: error: ") and err.count("\n") == 1, err
     assert named in err, err
+    assert named != "OUT_DIR" or f"OUT_DIR {out}" in err and "nothing was written" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no OUT_DIR, no temporary folder beside it
     assert kept == (out.read_bytes() if out.is_file() else sorted(out.iterdir()) if out.exists() else None)
 
@@ -448,11 +466,117 @@ def test_an_empty_out_dir_is_filled_and_the_best_step_is_named(lora_run, tmp_pat
                                                                     "vocab.json"]
 
 
-def test_a_failed_write_leaves_neither_out_dir_nor_a_temporary_folder(lora_run, tmp_path, monkeypatch, capsys):
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+@pytest.mark.parametrize("where", ["out", "new/deeper/out"])
+def test_a_failed_write_leaves_neither_out_dir_nor_a_temporary_folder(lora_run, tmp_path, monkeypatch, capsys, where):
+    """A full disk is exit 1 (no other command fixes it), naming OUT_DIR, not the temporary folder; the folders
+    made above OUT_DIR are gone too."""
+    def full_disk(model, folder, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "model.safetensors"))
     monkeypatch.setattr(export, "save_pretrained", full_disk)
     before = sorted(p.name for p in tmp_path.iterdir())
-    assert export.cli([str(lora_run), str(tmp_path / "out")]) == 1
-    assert "No space left on device" in capsys.readouterr().err
+    assert export.cli([str(lora_run), str(tmp_path / where)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"export.py: error: OUT_DIR {tmp_path / where}: {os.strerror(errno.ENOSPC)}; nothing was written\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+# -----------------------------------------------------------------------------
+# issue 23: output paths the user can fix are exit 2 and name the user's path; an unfinished run is told how
+# to finish it; --which final names its step; the module's docstring says every sentence whole
+
+
+def refused(err, out):
+    """export.py's one line about `out`, exit 2 already checked: names the user's path, no temporary folder."""
+    assert err.startswith(f"export.py: error: OUT_DIR {out}: ") and err.count("\n") == 1, err
+    assert err.endswith("; nothing was written\n") and ".tmp" not in err, err
+
+
+@pytest.mark.parametrize("under", ["sub", "a/b"])
+def test_an_out_dir_under_a_file_is_one_line_exit_2_and_nothing_written(lora_run, tmp_path, capsys, under):
+    """`export.py RUN README.md/sub` (issue 23) said "[Errno 17] File exists" and exit 1."""
+    (tmp_path / "README.md").write_text("mine")
+    out = tmp_path / "README.md" / under
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert export.cli([str(lora_run), str(out)]) == 2
+    err = capsys.readouterr().err
+    refused(err, out)
+    assert f"{tmp_path / 'README.md'} is a file, not a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "README.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("under", ["out", "new/out"])
+def test_an_out_dir_in_a_folder_nobody_may_write_is_one_line_exit_2(lora_run, tmp_path, monkeypatch, capsys, under):
+    """A read-only parent said "Permission denied: '.../.out.x1y2.tmp'", a folder the user never chose, and
+    exit 1. The parent is made read-only (0o555) and, since root ignores those bits, os.mkdir refuses in it as
+    the kernel refuses an ordinary user: the same line whichever of the two stops export.py."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).parent == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_mkdir(path, *args, **kwargs)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    locked.chmod(0o555)
+    try:
+        assert export.cli([str(lora_run), str(locked / under)]) == 2
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err
+    refused(err, locked / under)
+    assert f"cannot create a folder in {locked} ({os.strerror(errno.EACCES)})" in err
+    assert list(locked.iterdir()) == []
+
+
+def unfinished(tiny_run, folder, best=True):
+    """The real tiny run as an interrupted one leaves its folder: checkpoint.pt, best/ (when it evaluated
+    before it stopped), no results.json and no final adapter.safetensors (train.py writes both at the end)."""
+    shutil.copytree(tiny_run, folder)
+    (folder / "results.json").unlink()
+    (folder / "adapter.safetensors").unlink()
+    if not best:
+        shutil.rmtree(folder / "best")
+    return folder
+
+
+@pytest.mark.parametrize("which, best", [("final", True), ("final", False), ("best", False)])
+def test_an_unfinished_run_is_told_to_finish_it_with_resume(tiny_run, tmp_path, capsys, which, best):
+    """An interrupted run was told it is "not a finished run" and no more; now the line says how to finish it,
+    and, where the run has a best evaluation, that --which best exports it now."""
+    run = unfinished(tiny_run, tmp_path / "run", best)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert export.cli([str(run), str(tmp_path / "out"), "--which", which]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"export.py: error: RUN_DIR {run} is an unfinished train.py run (checkpoint.pt at step 2, "
+                          f"no results.json yet)") and err.count("\n") == 1, err
+    assert f"finish it with `python train.py --resume {run}`" in err, err
+    assert ("--which best" in err) == (which == "final" and best), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_unfinished_runs_best_evaluation_exports_as_the_finished_runs_does(tiny_run, tmp_path, capsys):
+    """--which best needs no results.json: the configuration is checkpoint.pt's, the same the run finishes with;
+    the line names the step, says the run is unfinished and how to finish it."""
+    run = unfinished(tiny_run, tmp_path / "run")
+    assert export.cli([str(run), str(tmp_path / "early")]) == 0
+    said = capsys.readouterr().out
+    assert "best/adapter.safetensors (step 2, metrics" in said and f"python train.py --resume {run}" in said, said
+    assert export.cli([str(tiny_run), str(tmp_path / "finished")]) == 0
+    early, finished = (read_safetensors(tmp_path / name / "model.safetensors") for name in ("early", "finished"))
+    assert early.keys() == finished.keys() and all(torch.equal(early[k], finished[k]) for k in early)
+
+
+def test_which_final_names_the_step_and_metrics_it_exports(lora_run, tmp_path, capsys):
+    """--which final printed no step or metrics; they are results.json's "final" entry (the final adapter file
+    keeps none)."""
+    assert export.cli([str(lora_run), str(tmp_path / "out"), "--which", "final"]) == 0
+    said = capsys.readouterr().out
+    assert f"from {lora_run / 'adapter.safetensors'} (step 9, metrics {{\"dev\": {{\"accuracy\": 0.5}}}})" in said, said
+
+
+def test_the_docstring_says_every_sentence_whole():
+    """Each prose paragraph of export.py's docstring (the indented command block aside) ends a sentence: one
+    ended "..., then written" (issue 23)."""
+    paragraphs = [p for p in export.__doc__.strip().split("\n\n") if not p.startswith(" ")]
+    assert len(paragraphs) >= 4
+    assert all(p.rstrip().endswith((".", ":")) for p in paragraphs), [p[-60:] for p in paragraphs]
