@@ -492,8 +492,8 @@ def run(args, rows, device, world):
     graph_steps = device.type == "cuda" and args.precision != "fp16"  # as time_steps: fp16's GradScaler step is eager
     steps = (f"eager and graph steps (compile {args.compile})" if graph_steps
              else f"eager steps only (no CUDA graphs {'on the CPU' if device.type == 'cpu' else 'under fp16'})")
-    print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW, {steps}; "
-          f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
+    print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW, "
+          f"{steps}; median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
           + (f"; {world} processes (DDP), --batch each" if world > 1 else ""))
 
     if args.per_layer:

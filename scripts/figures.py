@@ -779,8 +779,9 @@ def loss_svg(curves, title=None, log_y=False):
     """Training loss against step, one line per method, labelled at its right end."""
     svg = Svg(WIDTH, 0)
     seeds = runs_text(curves)
-    top = 17 + draw_title(svg, title or f"Training loss, {curves[0]['task'].upper()} on {Path(curves[0]['model']).name}",
-               f"mean over seeds (runs per method: {seeds}) at the steps every run logged")
+    model = Path(curves[0]["model"]).name
+    top = 17 + draw_title(svg, title or f"Training loss, {curves[0]['task'].upper()} on {model}",
+                          f"mean over seeds (runs per method: {seeds}) at the steps every run logged")
     all_losses = [v for c in curves for v in c["loss"]]
     x = Scale(0, nice_range(0, max(c["steps"][-1] for c in curves))[1], 80, WIDTH - 130)
     if log_y and min(all_losses) <= 0:
@@ -844,7 +845,8 @@ def locations_svg(study, title=None):
         x = Scale(*log_range(min(budgets), max(budgets)), left, left + width, log=True)
         y = Scale(*y_range, below_title + 355, below_title + 35)
         draw_axes(svg, x, y, "parameter budget B (log scale)", "relative error" if i == 0 else "")
-        svg.text((x.start + x.end) / 2, below_title + 27, f"d = {d}  (d² = {d * d:,})", 13, "middle", font_weight="bold")
+        svg.text((x.start + x.end) / 2, below_title + 27, f"d = {d}  (d² = {d * d:,})", 13, "middle",
+                 font_weight="bold")
         for name, family in study[d]["families"].items():
             color, dash, marker = LOCATION_STYLES[name]
             svg.open("g", class_="mark", data_method=name, data_size=d)
