@@ -25,13 +25,16 @@ sparse DCT (n rank-1 products of DCT basis rows), and LoCA's own autograd.Functi
     python bench.py                                  # roberta-base, batch 32 x 128, GPU
     python bench.py --graph --profile                # + whole-step CUDA-graph time, kernels, syncs
     python bench.py --model roberta-large --batch 16
-    python bench.py --device cpu --layers 2 --hidden 32 --batch 2 --seq 16 --steps 2 --warmup 1   # smoke test
+    python bench.py --device cpu --layers 1 --hidden 32 --batch 2 --seq 16 --steps 5 --warmup 2   # smoke test, seconds
     torchrun --nproc_per_node=2 bench.py --methods lora,loca --delta-sizes ''   # data parallel: batch per GPU
 
 Under torchrun every process runs the same rows at --batch examples each, wrapped in
 DistributedDataParallel (gradients all-reduced every step); a row's time is the slowest
 process's median and tokens/s counts every process's tokens, so the scaling is the tokens/s
 of N processes over those of `python bench.py` with the same flags.
+
+The ΔW table's d defaults to 256 .. 4096 (--delta-sizes), or to --hidden alone when --hidden narrows
+the model (a smoke test, which a d = 4096 table would keep busy for minutes on a CPU).
 """
 
 import argparse
@@ -52,6 +55,8 @@ from config import Parser, UsageError, bounded
 from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
 
 ROWS = ["floor", "head", "full", *spectral_ft.METHODS]
+DELTA_SIZES = "256,512,1024,2048,4096"  # the ΔW table's d unless --delta-sizes or --hidden says otherwise
+SMOKE_TEST = "--device cpu --layers 1 --hidden 32 --batch 2 --seq 16 --steps 5 --warmup 2"  # seconds on a CPU
 # Paper settings do not fit a --hidden 16 smoke-test model; these do.
 SMALL = {"vera": {"r": 8}, "fourierft": {"n": 32}, "fora": {"n": 16, "r": 4}, "dfora": {"n": 16, "r": 4},
          "loca": {"n": 32}, "foura": {"r": 4}, "spectral_a": {"r": 4}, "spectral_r": {"r": 4}}
@@ -417,8 +422,8 @@ def main(argv=None):
     parser.add_argument("--device", help="cuda (default), cuda:N, or cpu for a smoke test")
     parser.add_argument("--steps", type=bounded(int, 1), default=30)
     parser.add_argument("--warmup", type=bounded(int, 0), default=10)
-    parser.add_argument("--delta-sizes", type=int_list(1, 16384), default="256,512,1024,2048,4096",
-                        help="d for the ΔW table ('' to skip)")
+    parser.add_argument("--delta-sizes", type=int_list(1, 16384), default=None,
+                        help=f"d for the ΔW table ('' to skip; default {DELTA_SIZES}, or --hidden alone where given)")
     parser.add_argument("--delta-n", type=int_list(1, 2**28), default="100,1000,10000")
     parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
     parser.add_argument("--graph", action="store_true", help="also time the whole step (AdamW too) captured as one CUDA graph")
@@ -433,14 +438,16 @@ def main(argv=None):
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)}; allowed {', '.join(ROWS)}")
     rows = ["floor", "lora"] + [r for r in rows if r not in ("floor", "lora")]  # the baselines come first
+    if args.delta_sizes is None:  # a narrowed model's table stays at its width
+        args.delta_sizes = [args.hidden] if args.hidden else int_list(1, 16384)(DELTA_SIZES)
     if args.hidden % 2:
         parser.error(f"--hidden {args.hidden}: must be even (the narrow model has 2 attention heads)")
     limit = KNOWN_CONFIGS[args.model]["max_position_embeddings"] - 2  # RoBERTa's positions start at 2
     if args.seq > limit:
         parser.error(f"--seq {args.seq}: {args.model} takes at most {limit} tokens")
     if args.device is None and not torch.cuda.is_available():
-        parser.error("no CUDA GPU on this machine: bench.py times training steps on a GPU; for a CPU smoke test "
-                     "pass --device cpu with a small shape, e.g. --layers 1 --hidden 32 --batch 2 --seq 16")
+        parser.error(f"no CUDA GPU on this machine: bench.py times training steps on a GPU; for a CPU smoke test "
+                     f"(seconds) pass --device cpu with a small shape: python bench.py {SMOKE_TEST}")
     try:
         device = torch.device(args.device or "cuda")
     except (RuntimeError, ValueError):
@@ -482,8 +489,11 @@ def run(args, rows, device, world):
     config = KNOWN_CONFIGS[args.model]
     shape = (f"hidden {args.hidden or config['hidden_size']}, {args.layers or config['num_hidden_layers']} layers"
              + (" (narrowed: 2 heads, vocabulary 1000)" if args.hidden else ""))
-    print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW, graph steps compile {args.compile}; "
-          f"median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
+    graph_steps = device.type == "cuda" and args.precision != "fp16"  # as time_steps: fp16's GradScaler step is eager
+    steps = (f"eager and graph steps (compile {args.compile})" if graph_steps
+             else f"eager steps only (no CUDA graphs {'on the CPU' if device.type == 'cpu' else 'under fp16'})")
+    print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW, "
+          f"{steps}; median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
           + (f"; {world} processes (DDP), --batch each" if world > 1 else ""))
 
     if args.per_layer:

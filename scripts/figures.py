@@ -3,6 +3,12 @@ figures.py: pictures of what the project measured, drawn as SVG by this file (no
 Each figure's numbers are written beside it, same stem: FIGURE.json (with the choices below) and
 FIGURE.csv (one row per plotted value).
 
+Why no plotting library: the figures are four simple charts, and drawing them here keeps them
+testable without one (tests/test_figures.py checks what each SVG holds, with torch and numpy only)
+and byte-stable across machines. Text is laid out from CHAR_WIDTHS, DejaVu Sans's advance widths
+rounded up, so an estimate is never short of the rendered text: titles and subtitles wrap to fit
+the canvas, and the tests check every text's box lies inside it.
+
     python scripts/figures.py accuracy RUN_DIR [RUN_DIR ...] --out docs/figures/accuracy.svg
     python scripts/figures.py steptime BENCH.json --out docs/figures/steptime.svg
     python scripts/figures.py loss RUN_DIR [RUN_DIR ...] --out docs/figures/loss.svg
@@ -65,6 +71,7 @@ from hub import atomic_write  # noqa: E402
 from model import KNOWN_CONFIGS  # noqa: E402
 
 WIDTH = 720
+MARGIN = 12  # px kept free at the canvas's left and right edges
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 INK, MUTED, GRID = "#222222", "#666666", "#e4e4e4"
 # One colour per method in every figure (Okabe-Ito where it reaches, then distinct extras).
@@ -127,9 +134,40 @@ class Svg:
         return "\n".join([head, background, *self.parts, "</svg>"]) + "\n"
 
 
-def text_width(text, size):
-    """Estimated width in pixels of `text` at font size `size` (DejaVu Sans averages ~0.6 em)."""
-    return 0.6 * size * len(text)
+# Advance widths in em of DejaVu Sans (the first font asked for, and the widest of them: Helvetica and
+# Arial are narrower), read from the font's hmtx table and rounded UP to 0.1 em, so that an estimate
+# is never short of the rendered text. A character not listed counts 1.2 em (wider than any listed).
+CHAR_WIDTHS = {
+    False: {0.3: "'IJijl", 0.4: " (),-./:;[\\]ft|·⌊⌋", 0.5: '!"*_`r²–‖', 0.6: "?FLcksvxyz",
+            0.7: "$0123456789ABCEKPRSTVXYZabdeghnopqu{}Δ", 0.8: "&DGHNOQU▲▼", 0.9: "#+<=>M^w~±×÷−",
+            1.0: "%@WmŴ"},
+    True: {0.4: " ',./:;IJ\\ijl|·", 0.5: "!()-[]_`frt²–‖⌊⌋", 0.6: '"*?csz', 0.7: "$0123456789EFLTaekovxy",
+           0.8: "ABCKPRSVXYZbdghnpqu{}Δ▲▼", 0.9: "#&+<=>DGHNOQU^~±×÷−", 1.0: "@Mw", 1.1: "%m", 1.2: "WŴ"},
+}
+EM = {bold: {ch: em for em, chars in table.items() for ch in chars} for bold, table in CHAR_WIDTHS.items()}
+
+
+def text_width(text, size, bold=False):
+    """Width in pixels of `text` at font size `size`, estimated from above (CHAR_WIDTHS)."""
+    return size * sum(EM[bold].get(ch, 1.2) for ch in text)
+
+
+def wrap(text, size, width, bold=False):
+    """`text` cut at spaces into as few lines as fit `width` pixels each (a single longer word is
+    its own line), of even lengths: the narrowest width that needs no more lines is used."""
+    def greedy(limit):
+        lines = []
+        for word in text.split(" "):
+            if lines and text_width(f"{lines[-1]} {word}", size, bold) <= limit:
+                lines[-1] = f"{lines[-1]} {word}"
+            else:
+                lines.append(word)
+        return lines
+    fewest = len(greedy(width))
+    limit = text_width(text, size, bold) / fewest
+    while len(greedy(limit)) > fewest:
+        limit += size / 2
+    return greedy(limit)
 
 
 class Scale:
@@ -247,9 +285,18 @@ def draw_axes(svg, x, y, x_label, y_label, y_ticks=True):
 
 
 def draw_title(svg, title, *subtitles):
-    svg.text(WIDTH / 2, 26, title, 15, "middle", font_weight="bold", class_="title")
-    for k, subtitle in enumerate(subtitles):
-        svg.text(WIDTH / 2, 45 + 16 * k, subtitle, 11.5, "middle", MUTED, class_="subtitle")
+    """The title (bold, 15 px) and subtitles (11.5 px), centred, each wrapped to fit the canvas with a
+    margin of MARGIN px at both ends. Returns the baseline of the last line: the figure goes below."""
+    y = 26
+    for k, line in enumerate(wrap(title, 15, WIDTH - 2 * MARGIN, bold=True)):
+        y = 26 + 19 * k
+        svg.text(WIDTH / 2, y, line, 15, "middle", font_weight="bold", class_="title")
+    y += 3
+    for subtitle in subtitles:
+        for line in wrap(subtitle, 11.5, WIDTH - 2 * MARGIN):
+            y += 16
+            svg.text(WIDTH / 2, y, line, 11.5, "middle", MUTED, class_="subtitle")
+    return y
 
 
 class LabelPlacer:
@@ -575,8 +622,8 @@ def accuracy_svg(marks, references, runs, title=None):
     metric, task, model = runs[0]["metric"], runs[0]["task"], Path(runs[0]["model"]).name
     if not marks:
         raise InputError(f"{runs[0]['folder']} ...: only head/full runs; the x axis needs adapter methods")
-    svg = Svg(WIDTH, 480)
-    draw_title(svg, title or f"{task.upper()} on {model}: best dev {metric} against trainable parameters",
+    svg = Svg(WIDTH, 0)
+    top = draw_title(svg, title or f"{task.upper()} on {model}: best dev {metric} against trainable parameters",
                f"mean ± std over seeds (runs per method: {runs_text(marks + references)}); "
                f"parameters outside the classification head")
     low = min(m["mean"] - m["std"] for m in marks)
@@ -586,7 +633,9 @@ def accuracy_svg(marks, references, runs, title=None):
     values = [low, high] + [r["mean"] + s * r["std"] for r in shown for s in (-1, 1)]
     x = Scale(*log_range(min(m["parameters"] for m in marks), max(m["parameters"] for m in marks), 1.6),
               80, WIDTH - 24, log=True)
-    y = Scale(*nice_range(min(values), max(values)), 420, 62)
+    top += 17
+    y = Scale(*nice_range(min(values), max(values)), top + 358, top)
+    svg.height = top + 418
     draw_axes(svg, x, y, "trainable parameters outside the head (log scale)", f"best dev {metric} × 100")
     labels = LabelPlacer((x.start, y.end, x.end, y.start))
     texts = [draw_reference(svg, labels, x, y, ref, on_scale=ref in shown) for ref in references]
@@ -645,18 +694,19 @@ def steptime_svg(rows, description, title=None):
     """Per row, horizontal bars: eager and default (graph) step, ÷ the floor's default step."""
     graphs = rows[0]["graph_ms"] is not None
     unit = rows[0]["graph_ms"] if graphs else rows[0]["eager_ms"]
-    band, top = 34, 104
-    svg = Svg(WIDTH, top + band * len(rows) + 70)
+    band = 34
+    svg = Svg(WIDTH, 0)
     device, shape = description
-    draw_title(svg, title or f"Training step time per method on {device}", shape,
+    top = 43 + draw_title(svg, title or f"Training step time per method on {device}", shape,
                ("eager (--eager) and default (CUDA graphs, compiled) step, ÷ the floor's default step "
                 f"({unit:.2f} ms)") if graphs else
                f"eager step only (no graph steps in this file), ÷ the floor's eager step ({unit:.2f} ms)")
     longest = max(r["eager_ms"] for r in rows) / unit
+    svg.height = top + band * len(rows) + 70
     x = Scale(0, nice_range(0, longest * 1.25, 8)[1], 110, WIDTH - 30)
     y = Scale(0, len(rows), top + band * len(rows), top)
     draw_axes(svg, x, y, "step time ÷ the floor's step", None, y_ticks=False)
-    svg.line(x(1), y.start, x(1), y.end, MUTED, 1, stroke_dasharray="4 3")
+    svg.line(x(1), y.start, x(1), y.end, MUTED, 1, stroke_dasharray="4 3", class_="unit-line")  # 1.0×
     for i, row in enumerate(rows):
         middle = y.end + band * (i + 0.5)
         svg.open("g", class_="mark", data_method=row["name"])
@@ -668,7 +718,7 @@ def steptime_svg(rows, description, title=None):
                 bar_top = middle - 12 + 12 * j if graphs else middle - 6
                 draw_bar(svg, x, bar_top, 11, ms, unit, color_of(row["name"]), opacity, kind)
         if graphs and row["graph_ms"] is None:
-            svg.text(x(0) + 4, middle + 9, "no graph step (capture failed)", 10, "start", MUTED)
+            svg.text(x(1) + 4, middle + 9, "no graph step (capture failed)", 10, "start", MUTED)
         svg.close("g")
     if graphs:
         draw_legend(svg, [("bar", "#888888", 0.35, "eager"), ("bar", "#888888", 1.0, "default (graph)")],
@@ -677,10 +727,16 @@ def steptime_svg(rows, description, title=None):
 
 
 def draw_bar(svg, x, top, height, ms, unit, color, opacity, kind):
+    """A bar to ms / unit, its value after its end; a value that would straddle the dashed 1.0× line
+    starts right of the line instead."""
     value = ms / unit
     svg.add("rect", x=float(x(0)), y=float(top), width=float(x(value) - x(0)), height=height, fill=color,
             fill_opacity=opacity, stroke=color, stroke_width=1, class_=f"bar {kind}")
-    svg.text(x(value) + 4, top + height - 1.5, f"{value:.2f}× ({ms:.1f} ms)", 10.5, "start", MUTED)
+    text = f"{value:.2f}× ({ms:.1f} ms)"
+    start = x(value) + 4
+    if start - 2 <= x(1) <= start + text_width(text, 10.5) + 2:
+        start = x(1) + 4
+    svg.text(start, top + height - 1.5, text, 10.5, "start", MUTED)
 
 
 def draw_legend(svg, entries, x, y, anchor="start", rows=1):
@@ -721,16 +777,18 @@ def draw_marker(svg, shape, x, y, color):
 
 def loss_svg(curves, title=None, log_y=False):
     """Training loss against step, one line per method, labelled at its right end."""
-    svg = Svg(WIDTH, 460)
+    svg = Svg(WIDTH, 0)
     seeds = runs_text(curves)
-    draw_title(svg, title or f"Training loss, {curves[0]['task'].upper()} on {Path(curves[0]['model']).name}",
-               f"mean over seeds (runs per method: {seeds}) at the steps every run logged")
+    model = Path(curves[0]["model"]).name
+    top = 17 + draw_title(svg, title or f"Training loss, {curves[0]['task'].upper()} on {model}",
+                          f"mean over seeds (runs per method: {seeds}) at the steps every run logged")
     all_losses = [v for c in curves for v in c["loss"]]
     x = Scale(0, nice_range(0, max(c["steps"][-1] for c in curves))[1], 80, WIDTH - 130)
     if log_y and min(all_losses) <= 0:
         raise InputError(f"--log-y: a loss is {min(all_losses)}, and a log axis needs positive values")
-    y = (Scale(*log_range(min(all_losses), max(all_losses), 1.1), 400, 62, log=True) if log_y
-         else Scale(*nice_range(min(all_losses), max(all_losses)), 400, 62))
+    y = (Scale(*log_range(min(all_losses), max(all_losses), 1.1), top + 338, top, log=True) if log_y
+         else Scale(*nice_range(min(all_losses), max(all_losses)), top + 338, top))
+    svg.height = top + 398
     draw_axes(svg, x, y, "optimizer step", "training loss" + (" (log scale)" if log_y else ""))
     ends = []
     for curve in sorted(curves, key=lambda c: c["method"]):
@@ -771,11 +829,11 @@ LOCATION_STYLES = {  # name: (color, dash, marker)
 def locations_svg(study, title=None):
     """Relative reconstruction error against budget, one panel per matrix size, shared legend."""
     sizes = list(study)
-    svg = Svg(WIDTH, 600)
+    svg = Svg(WIDTH, 0)
     counts = sorted({s["seeds"] for s in study.values()})
     seeds = (f"{counts[0]} per size" if len(counts) == 1
              else ", ".join(f"{s['seeds']} for d = {d}" for d, s in study.items()))
-    draw_title(svg, title or "Why locations matter: reconstructing a Gaussian ΔW at an equal budget",
+    below_title = draw_title(svg, title or "Why locations matter: reconstructing a Gaussian ΔW at an equal budget",
                f"relative error ‖ΔW − ΔŴ‖ / ‖ΔW‖, mean over Gaussian matrices ({seeds})")
     gap = 56
     width = (WIDTH - 80 - 36 - gap * (len(sizes) - 1)) / len(sizes)
@@ -785,9 +843,10 @@ def locations_svg(study, title=None):
         left = 80 + i * (width + gap)
         budgets = study[d]["budgets"]
         x = Scale(*log_range(min(budgets), max(budgets)), left, left + width, log=True)
-        y = Scale(*y_range, 400, 80)
+        y = Scale(*y_range, below_title + 355, below_title + 35)
         draw_axes(svg, x, y, "parameter budget B (log scale)", "relative error" if i == 0 else "")
-        svg.text((x.start + x.end) / 2, 72, f"d = {d}  (d² = {d * d:,})", 13, "middle", font_weight="bold")
+        svg.text((x.start + x.end) / 2, below_title + 27, f"d = {d}  (d² = {d * d:,})", 13, "middle",
+                 font_weight="bold")
         for name, family in study[d]["families"].items():
             color, dash, marker = LOCATION_STYLES[name]
             svg.open("g", class_="mark", data_method=name, data_size=d)
@@ -798,10 +857,12 @@ def locations_svg(study, title=None):
             svg.close("g")
     families = next(iter(study.values()))["families"]
     entries = [("line", *LOCATION_STYLES[n][:2], f["label"], LOCATION_STYLES[n][2]) for n, f in families.items()]
-    draw_legend(svg, entries, 80, 470, rows=3)
+    bottom = below_title + 355
+    draw_legend(svg, entries, 80, bottom + 70, rows=3)
     spread_note = max(v for s in study.values() for f in s["families"].values() for v in f["std"])
     for k, line in enumerate(locations_caption(spread_note)):
-        svg.text(80, 540 + 15 * k, line, 11, "start", MUTED, class_="caption")
+        svg.text(80, bottom + 140 + 15 * k, line, 11, "start", MUTED, class_="caption")
+    svg.height = bottom + 200
     return str(svg)
 
 

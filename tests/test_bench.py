@@ -3,13 +3,16 @@
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import bench
+from config import UsageError
 
 
 from step import TrainStep
@@ -67,3 +70,33 @@ def test_bench_times_train_py_s_own_step(monkeypatch):
     assert [r["row"] for r in results] == ["floor", "lora"]
     assert calls == ["eager"] * 2 * (1 + 2)  # warm-up and timed steps of both rows (no graphs on the CPU)
     assert all("step_ms" not in r for r in results)
+
+
+def test_the_smoke_test_a_cpu_machine_is_told_to_run_stays_at_its_width_and_says_its_steps_are_eager(
+        tmp_path, monkeypatch, capsys):
+    """Without a GPU, bench.py suggests a CPU smoke test; that very command times eager steps only (the
+    header says so, no graph steps) and its ΔW table stays at the model's width (--hidden), not the
+    default d up to 4096 that kept it busy for 12 minutes."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError) as error:
+        bench.main([])
+    message = str(error.value)
+    assert "python bench.py " in message, message  # a command to copy
+    suggestion = message.split("python bench.py ", 1)[1]
+    assert suggestion == bench.SMOKE_TEST
+    flags = shlex.split(suggestion)
+    hidden = int(flags[flags.index("--hidden") + 1])
+    results, deltas = bench.main(flags + ["--json", str(tmp_path / "smoke.json")])
+    assert {r["row"] for r in results} == set(bench.ROWS) and all("step_ms" not in r for r in results)
+    assert deltas and {d["d"] for d in deltas} == {hidden}
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "eager steps only (no CUDA graphs on the CPU)" in header and "graph steps" not in header
+
+
+def test_the_delta_table_keeps_its_default_sizes_at_full_width_and_takes_explicit_ones(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "run", lambda args, rows, device, world: seen.append(args.delta_sizes) or ([], []))
+    narrow = ["--device", "cpu", "--hidden", "8"]
+    for argv in (narrow, narrow + ["--delta-sizes", ""], narrow + ["--delta-sizes", "64,128"], ["--device", "cpu"]):
+        bench.main(argv)
+    assert seen == [[8], [], [64, 128], [256, 512, 1024, 2048, 4096]]

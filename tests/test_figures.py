@@ -330,3 +330,98 @@ def test_bad_input_is_one_line_naming_it_and_exit_status_2(tmp_path, capsys, cas
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("figures.py: error: ") and named in err, err
     assert not (tmp_path / "x.svg").exists()
+
+
+# -----------------------------------------------------------------------------
+# every text inside its canvas, and clear of the steptime figure's 1.0× line
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "docs" / "figures").glob("*.svg"))
+
+
+def text_boxes(root):
+    """(text, (left, top, right, bottom)) of every <text>, from its anchor, font size and characters:
+    width figures.text_width (DejaVu Sans advance widths rounded up: measured with rsvg-convert, the
+    87-character bold 15 px title rendered 740 px, estimated 797; an 11 px caption line 536, estimated
+    608), height 0.95 em above the baseline and 0.25 em below. A rotate(-90 cx cy) turns the box."""
+    boxes = []
+    for element in root.iter(SVG + "text"):
+        text, size = element.text or "", float(element.get("font-size"))
+        width = figures.text_width(text, size, bold=element.get("font-weight") == "bold")
+        x, y = float(element.get("x")), float(element.get("y"))
+        left = x - {"start": 0, "middle": width / 2, "end": width}[element.get("text-anchor", "start")]
+        box = (left, y - 0.95 * size, left + width, y + 0.25 * size)
+        transform = element.get("transform")
+        if transform:
+            assert transform.startswith("rotate(-90 "), transform  # the only transform the figures use
+            cx, cy = map(float, transform[len("rotate(-90 "):-1].split())
+            # (px, py) -> (cx + (py - cy), cy - (px - cx))
+            box = (cx + box[1] - cy, cy - (box[2] - cx), cx + box[3] - cy, cy - (box[0] - cx))
+        boxes.append((text, box))
+    return boxes
+
+
+def assert_texts_fit(path):
+    root = parse_svg(path)
+    _, _, width, height = map(float, root.get("viewBox").split())
+    for text, (left, top, right, bottom) in text_boxes(root):
+        assert 0 <= left and right <= width and 0 <= top and bottom <= height, (
+            f"{path.name}: {text!r} spans x {left:.0f}..{right:.0f}, y {top:.0f}..{bottom:.0f} "
+            f"of a {width:.0f} x {height:.0f} canvas")
+
+
+def assert_no_text_crosses_the_unit_line(path):
+    """The dashed vertical line at 1.0× (any dashed vertical line outside the legend) crosses no text."""
+    root = parse_svg(path)
+    dashed = [e for e in root.findall(SVG + "line") if e.get("stroke-dasharray") and e.get("x1") == e.get("x2")]
+    assert dashed, f"{path.name}: no dashed 1.0× line"
+    for line in dashed:
+        x, low, high = float(line.get("x1")), *sorted((float(line.get("y1")), float(line.get("y2"))))
+        for text, (left, top, right, bottom) in text_boxes(root):
+            assert not (left <= x <= right and top < high and bottom > low), (
+                f"{path.name}: the dashed line at x = {x:.0f} crosses {text!r} ({left:.0f}..{right:.0f})")
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_every_title_and_label_of_the_readme_figures_fits_its_canvas(path):
+    assert_texts_fit(path)
+
+
+def test_the_readme_step_time_figure_s_1x_line_crosses_no_label():
+    assert_no_text_crosses_the_unit_line(next(p for p in COMMITTED if p.name == "steptime.svg"))
+
+
+def test_a_long_title_is_wrapped_and_pushes_the_plot_down(tmp_path):
+    title = "A title far longer than one line of the canvas holds, " * 3 + "ending here"
+    short, long = tmp_path / "short.svg", tmp_path / "long.svg"
+    folders = [str(f) for f in sweep(tmp_path / "runs")]
+    for out, words in ((short, "Short"), (long, title)):
+        assert figures.cli(["accuracy", *folders, "--out", str(out), "--title", words]) == 0
+        assert_texts_fit(out)
+    lines = [t.text for t in elements(parse_svg(long), "text", "title")]
+    assert len(lines) == 3 and " ".join(lines) == title
+    top = lambda path: min(float(r.get("y")) for r in parse_svg(path).iter(SVG + "rect") if r.get("fill") == "none")
+    assert top(long) == pytest.approx(top(short) + 2 * 19)  # the plot box moves down by the two extra lines
+
+
+@settings(max_examples=30, deadline=None)
+@given(ratios=st.lists(st.floats(0.05, 9.0), min_size=2, max_size=6), failed=st.booleans())
+def test_step_time_bars_of_any_length_keep_labels_in_the_canvas_and_off_the_1x_line(tmp_path_factory, ratios, failed):
+    """Bars ending anywhere (below, at, just past 1.0×), and a row whose capture failed."""
+    path = tmp_path_factory.mktemp("steptime") / "bench.json"
+    steps = [dict(row="floor", ms=20.0, step_ms=10.0)] + [
+        dict(row=f"m{k}", ms=10.0 * r * 1.5, **({} if failed and k == 0 else {"step_ms": 10.0 * r}))
+        for k, r in enumerate(ratios)]
+    path.write_text(json.dumps({"args": {"model": "roberta-base", "batch": 32, "seq": 128, "precision": "bf16"},
+                                "device": "NVIDIA H200", "steps": steps}))
+    out = path.with_name("steptime.svg")
+    assert figures.main(["steptime", str(path), "--out", str(out)])
+    assert_texts_fit(out)
+    assert_no_text_crosses_the_unit_line(out)
+
+
+@given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40), size=st.floats(8, 20))
+def test_wrap_keeps_every_word_in_order_and_each_line_within_the_width_when_its_words_fit(text, size):
+    lines = figures.wrap(text, size, 300)
+    assert " ".join(lines) == text
+    for line in lines:
+        assert figures.text_width(line, size) <= 300 or " " not in line
