@@ -1,32 +1,41 @@
 """
-config.py: the flags of train.py and the configuration they resolve to.
+config.py: the flags of train.py and the one configuration they decide, RunConfig.
 
-A run's configuration is, in this order: the paper's row for (method, model family, task) from
-settings.py (or its GENERIC settings), then the flags; a resumed run keeps its checkpoint's
-configuration and only RESUME_MAY_CHANGE may differ. Also here, because they judge a configuration
-without training: the default adapted layers and output folder, `--print-config`, and the dry inject
-(the method on the model's shapes, on the meta device) behind `--count-params` and the early checks of
---targets and the hyperparameters.
+A run's configuration is decided once, by `decide_config`: the paper's row for (method, model family, task)
+from settings.py (or its generic settings), then the flags; a resumed run keeps its checkpoint's configuration
+and only RESUME_MAY_CHANGE may differ. Everything the run uses is final there (max_length cut to the model's
+positions, the method's schedule settings for the run's length), so `--print-config` prints what the run uses
+and results.json records the same. RunConfig's fields are the one list of keys that checkpoints, results.json
+and `--resume` read. What a method adds (its own settings, parameter groups, schedule) comes from its class in
+spectral_ft.py. Also here, because they judge a configuration without training: the default adapted layers
+and output folder, and the dry inject (the method on the model's shapes, on the meta device) behind
+`--count-params` and the early checks of --targets and the hyperparameters.
 """
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
+import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 import spectral_ft
-from data import RTE_SAMPLE_DIR, TASKS
+from data import RTE_SAMPLE_DIR, TASKS, load_glue
+from errors import Parser, UsageError, bounded
 from hub import hf_hub_download
 from model import (KNOWN_CONFIGS, TINY_SPECIAL_TOKENS, DebertaV2Config, classifier_for, config_from_json, read_config,
                    tiny_config)
-from settings import PAPER_SETTINGS, lookup
+from settings import PAPER_SETTINGS, lookup, named_rows
 from step import COMPILE_SCOPES
 
-TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "lr_locations", "weight_decay", "warmup_ratio",
-                 "max_length", "B_a", "B_l", "T_s")
+NO_ADAPTER = ("full", "head")  # train.py's runs without adapters: every weight trains, or the head alone
+METHODS = (*spectral_ft.METHODS, *NO_ADAPTER)
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "weight_decay", "warmup_ratio", "max_length")
 HYPERPARAMETER_FLAGS = ("r", "n", "alpha", "scaling", "dropout", "d_initial", "transform", "gate", "adapter_seed")
 SPECTRAL_FT_NAME = {"adapter_seed": "seed"}  # a flag whose spectral_ft keyword differs (--seed is the run's)
 RESUME_MAY_CHANGE = ("resume", "device", "precision", "save_every", "save_minutes", "eval_every", "log_every",
@@ -35,109 +44,103 @@ NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes", "log_every", "eager", "c
 ADAPTER_FLOOR = 2**26  # parameters an adapter may always hold (256 MiB in float32), whatever the model's size
 
 
-class UsageError(Exception):
-    """Bad input. Reported as one line naming the argument and what is allowed; exit status 2."""
+def method_settings_declared():
+    """{setting: (type, default, help)} of every method's own training settings (spectral_ft's `settings`)."""
+    declared = {}
+    for cls in spectral_ft.METHODS.values():
+        declared.update(cls.settings)
+    return declared
+
+
+def method_class(method):
+    return spectral_ft.METHODS.get(method)  # None for full and head
 
 
 # -----------------------------------------------------------------------------
-# the flags
+# the configuration
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump; main() callers get an exception
-        raise UsageError(message)
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run uses, decided once (decide_config) and recorded in checkpoint.pt and results.json."""
+    method: str  # a spectral_ft method, or full / head
+    model: str  # hub id, local folder, or 'tiny'
+    task: str
+    targets: Optional[list]  # suffixes of the adapted linear layers (None: full, head)
+    hyperparameters: dict  # the method's keywords (spectral_ft.hyperparameters)
+    method_settings: dict  # the method's own training settings (its class's `settings`), final for this run
+    settings: str  # where the values come from: the paper row and its fallbacks, or the generic defaults
+    data_dir: Optional[str]
+    max_steps: Optional[int]
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: Optional[float]  # adapter rate (every weight for full; None for head)
+    lr_head: Optional[float]
+    weight_decay: float
+    warmup_ratio: float
+    max_length: int
+    device: str
+    precision: str
+    out: str
+    save_every: Optional[int] = None
+    save_minutes: float = 10.0
+    eval_every: Optional[int] = None
+    log_every: int = 50
+    micro_batch_size: Optional[int] = None
+    eager: bool = False
+    compile: str = "adapters"
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, saved, where):
+        """A RunConfig from a checkpoint's or results.json's mapping, every field's type checked (UsageError naming
+        `where`). Runs recorded before `method_settings` kept those settings at the top level."""
+        if not isinstance(saved, dict):
+            raise UsageError(f"{where} is damaged: its config is {type(saved).__name__}, not a mapping")
+        saved = dict(saved)
+        if "method_settings" not in saved:
+            declared = getattr(method_class(saved.get("method")), "settings", {})
+            saved["method_settings"] = {k: saved.get(k) for k in declared}
+        saved = {k: v for k, v in saved.items() if k in FIELD_TYPES}
+        for name, kinds in FIELD_TYPES.items():
+            if name not in saved and dataclasses.fields(cls)[FIELD_ORDER[name]].default is dataclasses.MISSING:
+                raise UsageError(f"{where} is damaged: its config lacks {name!r}")
+            if name in saved and not _fits(saved[name], kinds):
+                raise UsageError(f"{where} is damaged: its config's {name!r} is {saved[name]!r}, not "
+                                 f"{' or '.join(k.__name__ if k else 'null' for k in kinds)}")
+        for name, allowed in dict(method=METHODS, task=sorted(TASKS), precision=["bf16", "fp16", "fp32", "fp64"],
+                                  compile=COMPILE_SCOPES).items():
+            if name in saved and saved[name] not in allowed:
+                raise UsageError(f"{where} is damaged: its config's {name!r} is {saved[name]!r}, not one of {list(allowed)}")
+        if saved["targets"] is not None and not all(isinstance(t, str) and t for t in saved["targets"]):
+            raise UsageError(f"{where} is damaged: its config's 'targets' {saved['targets']!r} are not names")
+        return cls(**saved)
 
 
-def bounded(kind, low, high=None, strict=False):
-    """An argparse type: an int or float in [low, high) (or (low, high) with strict)."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
-        if not (math.isfinite(value) and (value > low if strict else value >= low) and (high is None or value < high)):
-            bound = f"{'>' if strict else '>='} {low}" + ("" if high is None else f" and < {high}")
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-    return parse
+def _kinds(annotation):
+    """(type, ...) an annotation allows, None for Optional's None."""
+    args = typing.get_args(annotation)
+    return tuple(None if a is type(None) else a for a in args) if args else (annotation,)
 
 
-def spectral_ft_name(dest):
-    return SPECTRAL_FT_NAME.get(dest, dest)
+FIELD_TYPES = {f.name: _kinds(f.type) for f in dataclasses.fields(RunConfig)}
+FIELD_ORDER = {f.name: i for i, f in enumerate(dataclasses.fields(RunConfig))}
 
 
-def flag(dest):
-    return "--gate/--no-gate" if dest == "gate" else "--" + dest.replace("_", "-")
+def _fits(value, kinds):
+    return any(value is None if k is None else (isinstance(value, k) and (k is bool or not isinstance(value, bool)))
+               or (k is float and isinstance(value, int) and not isinstance(value, bool)) for k in kinds)
 
 
-def build_parser(description):
-    rows = {}  # method -> family -> tasks with a paper row
-    for m, family, t in PAPER_SETTINGS:
-        rows.setdefault(m, {}).setdefault(family, []).append(t)
-    p = Parser(description=description, epilog="Paper rows (settings.py; see --print-config): " + "; ".join(
-                   f"{m} on {family} ({' '.join(tasks)})" for m, by in rows.items() for family, tasks in by.items())
-               + ". Other combinations use generic defaults. Every flag overrides.")
-    a = p.add_argument
-    a("--method", choices=[*spectral_ft.METHODS, "full", "head"],
-      help="default loca; full: every weight trains, head: classifier only")
-    a("--targets", help="comma-separated suffixes of the linear layers to adapt "
-                        "(default query,value; DeBERTa: query_proj,value_proj)")
-    types = dict(r=int, n=int, alpha=float, scaling=float, dropout=float, d_initial=float, transform=str,
-                 adapter_seed=bounded(int, 0, 2**64))
-    for dest in HYPERPARAMETER_FLAGS:  # the methods' keywords, named as in spectral_ft
-        takes = ", ".join(m for m in spectral_ft.METHODS if spectral_ft_name(dest) in spectral_ft.hyperparameters(m))
-        kind = dict(action=argparse.BooleanOptionalAction) if dest == "gate" else dict(type=types[dest])
-        if dest == "adapter_seed":
-            a("--adapter-seed", **kind, help=f"the adapter's own seed: {takes} (default: --seed for "
-              f"{', '.join(sorted(spectral_ft.SEED_FOLLOWS_RUN))}, whose authors draw from the run's generator; "
-              f"the reference's fixed seed for the others)")
-            continue
-        a(flag(dest).split("/")[0], **kind, help=f"{takes} (default: the paper's)")
-    a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny': a tiny random BERT, offline")
-    a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
-    a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, or $GLUE_DIR/<FOLDER>, "
-      "downloaded if missing)")
-    a("--epochs", type=bounded(int, 1)), a("--max-steps", type=bounded(int, 1), help="overrides --epochs")
-    a("--batch-size", type=bounded(int, 1), help="examples per optimizer step, over all processes of a torchrun")
-    a("--micro-batch-size", type=bounded(int, 1), help="most examples one process puts through one forward pass; "
-      "the rest of its share of the batch accumulates gradients (default: its whole share)")
-    a("--max-length", type=bounded(int, 4))
-    a("--lr", type=bounded(float, 0, strict=True), help="adapter learning rate (every weight for --method full)")
-    a("--lr-head", type=bounded(float, 0, strict=True)), a("--lr-locations", type=bounded(float, 0))
-    a("--weight-decay", type=bounded(float, 0)), a("--warmup-ratio", type=bounded(float, 0, 1))
-    a("--B-a", type=bounded(int, 0), help="LoCA: coefficient steps per cycle")
-    a("--B-l", type=bounded(int, 0), help="LoCA: location steps per cycle")
-    a("--T-s", type=bounded(int, 0), help="LoCA: steps of location search, then locations freeze")
-    a("--precision", choices=["bf16", "fp16", "fp32", "fp64"],
-      help="default bf16 on a GPU that has it, else fp32; fp64: every weight in float64, for exact comparisons")
-    a("--device", help="cpu, cuda, cuda:1, ... (default cuda if available)")
-    a("--eager", action="store_true", default=None, help="on a GPU, run steps and evaluation eagerly instead of as "
-      "CUDA graphs (graphs pad batches to lengths of multiples of 32; fp16 always runs eager; the CPU always does)")
-    a("--compile", choices=COMPILE_SCOPES, help="inside the CUDA graphs, torch.compile the adapted layers "
-      "(adapters, the default), the whole model (model: faster steps, a longer start) or nothing (none)")
-    a("--seed", type=bounded(int, 0, 2**32), help="the run's seed (default 0)")
-    a("--out", help="output folder (default runs/<method>-<task>-<model>-s<seed>-<hash of the settings>)")
-    a("--save-every", type=bounded(int, 1), help="checkpoint every N steps (always at each epoch end)")
-    a("--save-minutes", type=bounded(float, 0), help="also checkpoint when this many minutes have passed since "
-      "the last checkpoint (default 10; 0: never by time)")
-    a("--eval-every", type=bounded(int, 1), help="evaluate every N steps (default: each epoch)")
-    a("--log-every", type=bounded(int, 1), help="log the mean training loss of the last N steps to log.jsonl "
-      "(default 50)")
-    a("--resume", help="continue the run whose checkpoint.pt is in this folder, writing there and nowhere else")
-    a("--count-params", action="store_true", default=None, help="print trainable parameters and exit")
-    a("--print-config", action="store_true", default=None,
-      help="print the resolved configuration (the paper row, then the flags) as JSON and exit; downloads nothing")
-    return p
-
-
-# -----------------------------------------------------------------------------
-# the configuration: a paper row, then the flags; or a resumed run's own
-
-
-def resolve_config(args, saved=None):
-    """The run's full configuration: a paper row (or GENERIC), then the flags. With `saved` (a
-    checkpoint's configuration) the run keeps it, and only RESUME_MAY_CHANGE flags may differ."""
-    explicit = {k: v for k, v in vars(args).items() if v is not None and k != "print_config"}
+def decide_config(args, saved=None, download=True):
+    """The run's RunConfig: a paper row (or the generic defaults), then the flags; with `saved` (a checkpoint's
+    configuration) the run keeps it, and only RESUME_MAY_CHANGE flags may differ. Final: max_length is cut to
+    the model's positions, and a method's schedule settings follow the run's length (counted from the task's
+    training split; download=False, as for --print-config: only when the data is already here)."""
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("print_config", "count_params")}
     for key in ("model", "targets", "out", "data_dir", "resume", "device"):  # "" is a mistake, not "the default"
         if explicit.get(key) is not None and not explicit[key].strip():
             raise UsageError(f"{flag(key)} is empty: give a value, or leave the flag out for the default")
@@ -145,21 +148,25 @@ def resolve_config(args, saved=None):
         raise UsageError(f"--targets {explicit['targets']!r} has an empty name: give comma-separated suffixes "
                          f"like query,value")
     if saved is not None:
-        return finish_device(resumed_config(args, explicit, saved), explicit)
+        return RunConfig(**finish_device(resumed_config(args, explicit, saved), explicit))
     config = finish_device(new_config(args, explicit), explicit)
+    config["max_length"] = decide_max_length(config, "max_length" in explicit, download)
+    config["method_settings"] = decide_method_settings(config, download)
     config["out"] = args.out or default_out(config)
-    return config
+    return RunConfig(**config)
 
 
 def resumed_config(args, explicit, saved):
-    """The checkpoint's configuration, with the flags a resumed run may change."""
+    """The checkpoint's configuration (a RunConfig), with the flags a resumed run may change."""
     if "out" in explicit and Path(explicit["out"]).resolve() != Path(args.resume).resolve():
         raise UsageError(f"--out {explicit['out']} with --resume {args.resume}: a resumed run reads and writes its "
                          f"own folder and nothing else; copy the folder to continue it elsewhere")
+    saved = saved.to_json()
     for key, value in explicit.items():
-        if key == "out" or key in RESUME_MAY_CHANGE:
+        if key in ("out", "row") or key in RESUME_MAY_CHANGE:
             continue
-        old = saved["hyperparameters"].get(spectral_ft_name(key)) if key in HYPERPARAMETER_FLAGS else saved.get(key)
+        old = (saved["hyperparameters"].get(spectral_ft_name(key)) if key in HYPERPARAMETER_FLAGS
+               else saved["method_settings"].get(key) if key in method_settings_declared() else saved.get(key))
         if key == "targets":
             same = value.split(",") == old
         elif key == "data_dir":
@@ -171,57 +178,103 @@ def resumed_config(args, explicit, saved):
                              f"its settings (you may change {', '.join(map(flag, RESUME_MAY_CHANGE[1:]))})")
     config = dict(saved, **{k: explicit[k] for k in RESUME_MAY_CHANGE[1:] if k in explicit})
     config["out"] = args.resume  # never the folder the checkpoint was written in: it may have moved
-    config.setdefault("save_minutes", 10.0)  # checkpoints of older runs lack these
-    config.setdefault("log_every", 50)
     return config
 
 
 def new_config(args, explicit):
-    """The paper row for (method, model, task) over GENERIC, then the flags, checked against the method."""
+    """The paper row for (method, model, task) over the generic defaults, then the flags, checked against the
+    method; its own settings from its class, the row, then the flags."""
     method, model, task = args.method or "loca", args.model or "roberta-base", args.task or "rte"
-    settings, described = lookup(method, model, task)  # the paper row over GENERIC (settings.py)
-    takes = {} if method in ("full", "head") else spectral_ft.hyperparameters(method)
-    unused = check_method_flags(method, takes, explicit)
+    cls = method_class(method)
+    try:
+        settings, described = lookup(method, model, task, args.row)  # the paper row over GENERIC (settings.py)
+    except KeyError as e:
+        raise UsageError(f"--row {args.row}: {e.args[0]}") from None
+    takes = {} if cls is None else spectral_ft.hyperparameters_of(cls)
+    check_method_flags(method, takes, explicit)
     given = {spectral_ft_name(d): v for d, v in explicit.items() if d in HYPERPARAMETER_FLAGS}
     hyperparameters = {name: given.get(name, settings.get(name, default)) for name, default in takes.items()}
     if hyperparameters.get("alpha", 0) is None:  # FoRA and DFoRA: alpha defaults to r (scale 1), shown as such
         hyperparameters["alpha"] = float(hyperparameters["r"])
-    if method in spectral_ft.SEED_FOLLOWS_RUN and "adapter_seed" not in explicit:  # as the authors' code draws it
+    if cls is not None and cls.seed_follows_run and "adapter_seed" not in explicit:  # as the authors' code draws it
         hyperparameters["seed"] = args.seed or 0
+    own = {} if cls is None else {k: explicit.get(k, settings.get(k, default)) for k, (_, default, _) in cls.settings.items()}
     if model not in ("tiny", *KNOWN_CONFIGS) and Path(model).is_dir():
         model = str(Path(model).resolve())  # a local folder: found again from any directory (--resume)
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser().resolve())
     if model == "tiny" and data_dir is None and task == "rte":
         data_dir = str(RTE_SAMPLE_DIR)
     config = dict(method=method, model=model, task=task, targets=None, hyperparameters=hyperparameters,
-                  settings=described, data_dir=data_dir, max_steps=args.max_steps, seed=args.seed or 0,
-                  save_every=args.save_every, save_minutes=10.0 if args.save_minutes is None else args.save_minutes,
-                  eval_every=args.eval_every, log_every=args.log_every or 50, micro_batch_size=args.micro_batch_size,
-                  eager=bool(args.eager), compile=args.compile or "adapters")
-    config.update({k: None if k in unused else explicit.get(k, settings[k]) for k in TRAINING_KEYS})
-    if method not in ("full", "head"):
+                  method_settings=own, settings=described, data_dir=data_dir, max_steps=args.max_steps,
+                  seed=args.seed or 0, save_every=args.save_every,
+                  save_minutes=10.0 if args.save_minutes is None else args.save_minutes, eval_every=args.eval_every,
+                  log_every=args.log_every or 50, micro_batch_size=args.micro_batch_size, eager=bool(args.eager),
+                  compile=args.compile or "adapters")
+    config.update({k: explicit.get(k, settings[k]) for k in TRAINING_KEYS})
+    config["lr"] = None if method == "head" else config["lr"]  # head: the head alone, at lr_head
+    config["lr_head"] = None if method == "full" else config["lr_head"]  # full: every weight at lr
+    if method not in NO_ADAPTER:
         row_targets = ",".join(settings["targets"]) if "targets" in settings else None
         config["targets"] = (args.targets or row_targets or default_targets(model)).split(",")
     return dict(config, out=args.out)
 
 
 def check_method_flags(method, takes, explicit):
-    """Refuse flags the method does not take, naming what it does take. -> the training keys it leaves unused."""
+    """Refuse flags the method does not take, naming what it does take."""
     for dest in HYPERPARAMETER_FLAGS:
         if dest in explicit and spectral_ft_name(dest) not in takes:
             allowed = ", ".join(flag(d) for d in HYPERPARAMETER_FLAGS if spectral_ft_name(d) in takes)
             raise UsageError(f"{flag(dest)} is not a hyperparameter of --method {method}: it takes "
                              f"{allowed or 'no adapter hyperparameters'}")
-    loca_only = "only loca has locations (and --lr-locations, --B-a, --B-l, --T-s)"
-    unused = {"lr_locations": method != "loca" and loca_only, "B_a": method != "loca" and loca_only,
-              "B_l": method != "loca" and loca_only, "T_s": method != "loca" and loca_only,
-              "lr": method == "head" and "it trains the head alone, at --lr-head",
+    own = getattr(method_class(method), "settings", {})
+    for key in method_settings_declared():
+        if key in explicit and key not in own:
+            takers = ", ".join(m for m, c in spectral_ft.METHODS.items() if key in c.settings)
+            raise UsageError(f"{flag(key)} does not apply to --method {method}: only {takers} take it")
+    unused = {"lr": method == "head" and "it trains the head alone, at --lr-head",
               "lr_head": method == "full" and "every weight trains at --lr",
-              "targets": method in ("full", "head") and "it adapts no layers"}
+              "targets": method in NO_ADAPTER and "it adapts no layers"}
     for key, why in unused.items():
         if why and key in explicit:
             raise UsageError(f"{flag(key)} does not apply to --method {method}: {why}")
-    return {key for key, why in unused.items() if why and key != "targets"}
+
+
+def decide_max_length(config, given, download=True):
+    """The longest input the run takes: the row's or --max-length, cut to the model's positions (a --max-length
+    beyond them is refused). A hub id that is neither known nor downloaded keeps its value (download=False)."""
+    if not download and config["model"] not in ("tiny", *KNOWN_CONFIGS) and not Path(config["model"]).is_dir():
+        return config["max_length"]
+    limit = max_length_allowed(model_config_without_weights(config["model"]))
+    if config["max_length"] > limit and given:
+        raise UsageError(f"--max-length {config['max_length']} is more than {config['model']} takes: "
+                         f"allowed at most {limit}")
+    return min(config["max_length"], limit)
+
+
+def decide_method_settings(config, download=True):
+    """The method's own settings for this run: its schedule's (spectral_ft: `schedule.decide`) for the run's
+    number of steps, counted from the task's training split (unchanged if the data is not here and download
+    is False)."""
+    cls = method_class(config["method"])
+    settings = dict(config["method_settings"])
+    decide = getattr(getattr(cls, "schedule", None), "decide", None)
+    if decide is None:
+        return settings
+    n_train = count_training_examples(config["task"], config["data_dir"], download)
+    if config["max_steps"] is None and n_train is None:
+        return settings
+    total = config["max_steps"] or config["epochs"] * math.ceil(n_train / config["batch_size"])
+    return decide(settings, total)
+
+
+def count_training_examples(task, data_dir, download=True):
+    """The number of examples in the task's training split (downloading it if allowed), or None."""
+    try:
+        return len(load_glue(task, "train", data_dir, download=download))
+    except FileNotFoundError:
+        if download:
+            raise
+        return None
 
 
 def default_out(config):
@@ -282,17 +335,94 @@ def max_length_allowed(model_config):
 
 
 # -----------------------------------------------------------------------------
+# the flags
+
+
+def spectral_ft_name(dest):
+    return SPECTRAL_FT_NAME.get(dest, dest)
+
+
+def flag(dest):
+    if dest == "gate":
+        return "--gate/--no-gate"
+    return "--" + (dest if dest in method_settings_declared() and "_" in dest and dest[1] == "_" else dest).replace("_", "-")
+
+
+def build_parser(description):
+    rows = {}  # method -> family -> tasks with a paper row
+    for m, family, t, *_ in PAPER_SETTINGS:
+        rows.setdefault(m, {}).setdefault(family, []).append(t)
+    p = Parser(description=description, epilog="Paper rows (settings.py; see --print-config): " + "; ".join(
+                   f"{m} on {family} ({' '.join(dict.fromkeys(tasks))})" for m, by in rows.items()
+                   for family, tasks in by.items()) + ". Other combinations use generic defaults. Every flag overrides.")
+    a, row = p.add_argument, "(default: the paper's row, see --print-config)"
+    a("--method", choices=METHODS, help="default loca; full: every weight trains, head: classifier only")
+    a("--row", help="a named variant of the paper's row for this method, model and task: " + "; ".join(
+        f"{' '.join(str(k) for k in key[:3])}: {key[3]}" for key in named_rows()) if named_rows() else "none yet")
+    a("--targets", help="comma-separated suffixes of the linear layers to adapt "
+                        "(default query,value; DeBERTa: query_proj,value_proj; or the paper row's)")
+    types = dict(r=int, n=int, alpha=float, scaling=float, dropout=float, d_initial=float, transform=str,
+                 adapter_seed=bounded(int, 0, 2**64))
+    for dest in HYPERPARAMETER_FLAGS:  # the methods' keywords, named as in spectral_ft
+        takes = ", ".join(m for m in spectral_ft.METHODS if spectral_ft_name(dest) in spectral_ft.hyperparameters(m))
+        kind = dict(action=argparse.BooleanOptionalAction) if dest == "gate" else dict(type=types[dest])
+        if dest == "adapter_seed":
+            a("--adapter-seed", **kind, help=f"the adapter's own seed: {takes} (default: --seed for "
+              f"{', '.join(sorted(spectral_ft.SEED_FOLLOWS_RUN))}, whose authors draw from the run's generator; "
+              f"the reference's fixed seed for the others)")
+            continue
+        a(flag(dest).split("/")[0], **kind, help=f"{takes} {row}")
+    for dest, (kind, default, text) in method_settings_declared().items():  # what a method adds (spectral_ft)
+        takers = ", ".join(m for m, c in spectral_ft.METHODS.items() if dest in c.settings)
+        a(flag(dest), dest=dest, type=bounded(kind, 0), help=f"{takers}: {text} (default {default}, or the paper's row)")
+    a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny': a tiny random BERT, offline")
+    a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
+    a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, or $GLUE_DIR/<FOLDER>, "
+      "downloaded if missing)")
+    a("--epochs", type=bounded(int, 1), help=row)
+    a("--max-steps", type=bounded(int, 1), help="overrides --epochs")
+    a("--batch-size", type=bounded(int, 1), help=f"examples per optimizer step, over all processes of a torchrun {row}")
+    a("--micro-batch-size", type=bounded(int, 1), help="most examples one process puts through one forward pass; "
+      "the rest of its share of the batch accumulates gradients (default: its whole share)")
+    a("--max-length", type=bounded(int, 4), help=f"tokens per example, at most the model's positions {row}")
+    a("--lr", type=bounded(float, 0, strict=True), help=f"adapter learning rate (every weight for --method full) {row}")
+    a("--lr-head", type=bounded(float, 0, strict=True), help=f"learning rate of the classification head {row}")
+    a("--weight-decay", type=bounded(float, 0), help=f"AdamW's weight decay {row}")
+    a("--warmup-ratio", type=bounded(float, 0, 1), help=f"fraction of the steps of linear warmup {row}")
+    a("--precision", choices=["bf16", "fp16", "fp32", "fp64"],
+      help="default bf16 on a GPU that has it, else fp32; fp64: every weight in float64, for exact comparisons")
+    a("--device", help="cpu, cuda, cuda:1, ... (default cuda if available)")
+    a("--eager", action="store_true", default=None, help="on a GPU, run steps and evaluation eagerly instead of as "
+      "CUDA graphs (graphs pad batches to lengths of multiples of 32; fp16 always runs eager; the CPU always does)")
+    a("--compile", choices=COMPILE_SCOPES, help="inside the CUDA graphs, torch.compile the adapted layers "
+      "(adapters, the default), the whole model (model: faster steps, a longer start) or nothing (none)")
+    a("--seed", type=bounded(int, 0, 2**32), help="the run's seed (default 0)")
+    a("--out", help="output folder (default runs/<method>-<task>-<model>-s<seed>-<hash of the settings>)")
+    a("--save-every", type=bounded(int, 1), help="checkpoint every N steps (always at each epoch end)")
+    a("--save-minutes", type=bounded(float, 0), help="also checkpoint when this many minutes have passed since "
+      "the last checkpoint (default 10; 0: never by time)")
+    a("--eval-every", type=bounded(int, 1), help="evaluate every N steps (default: each epoch)")
+    a("--log-every", type=bounded(int, 1), help="log the mean training loss of the last N steps to log.jsonl "
+      "(default 50)")
+    a("--resume", help="continue the run whose checkpoint.pt is in this folder, writing there and nothing else")
+    a("--count-params", action="store_true", default=None, help="print trainable parameters and exit")
+    a("--print-config", action="store_true", default=None,
+      help="print the configuration the run would use (the paper row, then the flags) as JSON and exit; downloads "
+           "nothing")
+    return p
+
+
+# -----------------------------------------------------------------------------
 # what trains, judged on the model's shapes before any weight is read
 
 
 def prepare_model(model, config):
     """Adapters in, everything else frozen but the head (or nothing frozen for full)."""
-    method = config["method"]
-    if method == "full":
+    if config.method == "full":
         return model.requires_grad_(True)
     model.requires_grad_(False)
-    if method != "head":
-        spectral_ft.inject(model, method, targets=config["targets"], **config["hyperparameters"])
+    if config.method != "head":
+        spectral_ft.inject(model, config.method, targets=config.targets, **config.hyperparameters)
     head = set(model.head_parameter_names())
     for name, p in model.named_parameters():
         if name in head:
@@ -300,20 +430,21 @@ def prepare_model(model, config):
     return model
 
 
-def count_parameters(model, method):
-    """Trainable parameters outside the head (LoCA: coefficients only, as after T_s) and in the head."""
-    head = set(model.head_parameter_names())
+def in_own_group(model):
+    """{parameter name: rate setting} of the tensors that train in a group of their own (a method's `own_group`)."""
+    return {f"{name}.{a.own_group[0]}": a.own_group[1] for name, a in spectral_ft.adapters(model) if a.own_group}
+
+
+def count_parameters(model):
+    """Trainable parameters outside the head, as the papers count them (not the tensors in a group of their own,
+    e.g. LoCA's locations, which stop training), and in the head; `adapter_while_searching`: with those tensors."""
+    head, own = set(model.head_parameter_names()), in_own_group(model)
     outside = [(name, p) for name, p in model.named_parameters() if p.requires_grad and name not in head]
-    counts = {"adapter": sum(p.numel() for name, p in outside if not is_location(method, name)),
+    counts = {"adapter": sum(p.numel() for name, p in outside if name not in own),
               "head": sum(p.numel() for name, p in model.named_parameters() if name in head)}
-    if method == "loca":
-        counts["adapter_during_search"] = sum(p.numel() for _, p in outside)  # coefficients + locations
+    if own:
+        counts["adapter_while_searching"] = sum(p.numel() for _, p in outside)
     return counts
-
-
-def is_location(method, name):
-    """LoCA's locations: searched for T_s steps at --lr-locations, without weight decay, then frozen."""
-    return method == "loca" and name.endswith(".locations")
 
 
 def adapted_layers(model, targets):
@@ -325,24 +456,20 @@ def adapted_layers(model, targets):
 def check_adapter_size(model, config):
     """Refuse, before allocating anything, an adapter larger than the model it adapts (and than
     ADAPTER_FLOOR): e.g. --r 1000000000 for LoRA would ask for terabytes. Its size is estimated from the
-    adapted layers' shapes: r (in + out) per layer for the methods with a rank (VeRA: its shared pair
-    once), plus the spectral coefficients."""
-    hp, method = config["hyperparameters"], config["method"]
-    shapes = [(m.out_features, m.in_features) for _, m in adapted_layers(model, config["targets"])]
+    adapted layers' shapes: r (in + out) per layer for the methods with a rank, plus the coefficients."""
+    hp = config.hyperparameters
+    shapes = [(m.out_features, m.in_features) for _, m in adapted_layers(model, config.targets)]
     r, n = hp.get("r"), hp.get("n")
     r = r if isinstance(r, int) and not isinstance(r, bool) and r > 0 else 0
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
     if not shapes or not (r or n):
         return
-    if method == "vera":
-        size = r * (max(i for _, i in shapes) + max(o for o, _ in shapes)) + sum(r + o for o, _ in shapes)
-    else:
-        size = sum(r * (o + i) + 2 * n for o, i in shapes)
+    size = sum(r * (o + i) + 2 * n for o, i in shapes)
     own = sum(p.numel() for p in model.parameters())
     bound = max(own, ADAPTER_FLOOR)
     if size > bound:
         what = f"--r {r}" if r else f"--n {n}"
-        raise UsageError(f"{what}: {method} on {len(shapes)} layers of {config['model']} would hold about {size:,} "
+        raise UsageError(f"{what}: {config.method} on {len(shapes)} layers of {config.model} would hold about {size:,} "
                          f"parameters ({size * 4 / 2**30:,.1f} GiB in float32), more than allowed: at most "
                          f"{bound:,} (the model's own {own:,}, or {ADAPTER_FLOOR:,}); choose a smaller {what.split()[0]}")
 
@@ -357,49 +484,43 @@ def check_targets_outside_head(model, targets):
                          f"({', '.join(head)}), which trains whole at --lr-head: name encoder layers only")
 
 
-def dry_inject(config, max_length_given=True):
-    """The method on the model's shapes without its weights: built on the meta device, but for the
-    adapted layers (random CPU weights: some methods read them). A --max-length the model cannot take,
-    bad targets and hyperparameters fail here, before any download (a paper row's max length is cut to
-    the model's, unless given as a flag); and parameters are counted without one (--count-params)."""
-    model_config = model_config_without_weights(config["model"])
-    limit = max_length_allowed(model_config)
-    if config["max_length"] > limit and max_length_given:
-        raise UsageError(f"--max-length {config['max_length']} is more than {config['model']} takes: "
-                         f"allowed at most {limit}")
-    config["max_length"] = min(config["max_length"], limit)
+def dry_inject(config):
+    """The method on the model's shapes without its weights: built on the meta device, but for the adapted
+    layers (random CPU weights: some methods read them). Bad targets and hyperparameters fail here, before
+    any download of weights; and parameters are counted without one (--count-params)."""
     with torch.device("meta"):
-        model = classifier_for(model_config, TASKS[config["task"]].num_labels)
-    if config["method"] not in ("full", "head"):
-        check_targets_outside_head(model, config["targets"])
+        model = classifier_for(model_config_without_weights(config.model), TASKS[config.task].num_labels)
+    if config.method not in NO_ADAPTER:
+        check_targets_outside_head(model, config.targets)
         check_adapter_size(model, config)
-    for _, module in adapted_layers(model, config["targets"]):
+    for _, module in adapted_layers(model, config.targets):
         model._init_weights(module.to_empty(device="cpu"))
-    return count_parameters(prepare_model(model, config), config["method"])
+    return count_parameters(prepare_model(model, config))
 
 
 def describe(config, world, n_train, steps_per_epoch, total_steps):
     """The settings a run prints at its start, one a line."""
-    lines = [f"train.py: {config['method']} on {config['model']}, GLUE {TASKS[config['task']].name} (settings: "
-             f"{config['settings']}; flags override)"]
-    for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "lr_locations",
-                "weight_decay", "warmup_ratio", "max_length", "B_a", "B_l", "T_s", "precision", "device", "seed",
-                "data_dir", "out", "save_every", "save_minutes", "eval_every", "micro_batch_size"):
-        if config.get(key) is not None:
-            lines.append(f"  {key:<16}{config[key]}")
+    lines = [f"train.py: {config.method} on {config.model}, GLUE {TASKS[config.task].name} (settings: "
+             f"{config.settings}; flags override)"]
+    for key in ("hyperparameters", "targets", "epochs", "max_steps", "batch_size", "lr", "lr_head", "weight_decay",
+                "warmup_ratio", "max_length", "method_settings", "precision", "device", "seed", "data_dir", "out",
+                "save_every", "save_minutes", "eval_every", "micro_batch_size"):
+        if getattr(config, key) not in (None, {}):
+            lines.append(f"  {key:<16}{getattr(config, key)}")
     if world > 1:
-        lines.append(f"  processes       {world} (torchrun), each {math.ceil(config['batch_size'] / world)} "
+        lines.append(f"  processes       {world} (torchrun), each {math.ceil(config.batch_size / world)} "
                      f"examples of every batch")
-    warmup = math.ceil(config["warmup_ratio"] * total_steps)
+    warmup = math.ceil(config.warmup_ratio * total_steps)
     lines.append(f"  {n_train} training examples: {steps_per_epoch} steps/epoch, {total_steps} steps, {warmup} "
-                 f"of warmup" + (f", T_s {config['T_s']}" if config["method"] == "loca" else ""))
+                 f"of warmup")
     return "\n".join(lines)
 
 
 def print_counts(config, counts):
     """--count-params: the trainable parameters as the papers count them (outside the head)."""
-    print(f"{config['method']} on {config['model']} ({config['task']}, targets {config['targets']}, "
-          f"{config['hyperparameters']}):\n  trainable outside the head: {counts['adapter']:,}")
-    if config["method"] == "loca":
-        print(f"  during LoCA's location search (coefficients + locations): {counts['adapter_during_search']:,}")
+    print(f"{config.method} on {config.model} ({config.task}, targets {config.targets}, "
+          f"{config.hyperparameters}):\n  trainable outside the head: {counts['adapter']:,}")
+    if "adapter_while_searching" in counts:
+        print(f"  while tensors of a group of their own also train (LoCA's location search): "
+              f"{counts['adapter_while_searching']:,}")
     print(f"  classification head: {counts['head']:,} (not counted in the papers' tables)")

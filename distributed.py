@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from config import UsageError
+from errors import UsageError
 
 
 def distributed_env():
@@ -82,17 +82,17 @@ def rank0_first(rank, world, fn):
 
 
 @contextlib.contextmanager
-def process_group(config):
+def process_group(device_name):
     """(rank, world size, device) of this process. Under torchrun: inside a process group (NCCL on
     GPUs, gloo on the CPU), each process on GPU LOCAL_RANK; without torchrun: (0, 1, --device)."""
     rank, world, local_rank = distributed_env()
-    device = torch.device(config["device"])
+    device = torch.device(device_name)
     if "WORLD_SIZE" not in os.environ:
         yield 0, 1, device
         return
     if device.type == "cuda":
         if device.index is not None and world > 1:
-            raise UsageError(f"--device {config['device']}: under torchrun each process takes GPU LOCAL_RANK; "
+            raise UsageError(f"--device {device_name}: under torchrun each process takes GPU LOCAL_RANK; "
                              f"use --device cuda (or CUDA_VISIBLE_DEVICES to choose the GPUs)")
         if local_rank >= torch.cuda.device_count():
             raise UsageError(f"torchrun started process LOCAL_RANK={local_rank}, but this machine has "

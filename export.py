@@ -39,7 +39,7 @@ import torch
 import spectral_ft
 from data import TASKS
 from hub import atomic_write, read_safetensors, read_safetensors_metadata, write_safetensors
-from config import Parser, UsageError
+from errors import Parser, UsageError
 from model import checkpoint_folder, hf_key, load_classifier, save_pretrained
 from runs import load_trainable_state
 
@@ -48,16 +48,10 @@ TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spm.model", "tokeni
                    "special_tokens_map.json", "added_tokens.json")
 NOT_ADAPTERS = ("full", "head")  # train.py's methods without adapters: every weight trains, or the head alone
 
-# PEFT 0.21: our method -> (its peft_type, {our tensor: its key after the layer's name}). LoRA's factors are
-# nn.Linear modules there (lora/layer.py, update_layer: lora_A = nn.Linear(in, r) holds (r, in), as ours);
-# VeRA's and FourierFT's are parameters named by adapter (vera/layer.py: vera_lambda_b (out,), vera_lambda_d (r,);
-# fourierft/layer.py: fourierft_spectrum (n,)). Saving drops the adapter name ("default") from each key
-# (tuners/tuners_utils.py, _remove_adapter_name_from_state_dict_key).
-PEFT_TUNERS = {
-    "lora": ("LORA", {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight"}),
-    "vera": ("VERA", {"lambda_b": "vera_lambda_b", "lambda_d": "vera_lambda_d"}),
-    "fourierft": ("FOURIERFT", {"spectrum": "fourierft_spectrum"}),
-}
+# PEFT 0.21: each method's class in spectral_ft says its peft_type and {our tensor: PEFT's key after the layer's
+# name} (`peft`), its adapter_config.json fields (`peft_fields`) and what PEFT saves once (`peft_shared`). Saving
+# drops the adapter name ("default") from each key (tuners/tuners_utils.py, _remove_adapter_name_from_state_dict_key).
+PEFT_TUNERS = {method: cls.peft for method, cls in spectral_ft.METHODS.items() if cls.peft}
 PEFT_VERSION = "0.21.0"  # the format written: key names and config fields as this version saves them
 PEFT_PREFIX = "base_model.model."  # PeftModel.base_model (the tuner) .model (the transformers model)
 
@@ -156,9 +150,9 @@ def check_exportable(config, fmt):
     if fmt == "peft" and method not in PEFT_TUNERS:
         raise UsageError(f"--format peft: PEFT has no tuner for --method {method} (only for {', '.join(PEFT_TUNERS)}); "
                          f"use --format hf, the merged model")
-    if method == "foura" and config["hyperparameters"].get("gate", True):
-        raise UsageError("--method foura with its input-dependent gate has no fixed ΔW to merge, so it cannot be "
-                         "exported; train with --no-gate for a mergeable FouRA")
+    problem = method in spectral_ft.METHODS and spectral_ft.METHODS[method].merge_problem(config["hyperparameters"])
+    if problem:
+        raise UsageError(f"--method {method} cannot be exported: {problem}")
 
 
 def adapter_file(run_dir, which):
@@ -252,8 +246,8 @@ def write_hf(model, folder, base, task):
 
 
 def peft_config(model, config, base_name):
-    """adapter_config.json: the fields PEFT 0.21 writes for the method (its LoraConfig, VeraConfig,
-    FourierFTConfig), from the adapters as built. modules_to_save: the trained head, listed as PEFT lists it for
+    """adapter_config.json: the fields PEFT 0.21 writes for the method (its LoraConfig, VeraConfig, ...: the
+    class's `peft_fields`), from the adapters as built. modules_to_save: the trained head, listed as PEFT lists it for
     SEQ_CLS (the user's modules, then "classifier", "score": peft_model.py, PeftModelForSequenceClassification)."""
     method = config["method"]
     adapter = spectral_ft.adapters(model)[0][1]
@@ -262,34 +256,24 @@ def peft_config(model, config, base_name):
                   revision=None, inference_mode=True, target_modules=list(config["targets"]), modules_to_save=head,
                   bias="none", fan_in_fan_out=False, layers_to_transform=None, layers_pattern=None,
                   peft_version=PEFT_VERSION)
-    if method == "lora":  # scaling = lora_alpha / r (use_rslora False): ours, alpha / r
-        return dict(common, r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout.p, use_rslora=False,
-                    use_dora=False, init_lora_weights=True, rank_pattern={}, alpha_pattern={}, lora_bias=False)
-    if method == "vera":  # the frozen pair is saved too (save_projection), and is also PEFT's for this key
-        return dict(common, r=adapter.r, projection_prng_key=adapter.seed, save_projection=True, vera_dropout=0.0,
-                    d_initial=adapter.d_initial, init_weights=True)
-    return dict(common, n_frequency=adapter.n, scaling=adapter.scaling, random_loc_seed=adapter.seed,
-                n_frequency_pattern={}, init_weights=False)
+    return dict(common, **adapter.peft_fields())
 
 
 def check_peft_layout(model, method):
     """What PEFT rebuilds must be what the run used: no adapter inside the head (PEFT would train that module
-    whole, as modules_to_save), and FourierFT's entries where random_loc_seed puts them."""
+    whole, as modules_to_save), and each adapter as PEFT rebuilds it (spectral_ft's `peft_problem`)."""
     in_head = [name for name, _ in spectral_ft.adapters(model) if name.split(".")[0] in model.head_modules]
     if in_head:
         raise UsageError(f"--format peft: the run adapted layers of the head ({', '.join(in_head)}), which PEFT saves "
                          f"whole as modules_to_save; use --format hf")
     for name, adapter in spectral_ft.adapters(model):
-        if method == "fourierft":
-            generator = torch.Generator().manual_seed(adapter.seed)
-            expected = spectral_ft.random_locations(adapter.n, adapter.out_features, adapter.in_features, generator)
-            if not torch.equal(adapter.indices.cpu(), expected):
-                raise UsageError(f"--format peft: layer {name}'s FourierFT entries are not those random_loc_seed="
-                                 f"{adapter.seed} gives, which PEFT would use; use --format hf")
+        problem = adapter.peft_problem()
+        if problem:
+            raise UsageError(f"--format peft: layer {name}: {problem}; use --format hf")
 
 
 def peft_tensors(model, method):
-    """adapter_model.safetensors: each adapter's trained tensors, VeRA's shared pair once at the top
+    """adapter_model.safetensors: each adapter's trained tensors, what the method shares once at the top (VeRA's pair
     (vera/model.py, _get_adapter_state_dict: "base_model.vera_A", "base_model.vera_B"), the head's tensors
     under their module's own names (utils/other.py, ModulesToSaveWrapper.adapter_state_dict), in float32."""
     config, names = model.config, PEFT_TUNERS[method][1]
@@ -297,9 +281,7 @@ def peft_tensors(model, method):
     for layer, adapter in spectral_ft.adapters(model):
         for ours, theirs in names.items():
             tensors[f"{PEFT_PREFIX}{hf_key(config, layer)}.{theirs}"] = getattr(adapter, ours)
-    if method == "vera":  # (r, largest in) and (largest out, r), as PEFT's VeraModel._find_dim sizes them
-        pair = spectral_ft.adapters(model)[0][1].projections
-        tensors["base_model.vera_A"], tensors["base_model.vera_B"] = pair.A, pair.B
+    tensors.update({f"base_model.{key}": t for key, t in spectral_ft.adapters(model)[0][1].peft_shared().items()})
     for name, tensor in model.state_dict().items():
         if name.split(".")[0] in model.head_modules:
             tensors[PEFT_PREFIX + hf_key(config, name)] = tensor

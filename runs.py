@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 import spectral_ft
-from config import UsageError
 from data import TASKS, main_metric
+from errors import UsageError
 from hub import atomic_write, write_safetensors
-from step import COMPILE_SCOPES
 
 
 class NonFiniteError(RuntimeError):
@@ -225,42 +224,38 @@ def set_rng_state(state):
 PROGRESS_TYPES = dict(step=int, epoch=int, position=int, best=(dict, None), last=(dict, None), elapsed=float,
                       loss_sum=float, loss_count=int)  # RunState's fields that a checkpoint keeps
 LATER_PROGRESS = dict(log_sum=(float, 0.0), log_count=(int, 0))  # kept since --log-every: (type, value before)
-CHECKPOINT_TYPES = dict(config=str, trainable=dict, optimizer=dict, scheduler=dict, scaler=dict, loca=(dict, None),
-                        rng=dict, **PROGRESS_TYPES)
-CONFIG_TYPES = dict(method=str, model=str, task=str, targets=(list, None), hyperparameters=dict, settings=str,
-                    data_dir=(str, None), max_steps=(int, None), seed=int, save_every=(int, None),
-                    eval_every=(int, None), micro_batch_size=(int, None), epochs=int, batch_size=int,
-                    lr=(float, None), lr_head=(float, None), lr_locations=(float, None), weight_decay=float,
-                    warmup_ratio=float, max_length=int, B_a=(int, None), B_l=(int, None), T_s=(int, None),
-                    device=str, precision=str, out=str)
+CHECKPOINT_TYPES = dict(config=str, trainable=dict, optimizer=dict, scheduler=dict, scaler=dict, rng=dict,
+                        **PROGRESS_TYPES)  # and the method's schedule's state (None without one)
+SCHEDULE_KEYS = ("schedule", "loca")  # where checkpoints keep the schedule's state: now, and before it was generic
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a mapping", list: "a list", None: "null"}
 
 
 def save_checkpoint(out, config, trainable, training, progress, data, saved_at):
-    """out/checkpoint.pt: the configuration, the learnt tensors, the optimizer's, schedulers' and random
-    generators' states, the run's progress (RunState's PROGRESS_TYPES fields) and its data's fingerprint."""
+    """out/checkpoint.pt: the configuration (a mapping), the learnt tensors, the optimizer's, schedulers' and
+    random generators' states, the run's progress (RunState's PROGRESS_TYPES fields) and its data's fingerprint."""
     optimizer, scheduler, scaler, schedule = training
     with writing(out / "checkpoint.pt", out, saved_at), atomic_write(out / "checkpoint.pt") as f:
         torch.save(dict(config=json.dumps(config), trainable=trainable, optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                        loca=schedule.state_dict() if schedule else None, rng=rng_state(), data=data, **progress), f)
+                        schedule=schedule.state_dict() if schedule else None, rng=rng_state(), data=data, **progress), f)
 
 
-def read_checkpoint(folder, content=True):
-    """(checkpoint, its configuration) of `--resume folder`, every entry checked (content=False: the
-    configuration alone, all that --print-config reads). A file that is not one is one line."""
+def read_run_checkpoint(folder, content=True):
+    """The checkpoint.pt of `--resume folder`, every entry checked (content=False: its entries but the
+    configuration unchecked beyond being JSON, all that --print-config reads; config.RunConfig.from_json
+    checks the configuration). A file that is not one is one line."""
     path = Path(folder) / "checkpoint.pt"
     if not path.is_file():
         raise UsageError(f"--resume {folder}: no checkpoint.pt there (runs write one at each epoch end "
                          f"and every --save-every steps)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        config = json.loads(checkpoint["config"])
+        json.loads(checkpoint["config"])
     except Exception as e:
         raise UsageError(f"--resume {folder}: {path} is not a checkpoint written by train.py "
                          f"({type(e).__name__}: {e})") from None
-    check_checkpoint(checkpoint, config, f"--resume {folder}: {path}", content)
-    return checkpoint, config
+    check_checkpoint(checkpoint, f"--resume {folder}: {path}", content)
+    return checkpoint
 
 
 def restore(checkpoint, model, method, training, where):
@@ -274,7 +269,7 @@ def restore(checkpoint, model, method, training, where):
         if checkpoint["scaler"] and scaler.is_enabled():
             scaler.load_state_dict(checkpoint["scaler"])
         if schedule:
-            schedule.load_state_dict(checkpoint["loca"])
+            schedule.load_state_dict(next(checkpoint[k] for k in SCHEDULE_KEYS if checkpoint.get(k) is not None))
         set_rng_state(checkpoint["rng"])  # process 0's generators; the others reseed
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
         raise UsageError(f"{where}: the checkpoint does not fit this run: {e}") from None
@@ -299,23 +294,15 @@ def _need(mapping, types, what, where):
             raise UsageError(f"{where} is damaged: its {what}'s {key!r} is {mapping[key]!r}, not {allowed}")
 
 
-def check_checkpoint(checkpoint, config, where, content=True):
-    """UsageError naming the first missing or ill-typed entry of a loaded checkpoint (content=False:
-    of its configuration alone, all that --print-config reads)."""
+def check_checkpoint(checkpoint, where, content=True):
+    """UsageError naming the first missing or ill-typed entry of a loaded checkpoint (content=False: none,
+    as --print-config reads the configuration alone; config.RunConfig.from_json checks that)."""
     if content:
         _need(checkpoint, CHECKPOINT_TYPES, "content", where)
         _need(checkpoint, {k: kind for k, (kind, _) in LATER_PROGRESS.items() if k in checkpoint}, "content", where)
-    _need(config, CONFIG_TYPES, "config", where)
-    choices = dict(method=[*spectral_ft.METHODS, "full", "head"], task=sorted(TASKS),
-                   precision=["bf16", "fp16", "fp32", "fp64"])
-    for key, allowed in choices.items():
-        if config[key] not in allowed:
-            raise UsageError(f"{where} is damaged: its config's {key!r} is {config[key]!r}, not one of {allowed}")
-    if config.get("compile") not in (None, *COMPILE_SCOPES):  # runs before --compile have none
-        raise UsageError(f"{where} is damaged: its config's 'compile' is {config['compile']!r}, not one of "
-                         f"{list(COMPILE_SCOPES)}")
-    if config["targets"] is not None and not all(isinstance(t, str) and t for t in config["targets"]):
-        raise UsageError(f"{where} is damaged: its config's 'targets' {config['targets']!r} are not names")
+        if not any(isinstance(checkpoint.get(k), dict) for k in SCHEDULE_KEYS) and not all(
+                checkpoint.get(k) is None for k in SCHEDULE_KEYS):
+            raise UsageError(f"{where} is damaged: its schedule state is not a mapping")
     rng = checkpoint["rng"] if content else None
     if content and not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
                         and isinstance(rng.get("cuda"), list)):
@@ -331,8 +318,8 @@ BEST_ADAPTER = "best/adapter.safetensors"  # the adapter of the best dev evaluat
 def write_adapter(path, trainable, config, out, saved_at, **extra):
     """What the run learnt (adapters + head), with its method, hyperparameters, model, task and targets (and
     `extra`, e.g. the step and metrics of the best evaluation) as safetensors metadata."""
-    metadata = dict(format="pt", method=config["method"], hyperparameters=json.dumps(config["hyperparameters"]),
-                    model=config["model"], task=TASKS[config["task"]].name, targets=json.dumps(config["targets"]),
+    metadata = dict(format="pt", method=config.method, hyperparameters=json.dumps(config.hyperparameters),
+                    model=config.model, task=TASKS[config.task].name, targets=json.dumps(config.targets),
                     **{k: json.dumps(v) for k, v in extra.items()})
     with writing(path, out, saved_at):
         path.parent.mkdir(exist_ok=True)
@@ -342,7 +329,7 @@ def write_adapter(path, trainable, config, out, saved_at, **extra):
 def results_of(config, best, final, counts, world, wall_time_s, device):
     """results.json: the configuration, the best and final evaluations, the trainable parameters, the processes,
     the wall time, the versions and the device."""
-    return dict(config=config, seed=config["seed"], main_metric=main_metric(TASKS[config["task"]].name), best=best,
+    return dict(config=config.to_json(), seed=config.seed, main_metric=main_metric(TASKS[config.task].name), best=best,
                 final=final, trainable_parameters=counts, processes=world, wall_time_s=round(wall_time_s, 3),
                 versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
                 device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")

@@ -41,9 +41,9 @@ COLUMN = dict(cola="CoLA", sst2="SST-2", mrpc="MRPC", qqp="QQP", stsb="STS-B", m
 # fallbacks
 
 # Not a paper's setting: a starting point. Adapter learning rates are of the order each method's paper
-# uses; T_s=None means 10% of the training steps, LoCA's rule of thumb (§4.4).
+# uses. A method's own settings (LoCA's lr_locations, B_a, B_l, T_s) default to its class's (spectral_ft).
 GENERIC = dict(source="generic defaults, not a paper's setting", epochs=20, batch_size=32, lr_head=5e-3,
-               lr_locations=1e-4, weight_decay=0.0, warmup_ratio=0.06, max_length=512, B_a=10, B_l=20, T_s=None)
+               weight_decay=0.0, warmup_ratio=0.06, max_length=512)
 GENERIC_LR = dict(lora=5e-4, vera=4e-3, fourierft=5e-2, fora=3e-2, dfora=3e-2, loca=5e-3, foura=5e-4,
                   spectral_a=5e-4, spectral_r=5e-4, full=2e-5, head=None)
 TINY = dict(GENERIC, source="tiny offline demo (checks the pipeline, not accuracy)", epochs=10,
@@ -253,13 +253,24 @@ PAPER_SETTINGS = {
 ROW_KEYS = ("source", "reported", "targets", "missing", "note")  # the rest are settings and hyperparameters
 
 
-def lookup(method, model, task):
+def named_rows():
+    """The keys (method, family, task, name) of the rows a run picks by name (train.py --row name)."""
+    return [key for key in PAPER_SETTINGS if len(key) == 4]
+
+
+def lookup(method, model, task, name=None):
     """(settings, description) for a run: the paper row of (method, model family, task) over GENERIC
-    (TINY for --model tiny), or GENERIC alone. The description is the row's source, followed by each
-    setting the source does not give and the generic value it falls back to."""
+    (TINY for --model tiny), or GENERIC alone; with `name`, the row of that name (KeyError where there is
+    none). The description is the row's source, followed by each setting the source does not give and the
+    generic value it falls back to."""
+    key = (method, model_family(model), task) + ((name,) if name else ())
+    if name and key not in PAPER_SETTINGS:
+        named = [k[3] for k in named_rows() if k[:3] == key[:3]]
+        raise KeyError(f"no row of that name for {method} on {key[1] or model}, {task}: "
+                       + (f"there are {', '.join(named)}" if named else "it has none"))
     if model == "tiny":
         return dict(TINY, lr=GENERIC_LR[method]), TINY["source"]
-    paper = PAPER_SETTINGS.get((method, model_family(model), task))
+    paper = PAPER_SETTINGS.get(key)
     settings = {**GENERIC, "lr": GENERIC_LR[method], **(paper or {})}
     if paper is None:
         return settings, GENERIC["source"]

@@ -171,6 +171,37 @@ class Adapter(nn.Module):
 
     method = None  # the name in METHODS
 
+    # What the method asks of a training loop. train.py and its modules read these, never the method's name.
+    own_group = None  # (tensor name, rate setting): a tensor trained in an optimizer group of its own, at that setting's
+    #                   learning rate, without weight decay, and not counted as the method's parameters (LoCA's locations)
+    schedule = None  # a class, schedule(model, **its settings): .step() after each optimizer step, state_dict()
+    settings = {}  # {setting: (type, default, help)}: the training settings the method adds (own_group's rate, schedule's)
+    seed_follows_run = False  # its `seed` defaults to the run's seed, as its authors draw from the run's generator
+    peft = None  # (PEFT's peft_type, {our tensor: PEFT's key after the layer's name}); None: PEFT has no such tuner
+
+    @classmethod
+    def shared(cls, model, layers, hyperparameters):
+        """{keyword: value} given to every layer's adapter, built once for the model `inject` adapts: state the
+        layers share. `layers`: the nn.Linear modules to adapt; `hyperparameters`: the method's, as given."""
+        return {}
+
+    @classmethod
+    def merge_problem(cls, hyperparameters):
+        """Why adapters with these hyperparameters have no fixed ΔW to merge, or None (they merge)."""
+        return None
+
+    def peft_fields(self):
+        """adapter_config.json's fields for this method, as PEFT writes them (where `peft` is set)."""
+        raise NotImplementedError(f"{type(self).__name__} has no PEFT counterpart")
+
+    def peft_shared(self):
+        """{key: tensor} PEFT saves once for the whole model, after 'base_model.' (VeRA's frozen pair)."""
+        return {}
+
+    def peft_problem(self):
+        """Why PEFT would rebuild this adapter otherwise than it is, or None."""
+        return None
+
     def __init__(self, base):
         super().__init__()
         if not isinstance(base, nn.Linear):
@@ -221,6 +252,7 @@ class LoRA(Adapter):
     """
 
     method = "lora"
+    peft = ("LORA", {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight"})  # PEFT's factors are nn.Linear modules
 
     def __init__(self, base, r=8, alpha=8.0, dropout=0.0):
         super().__init__(base)
@@ -241,6 +273,10 @@ class LoRA(Adapter):
     def forward(self, x):
         down = _linear(self.dropout(x), self.lora_A)  # (..., r)
         return _linear(x, self.base.weight, self.base.bias) + self.scaling * _linear(down, self.lora_B)
+
+    def peft_fields(self):  # PEFT's scaling = lora_alpha / r (use_rslora False): ours, alpha / r
+        return dict(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout.p, use_rslora=False, use_dora=False,
+                    init_lora_weights=True, rank_pattern={}, alpha_pattern={}, lora_bias=False)
 
 
 def vera_projections(r, in_features, out_features, seed=0):
@@ -286,6 +322,13 @@ class VeRA(Adapter):
     """
 
     method = "vera"
+    peft = ("VERA", {"lambda_b": "vera_lambda_b", "lambda_d": "vera_lambda_d"})
+
+    @classmethod
+    def shared(cls, model, layers, hyperparameters):  # one random pair, drawn at the largest shape
+        settings = {**hyperparameters_of(cls), **hyperparameters}
+        largest_in, largest_out = max(m.in_features for m in layers), max(m.out_features for m in layers)
+        return {"projections": VeRAProjections(*vera_projections(settings["r"], largest_in, largest_out, settings["seed"]))}
 
     def __init__(self, base, r=1024, d_initial=0.1, seed=0, projections=None):
         super().__init__(base)
@@ -317,6 +360,13 @@ class VeRA(Adapter):
         lambda_b, B, lambda_d, A = self._up(self.lambda_b, self.vera_B, self.lambda_d, self.vera_A)
         return (lambda_b[:, None] * B * lambda_d) @ A  # diag(λ_b) B diag(λ_d) (out, r) @ A (r, in)
 
+    def peft_fields(self):  # the pair is saved too (save_projection): PEFT's own for this projection_prng_key
+        return dict(r=self.r, projection_prng_key=self.seed, save_projection=True, vera_dropout=0.0,
+                    d_initial=self.d_initial, init_weights=True)
+
+    def peft_shared(self):  # (r, largest in) and (largest out, r), as PEFT's VeraModel._find_dim sizes them
+        return {"vera_A": self.projections.A, "vera_B": self.projections.B}
+
 
 class FourierFT(Adapter):
     """FourierFT (Gao et al. 2024, eq. 2-3): ΔW = scaling · Re(IDFT2(F)).
@@ -332,6 +382,7 @@ class FourierFT(Adapter):
     """
 
     method = "fourierft"
+    peft = ("FOURIERFT", {"spectrum": "fourierft_spectrum"})
 
     def __init__(self, base, n=1000, scaling=150.0, seed=777):
         super().__init__(base)
@@ -346,6 +397,16 @@ class FourierFT(Adapter):
     def delta_weight(self):
         spectrum, = self._up(self.spectrum)
         return self.scaling * sparse_idft2_real(spectrum, self.indices, (self.out_features, self.in_features))
+
+    def peft_fields(self):  # PEFT redraws the entries from random_loc_seed, as __init__ does
+        return dict(n_frequency=self.n, scaling=self.scaling, random_loc_seed=self.seed, n_frequency_pattern={},
+                    init_weights=False)
+
+    def peft_problem(self):
+        expected = random_locations(self.n, self.out_features, self.in_features, torch.Generator().manual_seed(self.seed))
+        if not torch.equal(self.indices.cpu(), expected):
+            return f"its entries are not those random_loc_seed={self.seed} gives, which PEFT would use"
+        return None
 
 
 # -----------------------------------------------------------------------------
@@ -457,45 +518,6 @@ def _grid_indices(locations, rows, cols):
     return torch.round(fraction[0] * (rows - 1)).long(), torch.round(fraction[1] * (cols - 1)).long()
 
 
-class LoCA(Adapter):
-    """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
-    zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
-    [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train
-    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from. Seed: as the
-    authors' layer draws them from the run's generator, `seed` should be the run's (SEED_FOLLOWS_RUN).
-    Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
-    - as A, not P: a location's step is clamped to [-1, 1] grid steps;
-    - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
-    - as A: every layer draws its own uniform locations (`inject` passes one generator); they
-      may coincide, and coinciding coefficients add;
-    - not as A: locations are clamped to [0, 1], not [0, 0.999], which leaves the last row and
-      column out of reach for sizes above 501 (round(0.999 · 767) = 766).
-    """
-
-    method = "loca"
-
-    def __init__(self, base, n=1000, alpha=1.0, seed=0):
-        super().__init__(base)
-        self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
-        self.alpha = _check_float("alpha", alpha)
-        if not isinstance(seed, torch.Generator):
-            seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
-        locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)
-        self.locations = nn.Parameter(locations.to(self.dtype).to(self.device))
-        self.coefficients = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
-
-    def location_indices(self):
-        """The (2, n) long grid points (rows; cols) the forward pass uses."""
-        return torch.stack(_grid_indices(self.locations, self.out_features, self.in_features))
-
-    def delta_weight(self):
-        coefficients, locations = self._up(self.coefficients, self.locations)
-        C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
-        C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
-        with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
-            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
-
-
 class LoCASchedule:
     """LoCA's alternating optimisation (§4.4), called once per optimiser step.
 
@@ -506,7 +528,14 @@ class LoCASchedule:
 
         schedule = LoCASchedule(model, B_a=10, B_l=20, T_s=600)
         for batch in data: loss.backward(); optimizer.step(); optimizer.zero_grad(); schedule.step()
+
+    T_s=None in `settings` means LoCA's rule of thumb (§4.4), a tenth of the run: `decide` fills it in.
     """
+
+    @staticmethod
+    def decide(settings, total_steps):
+        """The schedule's settings for a run of `total_steps`: T_s None -> round(0.1 * total_steps), at least 1."""
+        return dict(settings, T_s=max(1, round(0.1 * total_steps)) if settings["T_s"] is None else settings["T_s"])
 
     def __init__(self, model, B_a=10, B_l=20, T_s=600):
         self.adapters = [m for m in model.modules() if isinstance(m, LoCA)]
@@ -548,6 +577,56 @@ class LoCASchedule:
         self._apply()
 
 
+class LoCA(Adapter):
+    """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
+    zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
+    [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train
+    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from. Seed: as the
+    authors' layer draws them from the run's generator, `seed` should be the run's (SEED_FOLLOWS_RUN).
+    Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
+    - as A, not P: a location's step is clamped to [-1, 1] grid steps;
+    - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
+    - as A: every layer draws its own uniform locations (`inject` passes one generator); they
+      may coincide, and coinciding coefficients add;
+    - not as A: locations are clamped to [0, 1], not [0, 0.999], which leaves the last row and
+      column out of reach for sizes above 501 (round(0.999 · 767) = 766).
+    """
+
+    method = "loca"
+    own_group = ("locations", "lr_locations")
+    schedule = LoCASchedule
+    settings = {"lr_locations": (float, 1e-4, "learning rate of the locations (no weight decay)"),
+                "B_a": (int, 10, "coefficient steps per cycle"), "B_l": (int, 20, "location steps per cycle"),
+                "T_s": (int, None, "steps of location search, then the locations freeze (default: a tenth of the run)")}
+    seed_follows_run = True
+
+    @classmethod
+    def shared(cls, model, layers, hyperparameters):  # one generator: each layer draws its locations from it in turn
+        seed = _check_int("seed", hyperparameters.get("seed", hyperparameters_of(cls)["seed"]), low=0)
+        return {"seed": torch.Generator().manual_seed(seed)}
+
+    def __init__(self, base, n=1000, alpha=1.0, seed=0):
+        super().__init__(base)
+        self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
+        self.alpha = _check_float("alpha", alpha)
+        if not isinstance(seed, torch.Generator):
+            seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
+        locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)
+        self.locations = nn.Parameter(locations.to(self.dtype).to(self.device))
+        self.coefficients = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
+
+    def location_indices(self):
+        """The (2, n) long grid points (rows; cols) the forward pass uses."""
+        return torch.stack(_grid_indices(self.locations, self.out_features, self.in_features))
+
+    def delta_weight(self):
+        coefficients, locations = self._up(self.coefficients, self.locations)
+        C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
+        C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
+        with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
+            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
+
+
 # -----------------------------------------------------------------------------
 # FouRA
 
@@ -568,6 +647,17 @@ class FouRA(Adapter):
     Seed: foura_A comes from torch's global generator, so it follows the run's seed (as the community code's)."""
 
     method = "foura"
+
+    @classmethod
+    def shared(cls, model, layers, hyperparameters):  # one TokenMask per model, the model's (a second inject reuses it)
+        existing = getattr(model, "token_mask", None)
+        return {"token_mask": existing if isinstance(existing, TokenMask) else TokenMask()}
+
+    @classmethod
+    def merge_problem(cls, hyperparameters):
+        if hyperparameters.get("gate", hyperparameters_of(cls)["gate"]):
+            return "its input-dependent gate has no fixed ΔW to merge; train with --no-gate (gate=False) to merge"
+        return None
 
     def __init__(self, base, r=16, alpha=32.0, transform="dct", gate=True, token_mask=None):
         super().__init__(base)
@@ -744,15 +834,21 @@ DEFAULT_TARGETS = ("query", "value", "query_proj", "value_proj")
 # projection_prng_key), FourierFT 777 (PEFT's random_loc_seed; the authors' GLUE scripts fix theirs too), FoRA and
 # DFoRA 0 (no public code; as FourierFT). Draws without `seed` (LoRA's, FouRA's A, FoRA's spectrum_A, FourierFT's
 # spectrum) come from torch's global generator, which the run seeds: they follow the run's seed in every method.
-SEED_FOLLOWS_RUN = frozenset({"loca"})
+SEED_FOLLOWS_RUN = frozenset(method for method, cls in METHODS.items() if cls.seed_follows_run)
+SHARED_KEYWORDS = ("projections", "token_mask")  # what `shared` gives the layers: not hyperparameters
+
+
+def hyperparameters_of(cls):
+    """{name: default} of an adapter class's hyperparameters (its keywords after `base`)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
+    return {p.name: p.default for p in parameters if p.name not in SHARED_KEYWORDS}
 
 
 def hyperparameters(method):
     """{name: default} of a method's hyperparameters, e.g. hyperparameters('loca')."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown: allowed {', '.join(METHODS)}")
-    parameters = list(inspect.signature(METHODS[method].__init__).parameters.values())[2:]
-    return {p.name: p.default for p in parameters if p.name not in ("projections", "token_mask")}  # (inject shares)
+    return hyperparameters_of(METHODS[method])
 
 
 def adapters(model):
@@ -802,22 +898,11 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
         sample = ", ".join(list(linears)[:8]) or "none"
         raise ValueError(f"no nn.Linear's name ends with any of targets={targets}; linear layers here: {sample}")
     cls = METHODS[method]
-    extra = {}
-    if cls is VeRA:  # one shared random pair, drawn at the largest shape
-        settings = {**allowed, **hyperparameters_}
-        largest_in = max(linears[n].in_features for n in names)
-        largest_out = max(linears[n].out_features for n in names)
-        extra["projections"] = VeRAProjections(*vera_projections(settings["r"], largest_in, largest_out, settings["seed"]))
-    if cls is LoCA:  # one generator for the model: each layer draws its own locations from it, in module order
-        seed = _check_int("seed", hyperparameters_.get("seed", allowed["seed"]), low=0)
-        hyperparameters_["seed"] = torch.Generator().manual_seed(seed)
-    if cls is FouRA:  # one TokenMask for the model's FouRA layers (a second inject reuses the first one's)
-        shared = getattr(model, "token_mask", None)
-        extra["token_mask"] = shared if isinstance(shared, TokenMask) else TokenMask()
+    keywords = {**hyperparameters_, **cls.shared(model, [linears[n] for n in names], hyperparameters_)}
     trainable, built = [p for p in model.parameters() if p.requires_grad], {}
     for name in names:  # every layer is built before the model changes
         try:
-            built[name] = cls(linears[name], **hyperparameters_, **extra)
+            built[name] = cls(linears[name], **keywords)
         except ValueError as error:
             for p in trainable:  # (the adapters built so far froze their base)
                 p.requires_grad_(True)
@@ -825,8 +910,8 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     model.requires_grad_(False)
     for name in names:
         _replace(model, name, built[name])
-    if cls is FouRA:
-        model.token_mask = extra["token_mask"]
+    if isinstance(keywords.get("token_mask"), TokenMask):  # the model's forward sets the batch's padding mask in it
+        model.token_mask = keywords["token_mask"]
     return names
 
 

@@ -155,7 +155,7 @@ class TrainStep:
     offsets), so graph and eager runs agree to float tolerance only without dropout.
     """
 
-    def __init__(self, model, optimizer, scheduler=None, scaler=None, loca_schedule=None, *, device, dtype=None,
+    def __init__(self, model, optimizer, scheduler=None, scaler=None, schedule=None, *, device, dtype=None,
                  mode="eager", rows=None, max_length=None, pad_id=0, regression=False, world=1,
                  find_unused_parameters=False, compile="adapters"):
         if mode not in ("eager", "padded", "graph"):
@@ -164,7 +164,7 @@ class TrainStep:
             raise ValueError(f"mode {mode!r} needs rows and max_length (the static shape), got {rows}, {max_length}")
         if mode == "graph" and device.type != "cuda":
             raise ValueError(f"mode 'graph' needs a CUDA device, got {device}; use 'padded' or 'eager'")
-        self.model, self.optimizer, self.scheduler, self.loca_schedule = model, optimizer, scheduler, loca_schedule
+        self.model, self.optimizer, self.scheduler, self.schedule = model, optimizer, scheduler, schedule
         self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
         if mode != "eager" and self.scaler.is_enabled():
             raise ValueError("fp16's GradScaler step runs eager only: use mode 'eager' with an enabled scaler")
@@ -259,8 +259,8 @@ class TrainStep:
         self.scaler.update()
         if self.scheduler:
             self.scheduler.step()
-        if self.loca_schedule:
-            self.loca_schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
+        if self.schedule:
+            self.schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
 
     @torch.no_grad()
     def logits(self, input_ids, mask, types):

@@ -19,6 +19,7 @@ folder while it runs, so two runs never share one. Several processes: distribute
 Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input or a failed write (a full disk), named
 in one line; 130 interrupted by Ctrl-C, 143 by SIGTERM (both save the step reached first).
 """
+import inspect
 import json
 import math
 import os
@@ -35,15 +36,16 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import spectral_ft
-from config import (UsageError, build_parser, count_parameters, describe, dry_inject, is_location, prepare_model,
-                    print_counts, resolve_config)
+from config import (RunConfig, build_parser, count_parameters, decide_config, describe, dry_inject, in_own_group,
+                    prepare_model, print_counts)
 from data import TASKS, compute_metrics, load_task, main_metric, pad_batch, tokenize
+from errors import UsageError
 from distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
 from model import build_tiny_model, load_pretrained
 from runs import (BEST_ADAPTER, LATER_PROGRESS, PROGRESS_TYPES, DiskError, Interrupted, NonFiniteError, StopRequests,
                   append_log, check_finite, check_same_data, data_fingerprint, hold_folder, intact,
-                  interrupted_outside_the_loop, read_checkpoint, release_folders, restore, results_of, save_checkpoint,
-                  start_log, trainable_state, write_adapter, write_results)
+                  interrupted_outside_the_loop, read_run_checkpoint, release_folders, restore, results_of,
+                  save_checkpoint, start_log, trainable_state, write_adapter, write_results)
 from step import TrainStep, float_dtype, step_mode
 
 READ_EVERY = 10  # steps between reading the loss back from a GPU (progress bar, non-finite checks)
@@ -57,38 +59,41 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, 
 def main(argv=None):
     started = time.time()
     args = build_parser(__doc__.split("\n")[1]).parse_args(argv)
-    checkpoint, saved = read_checkpoint(args.resume, content=not args.print_config) if args.resume else (None, None)
-    config = resolve_config(args, saved)
+    checkpoint = read_run_checkpoint(args.resume, content=not args.print_config) if args.resume else None
+    saved = RunConfig.from_json(json.loads(checkpoint["config"]), f"--resume {args.resume}") if checkpoint else None
+    config = decide_config(args, saved, download=not (args.print_config or args.count_params))  # final, as it runs
     if args.print_config:  # settings only: no model, no data, nothing written
-        print(json.dumps(config, indent=2))
-        return {"config": config}
-    counts = dry_inject(config, args.max_length is not None)  # bad flags fail here, before any data or weights
+        print(json.dumps(config.to_json(), indent=2))
+        return {"config": config.to_json()}
     if args.count_params:
+        counts = dry_inject(config)
         print_counts(config, counts)
-        return {"config": config, "trainable_parameters": counts}
+        return {"config": config.to_json(), "trainable_parameters": counts}
+    data = load_task(config.task, config.data_dir)  # cheap checks first: the data is here (or downloads) ...
+    dry_inject(config)  # ... then the method on the model's shapes, before any weights are read
     try:
-        with process_group(config) as (rank, world, device):
-            return fine_tune(config, checkpoint, started, rank, world, device)
+        with process_group(config.device) as (rank, world, device):
+            return fine_tune(config, data, checkpoint, started, rank, world, device)
     except Interrupted:  # in the loop: the step reached was saved
         raise
     except KeyboardInterrupt:  # before the loop, or a second Ctrl-C
-        raise interrupted_outside_the_loop(Path(config["out"]), checkpoint is not None) from None
+        raise interrupted_outside_the_loop(Path(config.out), checkpoint is not None) from None
     finally:
         release_folders()
 
 
 class Training(NamedTuple):
-    """What changes the weights: AdamW, its learning-rate schedule, fp16's GradScaler, LoCA's schedule."""
+    """What changes the weights: AdamW, its learning-rate schedule, fp16's GradScaler, the method's own schedule (LoCA's)."""
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
-    loca_schedule: "spectral_ft.LoCASchedule | None"
+    schedule: object  # the method's own (spectral_ft: its class's `schedule`), or None
 
 
 @dataclass
 class Run:
     """What one process knows of the run once it starts; nothing here changes while it trains."""
-    config: dict
+    config: RunConfig
     out: Path
     rank: int
     world: int
@@ -127,40 +132,40 @@ class RunState:
         return self.elapsed + time.time() - started
 
 
-def fine_tune(config, checkpoint, started, rank=0, world=1, device=torch.device("cpu")):
-    """The run of main(), in process `rank` of `world`: data, model, optimizer, loop, outputs."""
-    out = Path(config["out"])
+def fine_tune(config, data, checkpoint, started, rank=0, world=1, device=torch.device("cpu")):
+    """The run of main(), in process `rank` of `world`: the task's `data` (data.load_task), model, optimizer,
+    loop, outputs."""
+    out = Path(config.out)
     if rank == 0:
         hold_folder(out)  # before anything is written into it; refused while another run holds it
     if not checkpoint and (out / "checkpoint.pt").exists():
         raise UsageError(f"--out {out} already holds an earlier run's checkpoint.pt: continue it with "
                          f"--resume {out}, or choose another --out")
-    torch.manual_seed(config["seed"])
+    torch.manual_seed(config.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    train_examples, dev_examples, files = rank0_first(rank, world, lambda: load_task(config["task"], config["data_dir"]))
+    train_examples, dev_examples, files = data
     if checkpoint:
         check_same_data(checkpoint.get("data"), files, f"--resume {out}")
-    steps_per_epoch = math.ceil(len(train_examples) / config["batch_size"])
+    steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
     run = Run(config, out, rank, world, device, started, steps_per_epoch,
-              config["max_steps"] or config["epochs"] * steps_per_epoch, data_fingerprint(files))
-    if config["method"] == "loca" and config["T_s"] is None:
-        config["T_s"] = max(1, round(0.1 * run.total_steps))  # LoCA §4.4: location search for ~10% of training
+              config.max_steps or config.epochs * steps_per_epoch, data_fingerprint(files))
     run.say(describe(config, world, len(train_examples), run.steps_per_epoch, run.total_steps))
     model, tokenizer = load_model(run, train_examples + [e for split in dev_examples.values() for e in split])
-    counts = count_parameters(prepare_model(model, config), config["method"])
-    run.say(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_during_search']:,} "
-            f"during the location search)" if config["method"] == "loca" else "") + f", {counts['head']:,} in the head")
-    model.to(device, torch.float64 if config["precision"] == "fp64" else None)
+    counts = count_parameters(prepare_model(model, config))
+    run.say(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_while_searching']:,} "
+            f"while its own group trains too)" if "adapter_while_searching" in counts else "")
+            + f", {counts['head']:,} in the head")
+    model.to(device, torch.float64 if config.precision == "fp64" else None)
     training = build_optimizer(model, config, run.total_steps, device)
     state = RunState()
     if checkpoint:
-        state = RunState(**restore(checkpoint, model, config["method"], training, f"--resume {out}"))
+        state = RunState(**restore(checkpoint, model, config.method, training, f"--resume {out}"))
         state.saved_at = state.step
         run.say(f"  resumed from {out} at step {state.step} (epoch {state.epoch}, batch {state.position})")
     if rank > 0:  # dropout masks differ between processes (process 0 draws exactly as a single process)
-        torch.manual_seed(config["seed"] * 1_000_003 + rank * 7_919 + state.step)
-    data = {split: tokenize(tokenizer, examples, config["max_length"], rank)
+        torch.manual_seed(config.seed * 1_000_003 + rank * 7_919 + state.step)
+    data = {split: tokenize(tokenizer, examples, config.max_length, rank)
             for split, examples in [("train", train_examples), *dev_examples.items()]}
     if rank == 0:
         start_log(out, state.step if checkpoint else None)
@@ -176,9 +181,9 @@ def fine_tune(config, checkpoint, started, rank=0, world=1, device=torch.device(
 def load_model(run, examples):
     """The pretrained encoder with a fresh classification head, and its tokenizer; --model tiny: a tiny
     random BERT whose vocabulary is the examples' words, built in the run folder."""
-    num_labels = TASKS[run.config["task"]].num_labels
-    if run.config["model"] != "tiny":
-        return rank0_first(run.rank, run.world, lambda: load_pretrained(run.config["model"], num_labels))
+    num_labels = TASKS[run.config.task].num_labels
+    if run.config.model != "tiny":
+        return rank0_first(run.rank, run.world, lambda: load_pretrained(run.config.model, num_labels))
     run.say("  --model tiny: a tiny randomly initialised BERT; this run checks the pipeline, not accuracy")
     if run.rank == 0:
         build_tiny_model([t for e in examples for t in (e.text_a, e.text_b) if t], run.out / "tiny-model", num_labels)
@@ -192,24 +197,31 @@ def load_model(run, examples):
 
 
 def build_optimizer(model, config, total_steps, device):
-    """AdamW groups (adapter at lr, head at lr_head, LoCA's locations at lr_locations without weight decay),
-    linear warmup then linear decay to 0, a GradScaler for float16 only, and LoCA's phase schedule."""
-    method, head = config["method"], set(model.head_parameter_names())
+    """AdamW groups (adapter at lr, head at lr_head, and a method's own group, e.g. LoCA's locations, at its
+    rate without weight decay), linear warmup then linear decay to 0, a GradScaler for float16 only, and the
+    method's own schedule (spectral_ft: LoCA's alternation)."""
+    head, own = set(model.head_parameter_names()), in_own_group(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    in_head = lambda n: n in head and method != "full"  # full: the head trains at --lr like the rest
-    groups = [dict(name="adapter", params=[p for n, p in named if not in_head(n) and not is_location(method, n)],
-                   lr=config["lr"]),
-              dict(name="head", params=[p for n, p in named if in_head(n)], lr=config["lr_head"]),
-              dict(name="locations", params=[p for n, p in named if is_location(method, n)],
-                   lr=config["lr_locations"], weight_decay=0.0)]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config["weight_decay"],
+    in_head = lambda n: n in head and config.method != "full"  # full: the head trains at --lr like the rest
+    groups = [dict(name="adapter", params=[p for n, p in named if not in_head(n) and n not in own], lr=config.lr),
+              dict(name="head", params=[p for n, p in named if in_head(n)], lr=config.lr_head),
+              *[dict(name=rate, params=[p for n, p in named if own.get(n) == rate], lr=config.method_settings[rate],
+                     weight_decay=0.0) for rate in dict.fromkeys(own.values())]]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay,
                                   **({"fused": True} if device.type == "cuda" else {}))  # one kernel, not dozens
-    warmup_steps = math.ceil(config["warmup_ratio"] * total_steps)
+    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, warmup_steps))
-    loca_schedule = (spectral_ft.LoCASchedule(model, config["B_a"], config["B_l"], config["T_s"])
-                     if method == "loca" else None)
-    return Training(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16"),
-                    loca_schedule)
+    return Training(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
+                    method_schedule(model, config))
+
+
+def method_schedule(model, config):
+    """The method's own schedule (its class's `schedule`, given the settings it takes), or None."""
+    schedule = getattr(spectral_ft.METHODS.get(config.method), "schedule", None)
+    if schedule is None:
+        return None
+    takes = inspect.signature(schedule).parameters
+    return schedule(model, **{k: v for k, v in config.method_settings.items() if k in takes})
 
 
 def linear_warmup_decay(total_steps, warmup_steps):
@@ -225,16 +237,16 @@ def make_step(run, model, training, pad_id):
     """step.TrainStep: CUDA graphs on a GPU unless --eager (the adapted layers torch.compiled first, --compile).
     Several processes: eager steps run in DDP, which must find per step which tensors train (LoCA's locations
     freeze only later); graph steps all-reduce the gradients themselves."""
-    config, scope = run.config, run.config.get("compile") or "adapters"
-    micro_batch = config.get("micro_batch_size") or math.ceil(config["batch_size"] / run.world)
-    mode = step_mode(run.device, config["precision"], config.get("eager"))
-    step = TrainStep(model, *training, device=run.device, dtype=DTYPES[config["precision"]], mode=mode,
-                     rows=min(micro_batch, math.ceil(config["batch_size"] / run.world)),
-                     max_length=config["max_length"], pad_id=pad_id, regression=TASKS[config["task"]].num_labels == 1,
-                     world=run.world, find_unused_parameters=config["method"] == "loca", compile=scope)
+    config, scope = run.config, run.config.compile or "adapters"
+    micro_batch = config.micro_batch_size or math.ceil(config.batch_size / run.world)
+    mode = step_mode(run.device, config.precision, config.eager)
+    step = TrainStep(model, *training, device=run.device, dtype=DTYPES[config.precision], mode=mode,
+                     rows=min(micro_batch, math.ceil(config.batch_size / run.world)),
+                     max_length=config.max_length, pad_id=pad_id, regression=TASKS[config.task].num_labels == 1,
+                     world=run.world, find_unused_parameters=training.schedule is not None, compile=scope)
     compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[scope]
     run.say(f"  step            {'CUDA graphs per length bucket' + compiled if mode == 'graph' else 'eager'}"
-            + (" (fp16's GradScaler step is eager)" if config["precision"] == "fp16" and not config.get("eager") else ""))
+            + (" (fp16's GradScaler step is eager)" if config.precision == "fp16" and not config.eager else ""))
     return step
 
 
@@ -244,19 +256,19 @@ def make_step(run, model, training, pad_id):
 
 
 def train_loop(run, state, model, training, train_step, data):
-    config, regression = run.config, TASKS[run.config["task"]].num_labels == 1
+    config, regression = run.config, TASKS[run.config.task].num_labels == 1
     encoded, labels = data["train"]
-    batch_size, n_train = config["batch_size"], len(encoded)
-    micro_batch = config.get("micro_batch_size") or math.ceil(batch_size / run.world)  # rows per forward pass
+    batch_size, n_train = config.batch_size, len(encoded)
+    micro_batch = config.micro_batch_size or math.ceil(batch_size / run.world)  # rows per forward pass
     read_every = 1 if run.device.type == "cpu" else READ_EVERY
-    bar = tqdm(total=run.total_steps, initial=state.step, desc=f"{config['method']} {TASKS[config['task']].name}",
+    bar = tqdm(total=run.total_steps, initial=state.step, desc=f"{config.method} {TASKS[config.task].name}",
                dynamic_ncols=True, disable=run.rank != 0)
     model.train()
     shard = None  # this process's positions of the epoch's order
     with StopRequests() as stop, bar:  # Ctrl-C, SIGTERM: the loop stops after the step in flight, and saves
         while state.step < run.total_steps:
             if shard is None:
-                shard = epoch_shard(config["seed"], state.epoch, n_train, run.rank, run.world)
+                shard = epoch_shard(config.seed, state.epoch, n_train, run.rank, run.world)
             start, end = state.position * batch_size, min((state.position + 1) * batch_size, n_train)
             indices, weights = batch_share(shard, start, end, run.rank, run.world)
             parts = [(*pad_batch(encoded, labels, indices[first:first + micro_batch], train_step.pad_id, regression),
@@ -269,9 +281,9 @@ def train_loop(run, state, model, training, train_step, data):
             epoch_done, last = state.position == run.steps_per_epoch, state.step == run.total_steps
             if epoch_done:
                 state.epoch, state.position, shard = state.epoch + 1, 0, None
-            evaluate_now = (state.step % config["eval_every"] == 0) if config["eval_every"] else epoch_done
-            log_now = state.step % config["log_every"] == 0
-            save_now = epoch_done or last or bool(config["save_every"] and state.step % config["save_every"] == 0)
+            evaluate_now = (state.step % config.eval_every == 0) if config.eval_every else epoch_done
+            log_now = state.step % config.log_every == 0
+            save_now = epoch_done or last or bool(config.save_every and state.step % config.save_every == 0)
             stopping = False  # several processes agree on it when they read the losses (one process: any step)
             if len(state.pending) >= read_every or evaluate_now or log_now or save_now or (stop.signum and run.world == 1):
                 due, stopping = read_losses(run, state, bar, stop.signum)
@@ -295,7 +307,7 @@ def read_losses(run, state, bar, stop_signal=None):
     clock (--save-minutes), whether to stop (a process got Ctrl-C or SIGTERM)). Process 0 decides the first,
     any process the second, and both ride on the same all-reduce, so every process saves and stops at the
     same step. Saving never changes the results."""
-    minutes = run.config.get("save_minutes")
+    minutes = run.config.save_minutes
     due = bool(minutes) and time.time() - state.last_save >= 60 * minutes
     parts = torch.stack([loss for _, loss in state.pending]) if state.pending else torch.zeros(0, device=run.device)
     parts = torch.cat([parts, parts.new_tensor([float(due and run.rank == 0), float(stop_signal is not None)])])
@@ -304,7 +316,7 @@ def read_losses(run, state, bar, stop_signal=None):
     *values, due, stopping = parts.tolist()
     for (step, _), value in zip(state.pending, values):
         if not math.isfinite(value):
-            hint = "" if run.config["precision"] in ("fp32", "fp64") else ", or --precision fp32"
+            hint = "" if run.config.precision in ("fp32", "fp64") else ", or --precision fp32"
             raise NonFiniteError(f"loss is {value} at step {step} (epoch {step / run.steps_per_epoch:.2f}); "
                                  f"stopped, {intact(run.out, state.saved_at)}; try a lower --lr{hint}")
     state.loss_sum, state.loss_count = state.loss_sum + sum(values), state.loss_count + len(values)
@@ -334,7 +346,7 @@ def log_line(run, state, optimizer, loss, metrics=None):
 def evaluate_and_log(run, state, model, optimizer, train_step, data):
     """Every dev split's metrics; the best so far (by the task's main metric) and the last kept in `state`;
     one log.jsonl line with the mean training loss since the previous evaluation."""
-    config, metric = run.config, main_metric(TASKS[run.config["task"]].name)
+    config, metric = run.config, main_metric(TASKS[run.config.task].name)
     metrics = {split: evaluate(model, config, *data[split], train_step.pad_id, train_step, run.rank, run.world, split)
                for split in data if split != "train"}
     value, epoch = metrics["dev"][metric], state.step / run.steps_per_epoch
@@ -344,7 +356,7 @@ def evaluate_and_log(run, state, model, optimizer, train_step, data):
     if value == value and (state.best is None or value > state.best["value"]):  # nan never wins
         state.best = dict(value=value, step=state.step, epoch=epoch, metrics=metrics, adapter=BEST_ADAPTER)
         if run.rank == 0:
-            write_adapter(run.out / BEST_ADAPTER, trainable_state(model, config["method"]), config, run.out,
+            write_adapter(run.out / BEST_ADAPTER, trainable_state(model, config.method), config, run.out,
                           state.saved_at, step=state.step, metrics=metrics)
     log_line(run, state, optimizer, loss, metrics)
     if run.rank != 0:
@@ -363,7 +375,7 @@ def evaluate(model, config, encoded, labels, pad_id, step=None, rank=0, world=1,
     and every process computes the metrics of the whole split (each example counted once)."""
     was_training = model.training
     model.eval()
-    regression, batch_size = TASKS[config["task"]].num_labels == 1, step.rows if step else config["batch_size"]
+    regression, batch_size = TASKS[config.task].num_labels == 1, step.rows if step else config.batch_size
     mine = list(range(rank, len(encoded), world))
     device = step.device if step else next(model.parameters()).device
     preds = [torch.zeros(0, dtype=torch.float32 if regression else torch.long, device=device)]
@@ -374,7 +386,7 @@ def evaluate(model, config, encoded, labels, pad_id, step=None, rank=0, world=1,
         preds.append(logits.to(float_dtype(logits)).squeeze(-1) if regression else logits.argmax(-1))
     model.train(was_training)
     predictions = gather_interleaved(torch.cat(preds), len(encoded), rank, world)
-    return compute_metrics(config["task"], predictions.cpu().numpy(), np.asarray(labels))
+    return compute_metrics(config.task, predictions.cpu().numpy(), np.asarray(labels))
 
 
 # -----------------------------------------------------------------------------
@@ -384,18 +396,19 @@ def evaluate(model, config, encoded, labels, pad_id, step=None, rank=0, world=1,
 def save(run, state, model, training):
     """checkpoint.pt at the step reached (runs.save_checkpoint): every process checks its weights are finite,
     process 0 writes."""
-    trainable = trainable_state(model, run.config["method"])  # the same in every process
+    trainable = trainable_state(model, run.config.method)  # the same in every process
     check_finite(trainable, f"checkpoint at step {state.step}")
     if run.rank == 0:
-        save_checkpoint(run.out, run.config, trainable, training, state.progress(run.started), run.data, state.saved_at)
+        save_checkpoint(run.out, run.config.to_json(), trainable, training, state.progress(run.started), run.data,
+                        state.saved_at)
     state.saved_at, state.last_save = state.step, time.time()
 
 
 def finish(run, state, model, counts):
     """adapter.safetensors and results.json (runs.write_results), and a summary line."""
-    trainable = trainable_state(model, run.config["method"])
+    trainable = trainable_state(model, run.config.method)
     check_finite(trainable, "final weights")
-    metric = main_metric(TASKS[run.config["task"]].name)
+    metric = main_metric(TASKS[run.config.task].name)
     results = results_of(run.config, state.best, state.last, counts, run.world, state.wall_time(run.started),
                          run.device)
     if run.rank != 0:
@@ -405,7 +418,7 @@ def finish(run, state, model, counts):
     run.say(f"done: best dev {metric} {best['value'] if best else float('nan'):.4f}"
             + (f" at epoch {best['epoch']:.2f} (step {best['step']})" if best else "")
             + f", final {state.last['metrics']['dev'][metric]:.4f}; wrote {run.out}/")
-    if run.config["model"] == "tiny":
+    if run.config.model == "tiny":
         run.say("note: --model tiny is a small random model: this run checked the pipeline, not accuracy")
     return results
 

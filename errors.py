@@ -1,0 +1,31 @@
+"""
+errors.py: bad input, as every command of this repository reports it, and the argument parser that raises it.
+
+A UsageError is one line naming the argument or the file and what is allowed; the commands print it and exit
+with status 2. Modules that only need to refuse input import this, not the run's configuration.
+"""
+import argparse
+import math
+
+
+class UsageError(Exception):
+    """Bad input. Reported as one line naming the argument and what is allowed; exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump; main() callers get an exception
+        raise UsageError(message)
+
+
+def bounded(kind, low, high=None, strict=False):
+    """An argparse type: an int or float in [low, high) (or (low, high) with strict)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if not (math.isfinite(value) and (value > low if strict else value >= low) and (high is None or value < high)):
+            bound = f"{'>' if strict else '>='} {low}" + ("" if high is None else f" and < {high}")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
