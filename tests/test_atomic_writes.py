@@ -48,9 +48,10 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLI
 
 
 def test_a_checkpoint_the_disk_cannot_hold_is_one_line_naming_it(cli, kit, tmp_path):
-    """Issue 20: torch's zip writer turns a failed write into `RuntimeError: [enforce fail at
-    inline_container.cc:672] unexpected pos ...`, which train.py's `except OSError` missed: a traceback.
-    Here the kernel refuses every file past 4 KiB (RLIMIT_FSIZE): log.jsonl fits, checkpoint.pt does not."""
+    """A checkpoint the disk cannot hold is one line naming checkpoint.pt, though torch's zip writer turns the
+    failed write into `RuntimeError: [enforce fail at inline_container.cc:672] unexpected pos ...`, not an
+    OSError. Here the kernel refuses every file past 4 KiB (RLIMIT_FSIZE): log.jsonl fits, checkpoint.pt does
+    not, and no temporary file is left."""
     out = tmp_path / "out"
     code, err = run(cli, kit, kit["model"], tmp_path, "--save-every", "1", prelude=FILE_SIZE_LIMIT)
     one_line(code, err, 2, f"could not write {out / 'checkpoint.pt'} (File too large); no checkpoint was written")

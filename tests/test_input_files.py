@@ -101,7 +101,8 @@ def test_bad_weight_tokenizer_and_data_files_are_one_line_naming_them(cli, kit, 
 
 
 def test_a_folder_without_config_json_is_one_line_in_our_words(cli, kit, tmp_path):
-    """Issue 20: it was Python's own "[Errno 2] No such file or directory: '.../config.json'"."""
+    """A checkpoint folder without config.json is one line saying what such a folder needs, in our words,
+    not Python's own "[Errno 2] No such file or directory: '.../config.json'"."""
     model = changed(kit, tmp_path / "m", drop=["config.json"])
     code, err = run(cli, kit, model, tmp_path)
     line = one_line(code, err, 2, f"{model} holds no config.json: a checkpoint folder needs config.json, "
@@ -112,7 +113,8 @@ def test_a_folder_without_config_json_is_one_line_in_our_words(cli, kit, tmp_pat
 
 
 def test_nan_or_inf_in_the_pretrained_weights_is_named_when_loading(cli, kit, tmp_path):
-    """Issue 20: a NaN in the weights surfaced as "loss is nan at step 1 ... try a lower --lr"."""
+    """A NaN or Inf in the pretrained weights is named, tensor by tensor, when the folder is loaded: not left
+    to surface as "loss is nan at step 1 ... try a lower --lr", which would blame the learning rate."""
     query = "bert.encoder.layer.0.attention.self.query.weight"
     poison = {query: lambda t: t.index_fill(0, torch.tensor([3]), float("nan")),
               "bert.embeddings.LayerNorm.weight": lambda t: t.index_fill(0, torch.tensor([0]), float("-inf"))}
@@ -133,8 +135,9 @@ def test_nan_or_inf_in_the_pretrained_weights_is_named_when_loading(cli, kit, tm
     (3, "lacks 16 backbone tensors of the bert model its config.json describes (num_hidden_layers=3, "
         "hidden_size=32): encoder.layer.2.attention.self.query.weight")])
 def test_a_config_json_that_does_not_describe_the_weights_is_one_line(cli, kit, tmp_path, layers, expected):
-    """Issue 20: `num_hidden_layers: 1` over 2-layer weights trained, with a warning about 16 ignored keys;
-    3 over 2 was a ValueError that did not name the file. Now both name model.safetensors and its first keys."""
+    """A config.json with fewer layers than the weights (`num_hidden_layers: 1` over 2 layers would train,
+    ignoring 16 tensors) or more (3 over 2 lacks tensors) is refused: one line naming model.safetensors, how
+    many tensors do not fit and the first of them."""
     model = changed(kit, tmp_path / "m", config=dict(num_hidden_layers=layers))
     code, err = run(cli, kit, model, tmp_path)
     one_line(code, err, 2, f"{model / 'model.safetensors'}: {expected}")
@@ -147,8 +150,9 @@ def test_a_config_json_that_does_not_describe_the_weights_is_one_line(cli, kit, 
     (ROWS - 3, f"holds {ROWS - 3} token ids, but {{config}} gives the embedding {ROWS} rows (vocab_size={ROWS}): "
                f"a bert checkpoint's tokenizer fills its embedding exactly")], ids=["larger", "smaller"])
 def test_a_vocabulary_that_does_not_fit_the_embedding_is_refused_before_training(cli, kit, tmp_path, lines, expected):
-    """Issue 20: a vocab.txt longer or shorter than the embedding's rows trained without a word (ids past the
-    rows are an IndexError at the first batch that meets one). Both files and both sizes, exit 2."""
+    """A vocab.txt longer or shorter than the embedding's rows is refused before training (ids past the rows
+    would be an IndexError at the first batch that meets one; fewer ids would train without a word): one line
+    naming both files and both sizes, exit 2."""
     words = SPECIAL_TOKENS + ["yes", "no"] + WORDS
     vocab = (words + [f"extra{i}" for i in range(lines - len(words))])[:lines]
     model = changed(kit, tmp_path / "m", vocab=vocab)

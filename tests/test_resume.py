@@ -17,7 +17,7 @@ from command_line import flags, one_line
 
 
 def test_resume_reads_and_writes_its_own_folder_and_nothing_else(cli, kit, tmp_path):
-    """Item 1: a run folder copied elsewhere and resumed from the directory the original was made in
+    """A run folder copied elsewhere and resumed from the directory the original was made in
     writes into the copy; the original (same relative --out as stored in the checkpoint) is untouched."""
     code, _, err = cli(flags(kit, "--max-steps", "2", "--out", "orig"), tmp_path)
     assert code == 0, err
@@ -36,7 +36,7 @@ def test_resume_reads_and_writes_its_own_folder_and_nothing_else(cli, kit, tmp_p
 
 
 def test_a_held_folder_refuses_a_second_run_until_the_first_dies(cli, kit, tmp_path):
-    """Item 2: a run holds its folder; a second run (or a resume) into it exits 2 naming it; once the
+    """A run holds its folder; a second run (or a resume) into it exits 2 naming it; once the
     first is killed (SIGKILL: no clean-up runs), the folder is free again."""
     out = tmp_path / "held"
     pid, _, err_path = cli.start(flags(kit, "--max-steps", "1000000", "--save-every", "1", "--out", out), tmp_path,
@@ -58,7 +58,7 @@ def test_a_held_folder_refuses_a_second_run_until_the_first_dies(cli, kit, tmp_p
 
 
 def test_save_minutes_checkpoints_within_the_first_epoch_and_changes_no_result(cli, kit, tmp_path):
-    """Item 4: with --save-minutes (here a few milliseconds) a checkpoint exists long before the first
+    """With --save-minutes (here a few milliseconds) a checkpoint exists long before the first
     epoch ends (16 steps); the run killed then and resumed (saving by time at other steps) ends with
     the weights and metrics of an uninterrupted run bit for bit."""
     argv = flags(kit, "--batch-size", "1", "--epochs", "2", "--save-minutes", "0.0001", "--dropout", "0.1",

@@ -17,7 +17,7 @@ from runs import BEST_ADAPTER
 
 
 def test_default_folders_differ_for_unrelated_runs_and_the_printed_one_is_written(cli, kit, tmp_path):
-    """Item 3: README's first run, then runs with another --lr and another model: three folders, each
+    """README's first run, then runs with another --lr and another model: three folders, each
     the one printed; the same command again is told to --resume its folder. The headline RoBERTa
     command's default folder is none of them."""
     base = ["--model", "tiny", "--method", "lora", "--max-steps", "1"]
@@ -40,7 +40,7 @@ def test_default_folders_differ_for_unrelated_runs_and_the_printed_one_is_writte
 
 
 def test_cli_uses_leave_the_checkout_as_they_found_it(cli, kit, tmp_path):
-    """Item 5: a slice of the suite's command lines (the first run with its default folder, a bad flag, a
+    """A slice of the suite's command lines (the first run with its default folder, a bad flag, a
     bad hyperparameter, a resume, bench's smoke test) writes under its working directory only."""
     def checkout():
         done = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,

@@ -27,7 +27,7 @@ glue.load_glue = _loading
 
 
 def test_ctrl_c_says_whether_the_run_can_be_resumed_and_names_its_folder(cli, kit, tmp_path):
-    """Item 4: Ctrl-C before the loop (nothing saved) says nothing can be resumed; in the loop, the run
+    """Ctrl-C before the loop (nothing saved) says nothing can be resumed; in the loop, the run
     saves the step reached and names the folder to resume."""
     for name, prelude, ready, expected in (
             ("early", SLOW_LOAD, "loading", "nothing can be resumed"),
