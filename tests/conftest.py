@@ -7,8 +7,10 @@ derandomized: every run draws the same examples, so a test's verdict depends on 
 property must still hold for every draw (tests state it only where it must hold), and a local run
 keeps drawing new examples to find the ones that break it.
 
-`cli` is tests/test_robust.py's zygote (torch and train.py imported once, a fork per command),
-shared by every test file that runs the command line."""
+`cli` runs the command line: one zygote for the session (tests/command_line.py: torch and train.py
+imported once, a fork per command), shared by every test file that runs `train.py` or `bench.py`. `kit` is
+what those tests run on: RTE-format data, a tiny BERT checkpoint folder and a finished two-step LoRA run.
+Both are built once; a test that changes one of their files changes a copy."""
 import os
 import shutil
 import tempfile
@@ -16,6 +18,8 @@ import tempfile
 import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
+
+from command_line import WORDS, Zygote, write_rte
 
 _home = tempfile.mkdtemp(prefix="hypothesis-")
 set_hypothesis_home_dir(_home)
@@ -26,11 +30,31 @@ settings.load_profile("ci-derandomized" if os.environ.get("CI") else "no-databas
 
 @pytest.fixture(scope="session")
 def cli(tmp_path_factory):
-    from test_robust import Zygote
     zygote = Zygote(tmp_path_factory.mktemp("zygote"))
     yield zygote
-    zygote.process.stdin.close()
-    zygote.process.wait()
+    zygote.close()
+
+
+@pytest.fixture(scope="session")
+def kit(tmp_path_factory):
+    """Built once: RTE-format data, a tiny BERT checkpoint folder, and a two-step LoRA run to resume."""
+    import torch
+    import train
+    from model import TINY_SPECIAL_TOKENS, SequenceClassifier, save_pretrained, tiny_config
+
+    root = tmp_path_factory.mktemp("kit")
+    data, big = root / "rte", root / "big"  # big: an epoch of 512 steps at batch size 1
+    write_rte(data, {"train.tsv": 16, "dev.tsv": 8})
+    write_rte(big, {"train.tsv": 512, "dev.tsv": 8})
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(TINY_SPECIAL_TOKENS + ["yes", "no"] + WORDS) + "\n")
+    torch.manual_seed(0)
+    model = root / "model"
+    save_pretrained(SequenceClassifier(tiny_config("bert", len(TINY_SPECIAL_TOKENS) + 14), 2), model, [vocab])
+    run = root / "run"
+    train.main(["--model", str(model), "--data-dir", str(data), "--method", "lora", "--max-steps", "2",
+                "--batch-size", "8", "--out", str(run)])
+    return dict(root=root, data=data, big=big, model=model, run=run)
 
 
 def pytest_unconfigure(config):

@@ -1,6 +1,6 @@
 """
-The Python API refuses bad input with a ValueError naming the argument (issue 11), and
-`inject`'s default targets reach BERT/RoBERTa and DeBERTa attention alike (issue 12).
+The Python API refuses bad input with a ValueError naming the argument, and
+`inject`'s default targets reach BERT/RoBERTa and DeBERTa attention alike.
 
 Each refusal leaves the model as it was. Integer hyperparameters accept any integer type
 but bool (numpy.int64 from a config array, say) and are stored as Python ints.

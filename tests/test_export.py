@@ -1,5 +1,5 @@
 """
-export.py (issue 18 §4): a run's model leaves the project, as a merged Hugging Face checkpoint or a PEFT adapter.
+export.py: a run's model leaves the project, as a merged Hugging Face checkpoint or a PEFT adapter.
 No transformers or PEFT here: the HF folder is read back by our own loader (model.load_pretrained), and the PEFT
 files are checked against a golden written by hand from PEFT 0.21's source, then read by PEFT's own formulas
 (written out below) into ΔW. scripts/check_export.py loads both with transformers and PEFT themselves.
@@ -480,7 +480,7 @@ def test_a_failed_write_leaves_neither_out_dir_nor_a_temporary_folder(lora_run, 
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 # -----------------------------------------------------------------------------
-# issue 23: output paths the user can fix are exit 2 and name the user's path; an unfinished run is told how
+# output paths the user can fix are exit 2 and name the user's path; an unfinished run is told how
 # to finish it; --which final names its step; the module's docstring says every sentence whole
 
 
@@ -492,7 +492,8 @@ def refused(err, out):
 
 @pytest.mark.parametrize("under", ["sub", "a/b"])
 def test_an_out_dir_under_a_file_is_one_line_exit_2_and_nothing_written(lora_run, tmp_path, capsys, under):
-    """`export.py RUN README.md/sub` (issue 23) said "[Errno 17] File exists" and exit 1."""
+    """`export.py RUN README.md/sub` is one line naming the user's path, exit 2, not "[Errno 17] File exists"
+    and exit 1."""
     (tmp_path / "README.md").write_text("mine")
     out = tmp_path / "README.md" / under
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -575,8 +576,8 @@ def test_which_final_names_the_step_and_metrics_it_exports(lora_run, tmp_path, c
 
 
 def test_the_docstring_says_every_sentence_whole():
-    """Each prose paragraph of export.py's docstring (the indented command block aside) ends a sentence: one
-    ended "..., then written" (issue 23)."""
+    """Each prose paragraph of export.py's docstring (the indented command block aside) ends a sentence: none
+    ends cut off, as "..., then written" would."""
     paragraphs = [p for p in export.__doc__.strip().split("\n\n") if not p.startswith(" ")]
     assert len(paragraphs) >= 4
     assert all(p.rstrip().endswith((".", ":")) for p in paragraphs), [p[-60:] for p in paragraphs]

@@ -40,11 +40,11 @@ def pad(x, amount, seed):
 @settings(max_examples=30, deadline=None)
 @given(T=st.integers(1, 8), amount=st.integers(1, 8), transform=st.sampled_from(["dct", "dft"]),
        seed=st.integers(0, 10_000))
-@example(T=1, amount=1, transform="dft", seed=449)  # one real token: issue 20's failing draw of the old test
+@example(T=1, amount=1, transform="dft", seed=449)  # one real token, the draw a noise-only test failed
 def test_foura_output_at_real_tokens_does_not_depend_on_padding(T, amount, transform, seed):
     """With the mask, padding of any content (here 10x louder noise) changes nothing at the real tokens.
     That the mask is what keeps it out is stated exactly by the next test, not by a noise draw: loud padding
-    saturates the unmasked softmax, and one real token's gate then barely moves (issue 20: 5 runs in 40 failed)."""
+    saturates the unmasked softmax, and one real token's gate then barely moves (a noise-only check failed about 5 runs in 40)."""
     adapter = foura(transform=transform, seed=seed)
     x = torch.randn(2, T, 7, generator=torch.Generator().manual_seed(seed), dtype=F64)
     alone = run(adapter, x)

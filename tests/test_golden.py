@@ -39,7 +39,7 @@ say why in the commit; run it under the recording kernel set, so that files stay
     ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell python tests/test_golden.py --write
 
 Bit-for-bit equality is asserted where it is guaranteed: two runs on one machine (resume = uninterrupted in
-test_train.py and test_run_folder.py, graph = eager where test_step.py says so).
+test_train.py, test_resume.py and test_signals.py, graph = eager where test_step.py says so).
 """
 import hashlib
 import json

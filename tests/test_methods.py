@@ -481,7 +481,7 @@ def test_fora_init_variance_of_A_is_kaiming(case, dtype):
     """Var(Ã) = 1/(3·in), the variance of a Kaiming-uniform (r, in) matrix, unless Ã is nearly constant: FoRA's
     rule leaves a draw whose variance is at most 1e-6 of its mean square (a DC coefficient alone or dominating)
     as drawn, every coefficient within its Kaiming bound 1/√in. Each draw is in one branch by construction
-    (the pinned one: a DC coefficient 1,400 times the other; the old test took it for the other branch).
+    (the pinned one: a DC coefficient 1,400 times the other: not alone, yet left as drawn).
     Rounding: a coefficient is stored to `eps` of itself and an entry of Ã is at most scale = Σ|s_k| / (r·in),
     so Var(Ã) moves by at most ~2 · 11 eps · scale / std(Ã) (storage, the FFT and the variance, in the
     adapter's dtype): mirrored frequencies whose raw draws nearly cancel get huge coefficients, and float32

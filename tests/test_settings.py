@@ -368,7 +368,7 @@ def test_print_config_of_a_stopped_run_shows_its_saved_configuration(tmp_path, c
 
 
 def test_loca_s_locations_follow_the_run_s_seed_unless_the_adapter_seed_pins_them():
-    """Issue 18 §2: the LoCA authors draw each layer's initial locations from the run's own generator, so seeds
+    """The LoCA authors draw each layer's initial locations from the run's own generator, so seeds
     {6, 66, 666} average over locations too; --adapter-seed pins them. Methods whose reference fixes the seed
     (PEFT's VeRA projection_prng_key, FourierFT's random_loc_seed) keep it whatever --seed is."""
     import torch

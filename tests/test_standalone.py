@@ -1,5 +1,5 @@
 """
-spectral_ft.py stands alone (issue 23): README's "Ten lines, any torch model" snippet, run where a user outside
+spectral_ft.py stands alone: README's "Ten lines, any torch model" snippet, run where a user outside
 this repository runs it, in an empty folder holding only a copy of spectral_ft.py (README: copy the one file
 next to your code). A fresh interpreter with -E -s (no PYTHONPATH, no user site-packages) has no path into the
 repository but that copy: the snippet fails with ModuleNotFoundError if it or spectral_ft.py imports another

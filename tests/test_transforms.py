@@ -98,16 +98,6 @@ def test_sparse_idft2_real_equals_the_cosine_sum(rows, cols, seed, data):
     assert torch.allclose(result, expected, atol=1e-12)
 
 
-@settings(max_examples=30, deadline=None)
-@given(rows=st.integers(1, 30), cols=st.integers(1, 30), seed=seeds, data=st.data())
-def test_random_locations_are_distinct_and_in_range(rows, cols, seed, data):
-    n = data.draw(st.integers(1, rows * cols))
-    rc = sf.random_locations(n, rows, cols, torch.Generator().manual_seed(seed))
-    assert rc.shape == (2, n) and rc.dtype == torch.long
-    assert torch.all((rc[0] >= 0) & (rc[0] < rows) & (rc[1] >= 0) & (rc[1] < cols))
-    assert torch.unique(rc[0] * cols + rc[1]).numel() == n
-
-
 def test_compiled_code_reads_the_cached_dct_matrix_instead_of_rebuilding_it():
     """dct_matrix is torch.compiler.disable'd inside spectral_ft (nothing outside patches it): dynamo calls it
     rather than tracing through its cache, which would rebuild C (arange, cos) at every pass of every graph."""
