@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 import spectral_ft
 from step import COMPILE_SCOPES, TrainStep, capture_stream, compile_in_place
-from config import Parser, UsageError, bounded
+from errors import Parser, UsageError, bounded
 from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
 
 ROWS = ["floor", "head", "full", *spectral_ft.METHODS]

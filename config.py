@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 
 import spectral_ft
-from data import RTE_SAMPLE_DIR, TASKS, load_glue
-from errors import Parser, UsageError, bounded
+from data import RTE_SAMPLE_DIR, TASKS, load_glue, load_task
+from errors import TYPE_NAMES, Parser, UsageError, bounded, fits
 from hub import hf_hub_download
 from model import (KNOWN_CONFIGS, TINY_SPECIAL_TOKENS, DebertaV2Config, classifier_for, config_from_json, read_config,
                    tiny_config)
@@ -108,9 +108,9 @@ class RunConfig:
         for name, kinds in FIELD_TYPES.items():
             if name not in saved and dataclasses.fields(cls)[FIELD_ORDER[name]].default is dataclasses.MISSING:
                 raise UsageError(f"{where} is damaged: its config lacks {name!r}")
-            if name in saved and not _fits(saved[name], kinds):
+            if name in saved and not fits(saved[name], kinds):
                 raise UsageError(f"{where} is damaged: its config's {name!r} is {saved[name]!r}, not "
-                                 f"{' or '.join(k.__name__ if k else 'null' for k in kinds)}")
+                                 f"{' or '.join(TYPE_NAMES[k] for k in kinds)}")
         for name, allowed in dict(method=METHODS, task=sorted(TASKS), precision=["bf16", "fp16", "fp32", "fp64"],
                                   compile=COMPILE_SCOPES).items():
             if name in saved and saved[name] not in allowed:
@@ -128,11 +128,6 @@ def _kinds(annotation):
 
 FIELD_TYPES = {f.name: _kinds(f.type) for f in dataclasses.fields(RunConfig)}
 FIELD_ORDER = {f.name: i for i, f in enumerate(dataclasses.fields(RunConfig))}
-
-
-def _fits(value, kinds):
-    return any(value is None if k is None else (isinstance(value, k) and (k is bool or not isinstance(value, bool)))
-               or (k is float and isinstance(value, int) and not isinstance(value, bool)) for k in kinds)
 
 
 def decide_config(args, saved=None, download=True):
@@ -260,6 +255,8 @@ def decide_method_settings(config, download=True):
     decide = getattr(getattr(cls, "schedule", None), "decide", None)
     if decide is None:
         return settings
+    if None not in settings.values():  # nothing left to decide (the row or the flags gave it)
+        return settings
     n_train = count_training_examples(config["task"], config["data_dir"], download)
     if config["max_steps"] is None and n_train is None:
         return settings
@@ -268,12 +265,13 @@ def decide_method_settings(config, download=True):
 
 
 def count_training_examples(task, data_dir, download=True):
-    """The number of examples in the task's training split (downloading it if allowed), or None."""
+    """The number of examples in the task's training split (data.load_task: downloading it if allowed), or None
+    where download is False and the split is not here."""
+    if download:
+        return len(load_task(task, data_dir)[0])
     try:
-        return len(load_glue(task, "train", data_dir, download=download))
-    except FileNotFoundError:
-        if download:
-            raise
+        return len(load_glue(task, "train", data_dir, download=False))
+    except (FileNotFoundError, ValueError):
         return None
 
 
@@ -416,13 +414,13 @@ def build_parser(description):
 # what trains, judged on the model's shapes before any weight is read
 
 
-def prepare_model(model, config):
+def prepare_model(model, method, targets=None, hyperparameters=None):
     """Adapters in, everything else frozen but the head (or nothing frozen for full)."""
-    if config.method == "full":
+    if method == "full":
         return model.requires_grad_(True)
     model.requires_grad_(False)
-    if config.method != "head":
-        spectral_ft.inject(model, config.method, targets=config.targets, **config.hyperparameters)
+    if method != "head":
+        spectral_ft.inject(model, method, targets=targets, **(hyperparameters or {}))
     head = set(model.head_parameter_names())
     for name, p in model.named_parameters():
         if name in head:
@@ -431,8 +429,9 @@ def prepare_model(model, config):
 
 
 def in_own_group(model):
-    """{parameter name: rate setting} of the tensors that train in a group of their own (a method's `own_group`)."""
-    return {f"{name}.{a.own_group[0]}": a.own_group[1] for name, a in spectral_ft.adapters(model) if a.own_group}
+    """{parameter name: (group name, rate setting)} of the tensors that train in a group of their own (a method's
+    `own_group`, e.g. LoCA's {'....locations': ('locations', 'lr_locations')})."""
+    return {f"{name}.{a.own_group[0]}": a.own_group for name, a in spectral_ft.adapters(model) if a.own_group}
 
 
 def count_parameters(model):
@@ -495,7 +494,7 @@ def dry_inject(config):
         check_adapter_size(model, config)
     for _, module in adapted_layers(model, config.targets):
         model._init_weights(module.to_empty(device="cpu"))
-    return count_parameters(prepare_model(model, config))
+    return count_parameters(prepare_model(model, config.method, config.targets, config.hyperparameters))
 
 
 def describe(config, world, n_train, steps_per_epoch, total_steps):

@@ -29,3 +29,15 @@ def bounded(kind, low, high=None, strict=False):
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
     return parse
+
+
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping",
+              list: "a list", None: "null"}
+
+
+def fits(value, kinds):
+    """Whether a value read from JSON or a checkpoint is of one of `kinds` (types, None for null): a bool is no
+    int, an int is a float."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return any(value is None if k is None else (isinstance(value, k) and (k is bool or not isinstance(value, bool)))
+               or (k is float and isinstance(value, int) and not isinstance(value, bool)) for k in kinds)

@@ -27,7 +27,7 @@ import torch
 
 import spectral_ft
 from data import TASKS, main_metric
-from errors import UsageError
+from errors import TYPE_NAMES, UsageError, fits
 from hub import atomic_write, write_safetensors
 
 
@@ -227,7 +227,6 @@ LATER_PROGRESS = dict(log_sum=(float, 0.0), log_count=(int, 0))  # kept since --
 CHECKPOINT_TYPES = dict(config=str, trainable=dict, optimizer=dict, scheduler=dict, scaler=dict, rng=dict,
                         **PROGRESS_TYPES)  # and the method's schedule's state (None without one)
 SCHEDULE_KEYS = ("schedule", "loca")  # where checkpoints keep the schedule's state: now, and before it was generic
-TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a mapping", list: "a list", None: "null"}
 
 
 def save_checkpoint(out, config, trainable, training, progress, data, saved_at):
@@ -277,19 +276,13 @@ def restore(checkpoint, model, method, training, where):
             | {key: checkpoint.get(key, before) for key, (_, before) in LATER_PROGRESS.items()})
 
 
-def _fits(value, kinds):
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    return any(value is None if k is None else (isinstance(value, k) and not isinstance(value, bool))
-               or (k is float and isinstance(value, int) and not isinstance(value, bool)) for k in kinds)
-
-
 def _need(mapping, types, what, where):
     if not isinstance(mapping, dict):
         raise UsageError(f"{where} is damaged: its {what} is {type(mapping).__name__}, not a mapping")
     for key, kinds in types.items():
         if key not in mapping:
             raise UsageError(f"{where} is damaged: its {what} lacks {key!r}")
-        if not _fits(mapping[key], kinds):
+        if not fits(mapping[key], kinds):
             allowed = " or ".join(TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
             raise UsageError(f"{where} is damaged: its {what}'s {key!r} is {mapping[key]!r}, not {allowed}")
 

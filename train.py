@@ -60,7 +60,8 @@ def main(argv=None):
     started = time.time()
     args = build_parser(__doc__.split("\n")[1]).parse_args(argv)
     checkpoint = read_run_checkpoint(args.resume, content=not args.print_config) if args.resume else None
-    saved = RunConfig.from_json(json.loads(checkpoint["config"]), f"--resume {args.resume}") if checkpoint else None
+    saved = checkpoint and RunConfig.from_json(json.loads(checkpoint["config"]),
+                                               f"--resume {args.resume}: {Path(args.resume) / 'checkpoint.pt'}")
     config = decide_config(args, saved, download=not (args.print_config or args.count_params))  # final, as it runs
     if args.print_config:  # settings only: no model, no data, nothing written
         print(json.dumps(config.to_json(), indent=2))
@@ -152,7 +153,7 @@ def fine_tune(config, data, checkpoint, started, rank=0, world=1, device=torch.d
               config.max_steps or config.epochs * steps_per_epoch, data_fingerprint(files))
     run.say(describe(config, world, len(train_examples), run.steps_per_epoch, run.total_steps))
     model, tokenizer = load_model(run, train_examples + [e for split in dev_examples.values() for e in split])
-    counts = count_parameters(prepare_model(model, config))
+    counts = count_parameters(prepare_model(model, config.method, config.targets, config.hyperparameters))
     run.say(f"  trainable: {counts['adapter']:,} outside the head" + (f" ({counts['adapter_while_searching']:,} "
             f"while its own group trains too)" if "adapter_while_searching" in counts else "")
             + f", {counts['head']:,} in the head")
@@ -205,8 +206,8 @@ def build_optimizer(model, config, total_steps, device):
     in_head = lambda n: n in head and config.method != "full"  # full: the head trains at --lr like the rest
     groups = [dict(name="adapter", params=[p for n, p in named if not in_head(n) and n not in own], lr=config.lr),
               dict(name="head", params=[p for n, p in named if in_head(n)], lr=config.lr_head),
-              *[dict(name=rate, params=[p for n, p in named if own.get(n) == rate], lr=config.method_settings[rate],
-                     weight_decay=0.0) for rate in dict.fromkeys(own.values())]]
+              *[dict(name=group, params=[p for n, p in named if own.get(n) == (group, rate)],
+                     lr=config.method_settings[rate], weight_decay=0.0) for group, rate in dict.fromkeys(own.values())]]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay,
                                   **({"fused": True} if device.type == "cuda" else {}))  # one kernel, not dozens
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
@@ -347,8 +348,8 @@ def evaluate_and_log(run, state, model, optimizer, train_step, data):
     """Every dev split's metrics; the best so far (by the task's main metric) and the last kept in `state`;
     one log.jsonl line with the mean training loss since the previous evaluation."""
     config, metric = run.config, main_metric(TASKS[run.config.task].name)
-    metrics = {split: evaluate(model, config, *data[split], train_step.pad_id, train_step, run.rank, run.world, split)
-               for split in data if split != "train"}
+    metrics = {split: evaluate(model, config.task, config.batch_size, *data[split], train_step.pad_id, train_step,
+                               run.rank, run.world, split) for split in data if split != "train"}
     value, epoch = metrics["dev"][metric], state.step / run.steps_per_epoch
     loss = state.loss_sum / state.loss_count if state.loss_count else None  # mean since the last evaluation
     state.loss_sum, state.loss_count = 0.0, 0
@@ -368,14 +369,14 @@ def evaluate_and_log(run, state, model, optimizer, train_step, data):
 
 
 @torch.no_grad()
-def evaluate(model, config, encoded, labels, pad_id, step=None, rank=0, world=1, split="dev"):
+def evaluate(model, task, batch_size, encoded, labels, pad_id, step=None, rank=0, world=1, split="dev"):
     """Metrics of one dev split (data.metrics.compute_metrics), in batches of the step's rows through
     step.logits() (padded, and a CUDA graph in mode 'graph'), or without a step through the model itself.
     With several processes each predicts examples rank, rank + world, ...; the predictions are gathered
     and every process computes the metrics of the whole split (each example counted once)."""
     was_training = model.training
     model.eval()
-    regression, batch_size = TASKS[config.task].num_labels == 1, step.rows if step else config.batch_size
+    regression, batch_size = TASKS[task].num_labels == 1, step.rows if step else batch_size
     mine = list(range(rank, len(encoded), world))
     device = step.device if step else next(model.parameters()).device
     preds = [torch.zeros(0, dtype=torch.float32 if regression else torch.long, device=device)]
@@ -386,7 +387,7 @@ def evaluate(model, config, encoded, labels, pad_id, step=None, rank=0, world=1,
         preds.append(logits.to(float_dtype(logits)).squeeze(-1) if regression else logits.argmax(-1))
     model.train(was_training)
     predictions = gather_interleaved(torch.cat(preds), len(encoded), rank, world)
-    return compute_metrics(config.task, predictions.cpu().numpy(), np.asarray(labels))
+    return compute_metrics(task, predictions.cpu().numpy(), np.asarray(labels))
 
 
 # -----------------------------------------------------------------------------

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 
 import bench
 import spectral_ft
-from config import Parser, UsageError, bounded, prepare_model
+from config import prepare_model
+from errors import Parser, UsageError, bounded
 from data import load_task
 from distributed import epoch_permutation
 from hub import atomic_write
@@ -265,7 +266,7 @@ def lora_run(args, device, total_steps):
     CUDA) with the adapter and head groups, 6% warmup then linear decay to 0. -> (model, optimizer, scheduler)."""
     torch.manual_seed(0)
     model, _ = load_pretrained(args.minilm, 2)
-    prepare_model(model, dict(method="lora", targets=["query", "value"], hyperparameters=dict(r=8, alpha=8.0)))
+    prepare_model(model, "lora", ["query", "value"], dict(r=8, alpha=8.0))
     model.to(device)
     head = set(model.head_parameter_names())
     return (model, *lora_optimizer(model.named_parameters(), lambda name: name in head, args, device, total_steps))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bench
-from config import UsageError
+from errors import UsageError
 
 
 from step import TrainStep

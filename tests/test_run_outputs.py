@@ -11,7 +11,7 @@ import pytest
 
 import train
 from command_line import REPO, flags, log_lines, one_line
-from config import build_parser, resolve_config
+from config import build_parser, decide_config
 from hub import read_safetensors, read_safetensors_metadata
 from runs import BEST_ADAPTER
 
@@ -33,10 +33,10 @@ def test_default_folders_differ_for_unrelated_runs_and_the_printed_one_is_writte
     code, _, err = cli(base, tmp_path)
     one_line(code, err, 2, f"--out {printed[0]} already holds an earlier run's checkpoint.pt",
              f"--resume {printed[0]}")
-    headline = resolve_config(build_parser("").parse_args(
-        ["--method", "loca", "--model", "roberta-base", "--task", "rte", "--device", "cpu"]))
-    first_run = resolve_config(build_parser("").parse_args(["--model", "tiny", "--device", "cpu"]))
-    assert headline["out"].startswith("runs/loca-rte-roberta-base-s0-") and headline["out"] != first_run["out"]
+    headline = decide_config(build_parser("").parse_args(
+        ["--method", "loca", "--model", "roberta-base", "--task", "rte", "--device", "cpu"]), download=False)
+    first_run = decide_config(build_parser("").parse_args(["--model", "tiny", "--device", "cpu"]), download=False)
+    assert headline.out.startswith("runs/loca-rte-roberta-base-s0-") and headline.out != first_run.out
 
 
 def test_cli_uses_leave_the_checkout_as_they_found_it(cli, kit, tmp_path):
@@ -75,12 +75,12 @@ def test_the_best_evaluation_s_adapter_is_kept_named_and_reproduces_its_metrics(
     meta = read_safetensors_metadata(tmp_path / "o" / BEST_ADAPTER)
     assert json.loads(meta["step"]) == best["step"] and json.loads(meta["metrics"]) == best["metrics"]
     model, tokenizer = load_pretrained(kit["model"], 2)
-    prepare_model(model, results["config"])
+    prepare_model(model, *(results["config"][k] for k in ("method", "targets", "hyperparameters")))
     from runs import load_trainable_state
     load_trainable_state(model, "lora", read_safetensors(tmp_path / "o" / BEST_ADAPTER), "test")
     dev = load_glue("rte", "dev", kit["data"], download=False)
     encoded = [tokenizer.encode(e.text_a, e.text_b, max_length=results["config"]["max_length"]) for e in dev]
-    assert train.evaluate(model, results["config"], encoded, [e.label for e in dev], 0) == best["metrics"]["dev"]
+    assert train.evaluate(model, results["config"]["task"], results["config"]["batch_size"], encoded, [e.label for e in dev], 0) == best["metrics"]["dev"]
 
 
 def test_log_every_lines_hold_the_mean_loss_of_their_steps(kit, tmp_path):

@@ -205,7 +205,7 @@ def test_rows_name_their_source_column_and_hold_only_known_settings():
         if family.startswith("roberta") and method != "fourierft":  # FourierFT's scripts name no size
             assert paper.model_size(family) in row["source"].lower(), (method, family, task)
         takes = set(spectral_ft.hyperparameters(method))
-        unknown = set(row) - training - takes - set(paper.ROW_KEYS)
+        unknown = set(row) - training - takes - set(spectral_ft.METHODS[method].settings) - set(paper.ROW_KEYS)
         assert not unknown, f"{method}/{family}/{task}: {unknown} is neither a setting nor a hyperparameter"
         assert all(v.isascii() for v in row.values() if isinstance(v, str)), "printed JSON would show escapes"
         for name in row.get("missing", ()):  # a missing cell is absent, so the generic value shows through
@@ -250,6 +250,9 @@ def test_print_config_resolves_each_row(key, capsys):
     for name in TRAINING_KEYS:
         if name in row:
             assert config[name] == row[name], name
+    for name in spectral_ft.METHODS[method].settings:  # the method's own settings (LoCA's T_s, B_a, ...)
+        if name in row:
+            assert config["method_settings"][name] == row[name], name
     for name, value in config["hyperparameters"].items():
         assert value == row.get(name, spectral_ft.hyperparameters(method)[name]), name
     assert config["targets"] == list(row.get("targets", ("query", "value")))
@@ -266,7 +269,8 @@ def test_print_config_gives_each_transcribed_cell(key):
         if name == "targets":
             assert config["targets"] == list(value)
         elif name != "reported":
-            resolved = config[name] if name in TRAINING_KEYS else config["hyperparameters"][name]
+            resolved = (config[name] if name in TRAINING_KEYS else config["method_settings"][name]
+                        if name in config["method_settings"] else config["hyperparameters"][name])
             assert resolved == pytest.approx(value), name
     if method == "fora":  # the paper states no weight decay: the generic 0.0, named as a fallback
         assert config["weight_decay"] == 0.0 and "generic fallback: weight_decay 0.0" in config["settings"]
@@ -332,8 +336,8 @@ def test_print_config_cli_prints_the_row_its_fallback_and_a_flag_and_writes_noth
                    "--lr-head", "0.5", "--print-config", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)
-    assert {"epochs", "batch_size", "lr", "lr_head", "lr_locations", "weight_decay", "warmup_ratio", "max_length",
-            "T_s", "hyperparameters", "settings", "targets", "method", "model", "task", "out", "device",
+    assert {"epochs", "batch_size", "lr", "lr_head", "method_settings", "weight_decay", "warmup_ratio", "max_length",
+            "hyperparameters", "settings", "targets", "method", "model", "task", "out", "device",
             "precision"} <= set(config)
     assert (config["epochs"], config["batch_size"], config["lr"], config["max_length"]) == (40, 128, 3e-2, 128)
     assert config["lr_head"] == 0.5  # the flag, over the row's 3e-3
@@ -372,15 +376,15 @@ def test_loca_s_locations_follow_the_run_s_seed_unless_the_adapter_seed_pins_the
     {6, 66, 666} average over locations too; --adapter-seed pins them. Methods whose reference fixes the seed
     (PEFT's VeRA projection_prng_key, FourierFT's random_loc_seed) keep it whatever --seed is."""
     import torch
-    from config import build_parser, prepare_model, resolve_config
+    from config import build_parser, decide_config, prepare_model
     from model import classifier_for, tiny_config
 
     def locations(*flags, method="loca"):
-        config = resolve_config(build_parser("").parse_args(["--model", "tiny", "--method", method, "--device", "cpu",
-                                                             *flags]))
+        config = decide_config(build_parser("").parse_args(["--model", "tiny", "--method", method, "--device", "cpu",
+                                                            *flags]), download=False)
         torch.manual_seed(0)
-        model = prepare_model(classifier_for(tiny_config("bert", 50), 2), config)
-        return config["hyperparameters"].get("seed"), [b.detach().clone() for n, b in model.named_buffers()
+        model = prepare_model(classifier_for(tiny_config("bert", 50), 2), method, config.targets, config.hyperparameters)
+        return config.hyperparameters.get("seed"), [b.detach().clone() for n, b in model.named_buffers()
                                                        if n.endswith(("indices", "indices_A"))] or [
             p.detach().clone() for n, p in model.named_parameters() if n.endswith("locations")]
 

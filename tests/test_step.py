@@ -87,7 +87,7 @@ def nn_model(method, labels=2, seed=0, **hyperparameters):
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     model = SequenceClassifier(config, labels)
     targets = ["query", "value"] if method not in ("full", "head") else None
-    return prepare_model(model, dict(method=method, targets=targets, hyperparameters=hyperparameters)).double()
+    return prepare_model(model, method, targets, hyperparameters).double()
 
 
 def optimizer_of(model, method):
@@ -174,15 +174,14 @@ def test_padded_regression_steps_and_evaluation_equal_eager(tmp_path):
     examples = [Example(f"a{i}", None, float(torch.rand(1, generator=g)) * 5) for i in range(11)]
     encoded = [(torch.randint(5, VOCAB, (k,), generator=g).tolist(), [0] * k)
                for k in torch.randint(2, 40, (11,), generator=g).tolist()]
-    config = dict(task="stsb", device="cpu", batch_size=4)
     metrics = {}
     for mode, model in models.items():
         step = TrainStep(model, optimizer_of(model, "lora"), device=torch.device("cpu"), mode=mode, rows=4,
                                max_length=64, regression=True)
-        metrics[mode] = train.evaluate(model, config, encoded, [e.label for e in examples], 0, step)
+        metrics[mode] = train.evaluate(model, "stsb", 4, encoded, [e.label for e in examples], 0, step)
         assert model.training  # evaluate restores the mode
     assert metrics["padded"]["pearson"] == pytest.approx(metrics["eager"]["pearson"], abs=1e-12)
-    assert metrics["eager"] == train.evaluate(models["eager"], config, encoded, [e.label for e in examples], 0)  # no step
+    assert metrics["eager"] == train.evaluate(models["eager"], "stsb", 4, encoded, [e.label for e in examples], 0)  # no step
 
 
 WORKER = r'''

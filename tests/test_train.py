@@ -153,7 +153,7 @@ def test_count_params_reproduces_the_roberta_base_table_offline(flags, adapter, 
     assert counts["adapter"] == adapter
     assert counts["head"] == (H * H + H) + (H * 2 + 2)  # RoBERTa's head: dense, then out_proj to 2 labels
     if "loca" in flags:  # during the search each coefficient also trains its (row, col) location
-        assert counts["adapter_during_search"] == 3 * adapter
+        assert counts["adapter_while_searching"] == 3 * adapter
 
 
 # -----------------------------------------------------------------------------
@@ -467,11 +467,11 @@ def test_every_method_trains_and_its_adapter_file_alone_reproduces_the_final_dev
     rate = ["--lr-head" if method == "head" else "--lr", "1e-2"]
     results = run(tmp_path, stsb, "--task", "stsb", "--method", method, "--max-steps", "3", *rate)
     model, tokenizer = load_pretrained(tmp_path / "tiny-model", num_labels=1)
-    prepare_model(model, results["config"])
+    prepare_model(model, *(results["config"][k] for k in ("method", "targets", "hyperparameters")))
     load_trainable_state(model, method, tensors(tmp_path / "adapter.safetensors"), "test")
     dev = load_glue("stsb", "dev", stsb, download=False)
     encoded = [tokenizer.encode(e.text_a, e.text_b, max_length=128) for e in dev]
-    metrics = train.evaluate(model, results["config"], encoded, [e.label for e in dev], tokenizer.pad_token_id)
+    metrics = train.evaluate(model, results["config"]["task"], results["config"]["batch_size"], encoded, [e.label for e in dev], tokenizer.pad_token_id)
     assert metrics == results["final"]["metrics"]["dev"] and math.isfinite(metrics["pearson"])
 
 
