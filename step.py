@@ -1,53 +1,35 @@
 """
-step.py: one optimizer step of train.py, eager or replayed as CUDA graphs (bench.py times this same class).
+step.py: what makes train.py's step fast; nothing in it changes what the step computes.
 
-The eager step is host-bound on a GPU: each of its ~1000 kernels costs ~30 µs of Python and launch time,
-for ~7 µs of GPU work. A CUDA graph replays the captured kernels with one launch. A graph has fixed shapes
-and addresses, so every micro-batch is padded to a fixed row count (copies of its first row, at loss
-weight 0) and to a length bucket (padding tokens, masked out: the model never attends to them and the loss
-never reads them), copied into static input buffers, and the gradients live in static buffers that the
-graph accumulates into (zeroed before each step, never set to None while their tensor trains). One graph
-per (rows, length, which tensors train, train / eval), captured on first use; LoCA's phases train
-different tensors, so each gets its own (its frozen phase trains what its coefficient phase trains: the
-same graph). The optimizer, learning-rate and LoCA schedules stay eager. Before capturing, the adapted
-layers (or the whole model) are torch.compiled in place (compile_in_place): Inductor fuses what a method
-adds around its matrix products.
+train.py's loop is the step itself: for each micro-batch the forward under autocast, the weighted loss, the
+backward; then the optimizer step. `Speed` hands that loop its micro-batches and the network to run each
+through:
 
-Why hand-written capture, and not torch.compile(mode="reduce-overhead") (issue 17). Measured on one NVIDIA
-H200, torch 2.11.0+cu130, by scripts/capture_vs_reduce_overhead.py: "reduce-overhead" is its CompiledStep,
-each micro-batch padded to our length buckets (pad_to_shape), forward + loss compiled whole with
-mode="reduce-overhead", dynamic=False, backward and the fused AdamW step eager. One call each:
+    for network, (input_ids, mask, types, y, weight) in speed.micro_batches(parts):
+        ...  # network(input_ids, mask, types), the loss, loss.backward(): train.py's lines
 
-    median step, ms (roberta-base shape, seq 128, bf16)     ours (TrainStep)   reduce-overhead   ours / it
-    lora       batch 32  / 128                            8.80 / 27.01       8.88 / 23.05      0.99 / 1.17
-    loca       batch 32  / 128                            9.99 / 29.51      52.11 / 66.41      0.19 / 0.44
-    fourierft  batch 32  / 128                            9.54 / 27.86       9.27 / 29.45      1.03 / 0.95
-    one SST-2 epoch, all-MiniLM-L6-v2, LoRA, batch 32, max length 64, wall s with compilation:
-               ours 16.3, reduce-overhead with our buckets 40.9, reduce-overhead unbucketed 120.5      0.40
-
-The issue's rule keeps ours only if it is at least 5% faster on every bench row and on the real run. It is
-not on the bench: on a fixed shape torch's capture matches ours for LoRA and FourierFT at batch 32 and
-beats it for LoRA at batch 128. We keep ours anyway, because on what a user runs it is 2.5x faster: a
-real epoch meets every length bucket, train and eval modes, and reduce-overhead's cudagraph trees record
-and check each of them on the way (unbucketed, as a PEFT user runs it, 7.4x), and LoCA, whose location
-step is its own autograd.Function with a dct_matrix that stays out of compiled graphs, runs 2-5x slower
-under it. A second reason is control: our graphs share one memory pool, keep the gradients in static
-buffers that the flat all-reduce of several processes reads, and fall back to eager on a failed capture
-in one line. Against transformers + PEFT's LoRA under torch.compile(model, mode="reduce-overhead")
-(scripts/peft_bench.py, batch 32 x 128): ours 9.47 ms vs PEFT 8.53 when PEFT's rows ran first in the
-process, 8.22 vs 9.04 when ours ran first (--compile model: 7.48), the frozen floors 7.36 vs 7.88: at
-parity within the 10% that the order in one process moves either, not the 10% lead the issue aims for.
+mode "eager": the model itself on each batch's own shape (the CPU always, a GPU with --eager or fp16).
+mode "graph" (a GPU): each micro-batch padded to a fixed row count (copies of its first row, at loss weight 0)
+and to a length bucket (padding tokens, masked out: the model never attends to them and the loss never reads
+them), and the network for its shape the model's forward and backward captured as CUDA graphs
+(torch.cuda.make_graphed_callables) and replayed: one launch for ~1000 kernels, where an eager step is bound by
+~30 µs of Python and launch time per kernel. One graph per (rows, length, which tensors train), captured on
+first use, all in one memory pool; LoCA's phases train different tensors, so each gets its own. The loss,
+the optimizer and the schedules stay eager. Before capturing, the adapted layers (or the whole model) are
+torch.compiled in place (compile_in_place): Inductor fuses what a method adds around its matrix products.
+mode "padded": "graph"'s padding without the graphs, so that the CPU checks it.
+Evaluation (`logits`) pads the same way and replays a forward-only graph per shape. Several processes: every
+one starts from process 0's weights and `reduce_gradients` averages the gradients after the passes, one flat
+all-reduce per dtype. REPRODUCE.md §3 has the measurements behind these choices.
 """
-import contextlib
 import functools
-import inspect
 import math
 import sys
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 import spectral_ft
 
@@ -60,16 +42,6 @@ def float_dtype(t):
     """float64 for float64 tensors (--precision fp64), else float32: losses and metrics are computed in
     at least float32, also under bf16 / fp16 autocast."""
     return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def data_parallel(model, device, find_unused_parameters=False):
-    """model in DistributedDataParallel, which copies process 0's parameters and buffers to every process
-    once, then all-reduces gradients. Buffers are not re-sent at each forward: none changes in training
-    (forward_sync_buffers=False in newer torch, broadcast_buffers=False before)."""
-    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=find_unused_parameters,
-                                   **{"forward_sync_buffers" if newer else "broadcast_buffers": False})
 
 
 def bucket_length(length, max_length):
@@ -132,135 +104,108 @@ def step_mode(device, precision, eager=False):
     return "graph" if device.type == "cuda" and not eager and precision != "fp16" else "eager"
 
 
-class TrainStep:
-    """One optimizer step of train.py, and its forward for evaluation (bench.py times this same class).
+class _Forward(nn.Module):
+    """The model's forward as a module of its own: make_graphed_callables replaces the forward of the module
+    it graphs, so each shape's graph wraps its own _Forward around the one model."""
 
-        step = TrainStep(model, optimizer, device=device, mode="graph", rows=32, max_length=128, ...)
-        loss = step([(input_ids, mask, types, y, weight), ...], examples)  # this process's micro-batches
-        logits = step.logits(input_ids, mask, types)                      # (b, num_labels), for evaluate
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
 
-    A step: for each micro-batch the forward under autocast, per-example losses (cross-entropy, or MSE for
-    regression) times `weight` (1, or 0 for filler rows), summed, times world / examples (examples: in the
-    whole batch, over all processes), backward; then the (GradScaler's) optimizer step, the learning-rate
-    schedule and LoCA's schedule. Returns this process's part of the batch's mean loss, on the device.
+    def forward(self, input_ids, mask, types):
+        return self.model(input_ids, mask, types)
 
-    mode "eager": today's step on the batch's own shapes; several processes in DistributedDataParallel.
-    mode "padded": every micro-batch at (rows, bucket_length) through static input buffers and static
-    gradients, run eagerly: what "graph" replays, checkable on the CPU. mode "graph": "padded" with the
-    forward + loss + backward of each shape captured once as a CUDA graph and replayed, after
-    `compile_in_place(model, compile)` (compile: one of COMPILE_SCOPES; the warm-up passes compile).
-    In both, several processes use no DDP: parameters and buffers are broadcast from process 0 once, and
-    after the passes the gradients are all-reduced as one flat buffer per dtype, divided by world first
-    as DDP does. With dropout the graphs draw other masks than eager steps (other shapes, other random
-    offsets), so graph and eager runs agree to float tolerance only without dropout.
+
+class Speed:
+    """The micro-batches of train.py's step on the device, and the network each runs through (see the module's
+    docstring), the gradients averaged over processes, and evaluation's logits.
+
+        speed = Speed(model, device=device, dtype=torch.bfloat16, mode="graph", rows=32, max_length=128)
+        for network, (input_ids, mask, types, y, weight) in speed.micro_batches(parts): ...
+        speed.reduce_gradients()
+        logits = speed.logits(input_ids, mask, types)  # (b, num_labels), for evaluate
     """
 
-    def __init__(self, model, optimizer, scheduler=None, scaler=None, schedule=None, *, device, dtype=None,
-                 mode="eager", rows=None, max_length=None, pad_id=0, regression=False, world=1,
-                 find_unused_parameters=False, compile="adapters"):
+    def __init__(self, model, *, device, dtype=None, mode="eager", rows=None, max_length=None, pad_id=0,
+                 regression=False, world=1, compile="adapters"):
         if mode not in ("eager", "padded", "graph"):
             raise ValueError(f"mode must be 'eager', 'padded' or 'graph', got {mode!r}")
         if mode != "eager" and not (rows and max_length):
             raise ValueError(f"mode {mode!r} needs rows and max_length (the static shape), got {rows}, {max_length}")
         if mode == "graph" and device.type != "cuda":
             raise ValueError(f"mode 'graph' needs a CUDA device, got {device}; use 'padded' or 'eager'")
-        self.model, self.optimizer, self.scheduler, self.schedule = model, optimizer, scheduler, schedule
-        self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
-        if mode != "eager" and self.scaler.is_enabled():
-            raise ValueError("fp16's GradScaler step runs eager only: use mode 'eager' with an enabled scaler")
-        self.device, self.mode, self.rows, self.max_length = device, mode, rows, max_length
+        self.model, self.device, self.mode, self.rows, self.max_length = model, device, mode, rows, max_length
         self.pad_id, self.regression, self.world = pad_id, regression, world
-        low = dtype in (torch.bfloat16, torch.float16)  # autocast's weight-cast cache cannot live in a graph
+        low = dtype in (torch.bfloat16, torch.float16)  # a graph cannot hold autocast's cache of cast weights
         self.autocast = torch.autocast(device.type, dtype=dtype if low else None, enabled=low,
                                        cache_enabled=mode != "graph")
-        self.network = model  # what a pass runs: the model, or DDP around it
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]  # (LoCA: locations too)
-        if mode == "eager" and world > 1:  # DDP reduces what requires a gradient when it is built: every
-            trains = [p.requires_grad for p in self.params]  # tensor the optimizer holds, whatever the phase
-            for p in self.params:
-                p.requires_grad_(True)
-            self.network = data_parallel(model, device, find_unused_parameters)
-            for p, flag_ in zip(self.params, trains):
-                p.requires_grad_(flag_)
-        elif world > 1:  # what DDP does when it is built: every process starts from process 0's tensors
+        if world > 1:  # every process starts from process 0's tensors
             with torch.no_grad():
                 for t in [*model.parameters(), *model.buffers()]:
                     dist.broadcast(t.data, 0)
-        self.flat, self.grads = [], {}  # static gradients: views of one flat buffer per dtype
-        for dtype_ in dict.fromkeys(p.dtype for p in self.params) if mode != "eager" else ():
-            same = [p for p in self.params if p.dtype == dtype_]
-            flat = torch.zeros(sum(p.numel() for p in same), dtype=dtype_, device=device)
-            offset = 0
-            for p in same:
-                self.grads[p] = flat[offset:offset + p.numel()].view_as(p)
-                offset += p.numel()
-            self.flat.append(flat)
-        self.inputs, self.graphs, self.pool = {}, {}, None  # static inputs per shape; graphs per key
+        self.graphed, self.inputs, self.graphs, self.pool = {}, {}, {}, None  # train graphs; eval buffers, graphs
         self.compiled = compile_in_place(model, compile) if mode == "graph" else []
-        self.loss_dtype = torch.float64 if any(p.dtype == torch.float64 for p in model.parameters()) else torch.float32
 
-    # ---- the work of one micro-batch, the same in every mode
+    def micro_batches(self, parts):
+        """(network, (input_ids, mask, types, y, weight) on the device) for each micro-batch of `parts` (CPU
+        tensors): the model on the batch's own shape (eager), or padded to (rows, length bucket) with the model's
+        graphed passes for that shape (graph; the model itself in mode 'padded')."""
+        for part in parts:
+            if self.mode == "eager":
+                yield self.model, [t.to(self.device, non_blocking=True) for t in part]
+                continue
+            rows, length = max(self.rows, len(part[0])), bucket_length(part[0].shape[1], self.max_length)
+            tensors = [t.to(self.device, non_blocking=True) for t in pad_to_shape(*part, rows, length, self.pad_id)]
+            yield (self.graphed_passes(rows, length, tensors) if self.mode == "graph" else self.model), tensors
 
-    def loss(self, input_ids, mask, types, y, weight, scale):
-        """Forward, the weighted loss (a 0-dim tensor), backward. scale: world / examples."""
-        with self.autocast:
-            logits = self.network(input_ids, mask, types)  # (b, num_labels)
-        logits = logits.to(float_dtype(logits))
-        losses = (F.mse_loss(logits.squeeze(-1), y.to(logits.dtype), reduction="none") if self.regression
-                  else F.cross_entropy(logits, y, reduction="none"))  # (b,)
-        loss = (losses * weight).sum() * scale  # DDP's average (or the flat all-reduce's): the batch's mean
-        self.scaler.scale(loss).backward()
-        return loss.detach()
+    def graphed_passes(self, rows, length, tensors):
+        """The model's forward and backward for inputs of shape (rows, length), captured once (for the tensors
+        that train now) and replayed; the model itself where the capture fails (said once)."""
+        key = (rows, length, tuple(p.requires_grad for p in self.model.parameters()))
+        if key not in self.graphed:
+            try:
+                with self.autocast:
+                    self.graphed[key] = torch.cuda.make_graphed_callables(
+                        _Forward(self.model), tuple(tensors[:3]), num_warmup_iters=CAPTURE_WARMUP,
+                        allow_unused_input=True, pool=self.graph_pool())
+            except Exception as error:
+                self.capture_failed(error)
+                return self.model if self.mode != "graph" else self.graphed_passes(rows, length, tensors)
+        return self.graphed[key]
 
-    def __call__(self, parts, examples):
-        """One optimizer step over this process's micro-batches `parts` [(input_ids, mask, types (b, T),
-        y (b,), weight (b,))], CPU or device tensors; `examples`: real examples in the whole batch."""
-        if self.mode == "eager":
-            step_loss = 0.0
-            for i, part in enumerate(parts):  # gradient accumulation over micro-batches
-                accumulate = self.world > 1 and i + 1 < len(parts)
-                with self.network.no_sync() if accumulate else contextlib.nullcontext():  # DDP reduces at the last
-                    loss = self.loss(*(t.to(self.device, non_blocking=True) for t in part), self.world / examples)
-                step_loss = step_loss + loss / self.world
-            self.optimizer_step()
-            self.optimizer.zero_grad(set_to_none=True)
-            return step_loss
+    def graph_pool(self):
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        return self.pool
 
-        trainable = tuple(p.requires_grad for p in self.params)
-        for p in self.params:  # this phase's tensors get their static gradient, the others none
-            p.grad = self.grads[p] if p.requires_grad else None
-        shaped = []
-        for input_ids, mask, types, y, weight in parts:
-            rows, length = max(self.rows, len(input_ids)), bucket_length(input_ids.shape[1], self.max_length)
-            shaped.append((rows, length, pad_to_shape(input_ids, mask, types, y, weight, rows, length, self.pad_id)))
-        for rows, length, tensors in shaped:  # capture before the step: warm-up passes touch the gradients
-            if self.mode == "graph" and ("train", rows, length, trainable) not in self.graphs:
-                self.capture(("train", rows, length, trainable), tensors)
-        for flat in self.flat:
-            flat.zero_()
-        step_loss = 0.0
-        for rows, length, tensors in shaped:
-            buffers = self.fill(rows, length, tensors, self.world / examples)
-            if self.mode == "graph":
-                graph, loss = self.graphs[("train", rows, length, trainable)]
-                graph.replay()
-            else:
-                loss = self.loss(*buffers)
-            step_loss = step_loss + loss / self.world  # a new tensor: the next replay overwrites `loss`
-        if self.world > 1:
-            for flat in self.flat:
-                flat.div_(self.world)
-                dist.all_reduce(flat)
-        self.optimizer_step()
-        return step_loss
+    def capture_failed(self, error):
+        """One line on stderr; without torch.compile first, then without graphs (mode 'padded')."""
+        why = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
+        if self.compiled:
+            uncompile(self.compiled)
+            self.compiled, self.graphed, self.graphs = [], {}, {}
+            print(f"step: torch.compile failed ({why}); continuing with CUDA graphs alone (--compile none avoids "
+                  f"the attempt)", file=sys.stderr)
+            return
+        print(f"step: CUDA graph capture failed ({why}); continuing without graphs (--eager avoids the attempt)",
+              file=sys.stderr)
+        self.mode = "padded"
 
-    def optimizer_step(self):
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.scheduler:
-            self.scheduler.step()
-        if self.schedule:
-            self.schedule.step()  # LoCA: switch between coefficient and location phases, freeze locations at T_s
+    def reduce_gradients(self):
+        """Several processes: every gradient becomes the mean of the processes' (one all-reduce per dtype)."""
+        if self.world == 1:
+            return
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        for dtype in dict.fromkeys(g.dtype for g in grads):
+            same = [g for g in grads if g.dtype == dtype]
+            flat = torch.cat([g.reshape(-1) for g in same]).div_(self.world)
+            dist.all_reduce(flat)
+            offset = 0
+            for g in same:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    # ---- evaluation
 
     @torch.no_grad()
     def logits(self, input_ids, mask, types):
@@ -275,8 +220,8 @@ class TrainStep:
         tensors = pad_to_shape(input_ids, mask, types, y, torch.ones(b), rows, length, self.pad_id)
         key = ("eval" if not self.model.training else "forward", rows, length)
         if self.mode == "graph" and key not in self.graphs:
-            self.capture(key, tensors)
-        input_ids, mask, types, *_ = self.fill(rows, length, tensors)
+            self.capture(key, tensors[:3])
+        input_ids, mask, types = self.fill(rows, length, tensors[:3])
         if self.mode == "graph":
             graph, logits = self.graphs[key]
             graph.replay()
@@ -285,57 +230,35 @@ class TrainStep:
                 logits = self.model(input_ids, mask, types)  # (rows, num_labels)
         return logits[:b].clone()  # the graph's output is overwritten by its next replay
 
-    # ---- static buffers and graphs
-
-    def fill(self, rows, length, tensors, scale=None):
-        """Copy one padded micro-batch into the static buffers of its shape (created on first use)."""
+    def fill(self, rows, length, tensors):
+        """Copy one padded batch (input_ids, mask, types) into the static buffers of its shape (made on first use)."""
         if (rows, length) not in self.inputs:
-            self.inputs[rows, length] = [torch.empty_like(t, device=self.device) for t in tensors] + [
-                torch.zeros((), dtype=self.loss_dtype, device=self.device)]  # the last: world / examples
+            self.inputs[rows, length] = [torch.empty_like(t, device=self.device) for t in tensors]
         buffers = self.inputs[rows, length]
         for buffer, t in zip(buffers, tensors):
-            if buffer.dtype != t.dtype:
-                raise ValueError(f"a batch tensor is {t.dtype}, its static buffer {buffer.dtype}")
             buffer.copy_(t.pin_memory() if self.device.type == "cuda" and not t.is_cuda else t, non_blocking=True)
-        if scale is not None:
-            buffers[-1].fill_(scale)
         return buffers
 
     def capture(self, key, tensors):
-        """Warm up on the capture stream, then capture key's work (a training pass, or the forward) as a
-        CUDA graph in the memory pool the others share. A failed capture is reported once and the run goes
-        on in mode 'padded' (the same numbers, without the speed)."""
-        rows, length = key[1], key[2]
-        buffers = self.fill(rows, length, tensors, 1.0)
-        if key[0] == "train":
-            work = lambda: self.loss(*buffers)
-        else:
-            def work():
-                with self.autocast:
-                    return self.model(*buffers[:3])
+        """Warm up on the capture stream, then capture the forward for key's shape as a CUDA graph in the pool the
+        training graphs share. A failed capture is said once (capture_failed)."""
+        buffers = self.fill(key[1], key[2], tensors)
+
+        def forward():
+            with self.autocast:
+                return self.model(*buffers)
         stream = capture_stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         try:
             with torch.cuda.stream(stream):
                 for _ in range(CAPTURE_WARMUP):
-                    work()
+                    forward()
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, stream=stream):
-                output = work()
+            with torch.cuda.graph(graph, pool=self.graph_pool(), stream=stream):
+                output = forward()
         except Exception as error:
             torch.cuda.current_stream(self.device).wait_stream(stream)
-            why = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
-            if self.compiled:  # try once more without torch.compile
-                uncompile(self.compiled)
-                self.compiled = []
-                print(f"step: torch.compile failed ({why}); continuing with CUDA graphs alone "
-                      f"(--compile none avoids the attempt)", file=sys.stderr)
-                return self.capture(key, tensors)
-            print(f"step: CUDA graph capture failed ({why}); continuing without graphs (--eager avoids the "
-                  f"attempt)", file=sys.stderr)
-            self.mode = "padded"
-            return
-        self.pool = graph.pool()
+            self.capture_failed(error)
+            return self.capture(key, tensors) if self.mode == "graph" else None
         self.graphs[key] = (graph, output)
-

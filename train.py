@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
 import spectral_ft
@@ -46,7 +47,7 @@ from runs import (BEST_ADAPTER, LATER_PROGRESS, PROGRESS_TYPES, DiskError, Inter
                   append_log, check_finite, check_same_data, data_fingerprint, hold_folder, intact,
                   interrupted_outside_the_loop, read_run_checkpoint, release_folders, restore, results_of,
                   save_checkpoint, start_log, trainable_state, write_adapter, write_results)
-from step import TrainStep, float_dtype, step_mode
+from step import Speed, float_dtype, step_mode
 
 READ_EVERY = 10  # steps between reading the loss back from a GPU (progress bar, non-finite checks)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
@@ -170,8 +171,8 @@ def fine_tune(config, data, checkpoint, started, rank=0, world=1, device=torch.d
             for split, examples in [("train", train_examples), *dev_examples.items()]}
     if rank == 0:
         start_log(out, state.step if checkpoint else None)
-    train_step = make_step(run, model, training, tokenizer.pad_token_id)
-    train_loop(run, state, model, training, train_step, data)
+    speed = make_speed(run, model, tokenizer.pad_token_id)
+    train_loop(run, state, model, training, speed, data)
     return finish(run, state, model, counts)
 
 
@@ -234,21 +235,28 @@ def linear_warmup_decay(total_steps, warmup_steps):
     return factor
 
 
-def make_step(run, model, training, pad_id):
-    """step.TrainStep: CUDA graphs on a GPU unless --eager (the adapted layers torch.compiled first, --compile).
-    Several processes: eager steps run in DDP, which must find per step which tensors train (LoCA's locations
-    freeze only later); graph steps all-reduce the gradients themselves."""
+def make_speed(run, model, pad_id):
+    """step.Speed: on a GPU, unless --eager or fp16, each micro-batch padded to a length bucket and run through
+    the model's CUDA graphs for that shape (the adapted layers torch.compiled first, --compile); else eager."""
     config, scope = run.config, run.config.compile or "adapters"
     micro_batch = config.micro_batch_size or math.ceil(config.batch_size / run.world)
     mode = step_mode(run.device, config.precision, config.eager)
-    step = TrainStep(model, *training, device=run.device, dtype=DTYPES[config.precision], mode=mode,
-                     rows=min(micro_batch, math.ceil(config.batch_size / run.world)),
-                     max_length=config.max_length, pad_id=pad_id, regression=TASKS[config.task].num_labels == 1,
-                     world=run.world, find_unused_parameters=training.schedule is not None, compile=scope)
+    speed = Speed(model, device=run.device, dtype=DTYPES[config.precision], mode=mode,
+                  rows=min(micro_batch, math.ceil(config.batch_size / run.world)), max_length=config.max_length,
+                  pad_id=pad_id, regression=TASKS[config.task].num_labels == 1, world=run.world, compile=scope)
     compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[scope]
     run.say(f"  step            {'CUDA graphs per length bucket' + compiled if mode == 'graph' else 'eager'}"
             + (" (fp16's GradScaler step is eager)" if config.precision == "fp16" and not config.eager else ""))
-    return step
+    return speed
+
+
+def weighted_loss(logits, y, weight, regression):
+    """Σ_i weight_i · loss_i over a micro-batch, in at least float32: cross-entropy, or the squared error for
+    regression; weight 1 for an example, 0 for a filler row (step.pad_to_shape) or another process's."""
+    logits = logits.to(float_dtype(logits))  # (b, num_labels)
+    losses = (F.mse_loss(logits.squeeze(-1), y.to(logits.dtype), reduction="none") if regression
+              else F.cross_entropy(logits, y, reduction="none"))  # (b,)
+    return (losses * weight).sum()
 
 
 # -----------------------------------------------------------------------------
@@ -256,12 +264,10 @@ def make_step(run, model, training, pad_id):
 # step on the CPU, where it costs nothing), which is also when non-finite losses are caught
 
 
-def train_loop(run, state, model, training, train_step, data):
-    config, regression = run.config, TASKS[run.config.task].num_labels == 1
-    encoded, labels = data["train"]
-    batch_size, n_train = config.batch_size, len(encoded)
-    micro_batch = config.micro_batch_size or math.ceil(batch_size / run.world)  # rows per forward pass
-    read_every = 1 if run.device.type == "cpu" else READ_EVERY
+def train_loop(run, state, model, training, speed, data):
+    """One optimizer step per batch: each micro-batch's forward, loss and backward (the gradients add up), then
+    the optimizer step and the schedules; logs, evaluations and checkpoints in between (after_step)."""
+    config, regression, world = run.config, TASKS[run.config.task].num_labels == 1, run.world
     bar = tqdm(total=run.total_steps, initial=state.step, desc=f"{config.method} {TASKS[config.task].name}",
                dynamic_ncols=True, disable=run.rank != 0)
     model.train()
@@ -269,38 +275,68 @@ def train_loop(run, state, model, training, train_step, data):
     with StopRequests() as stop, bar:  # Ctrl-C, SIGTERM: the loop stops after the step in flight, and saves
         while state.step < run.total_steps:
             if shard is None:
-                shard = epoch_shard(config.seed, state.epoch, n_train, run.rank, run.world)
-            start, end = state.position * batch_size, min((state.position + 1) * batch_size, n_train)
-            indices, weights = batch_share(shard, start, end, run.rank, run.world)
-            parts = [(*pad_batch(encoded, labels, indices[first:first + micro_batch], train_step.pad_id, regression),
-                      torch.tensor(weights[first:first + micro_batch]))  # (b,) 1, or 0 for filler rows
-                     for first in range(0, len(indices), micro_batch)]  # gradient accumulation over micro-batches
-            step_loss = train_step(parts, end - start)  # forward, backward, optimizer and schedules
+                shard = epoch_shard(config.seed, state.epoch, len(data["train"][0]), run.rank, world)
+            parts, examples = next_batch(run, state, shard, data["train"], speed.pad_id, regression)
+            step_loss = 0.0
+            for network, (input_ids, mask, types, y, weight) in speed.micro_batches(parts):
+                with speed.autocast:
+                    logits = network(input_ids, mask, types)  # (b, num_labels)
+                loss = weighted_loss(logits, y, weight, regression) * (world / examples)  # its share of the mean
+                training.scaler.scale(loss).backward()
+                step_loss = step_loss + loss.detach() / world
+            speed.reduce_gradients()  # several processes: each holds the batch's mean gradient
+            training.scaler.step(training.optimizer)
+            training.scaler.update()
+            training.scheduler.step()
+            if training.schedule:
+                training.schedule.step()  # the method's own: LoCA's phases, then its locations freeze
+            training.optimizer.zero_grad(set_to_none=True)
             state.step, state.position = state.step + 1, state.position + 1
             state.pending.append((state.step, step_loss))
             bar.update(1)
-            epoch_done, last = state.position == run.steps_per_epoch, state.step == run.total_steps
-            if epoch_done:
+            if state.position == run.steps_per_epoch:
                 state.epoch, state.position, shard = state.epoch + 1, 0, None
-            evaluate_now = (state.step % config.eval_every == 0) if config.eval_every else epoch_done
-            log_now = state.step % config.log_every == 0
-            save_now = epoch_done or last or bool(config.save_every and state.step % config.save_every == 0)
-            stopping = False  # several processes agree on it when they read the losses (one process: any step)
-            if len(state.pending) >= read_every or evaluate_now or log_now or save_now or (stop.signum and run.world == 1):
-                due, stopping = read_losses(run, state, bar, stop.signum)
-                save_now = save_now or due or stopping
-            if log_now:
-                log_loss(run, state, training.optimizer)
-            if evaluate_now or (last and (state.last is None or state.last["step"] != state.step)):
-                evaluate_and_log(run, state, model, training.optimizer, train_step, data)
-            if save_now:
-                save(run, state, model, training)
-            if stopping:
-                raise Interrupted(f"stopped at step {state.step}, saved in {run.out / 'checkpoint.pt'}; continue with "
-                                  f"--resume {run.out} (from step {state.step})", stop.signum or signal.SIGINT)
+            after_step(run, state, model, training, speed, data, bar, stop.signum)
     if state.last is None:  # resumed a finished run whose final evaluation was lost
         state.loss_sum, state.loss_count = 0.0, 0
-        evaluate_and_log(run, state, model, training.optimizer, train_step, data)
+        evaluate_and_log(run, state, model, training.optimizer, speed, data)
+
+
+def next_batch(run, state, shard, train, pad_id, regression):
+    """This process's micro-batches of the next batch [(input_ids, mask, types, y, weight)] (CPU tensors; at most
+    --micro-batch-size rows each: gradient accumulation) and the number of examples in the whole batch."""
+    (encoded, labels), batch_size = train, run.config.batch_size
+    micro_batch = run.config.micro_batch_size or math.ceil(batch_size / run.world)  # rows per forward pass
+    start, end = state.position * batch_size, min((state.position + 1) * batch_size, len(encoded))
+    indices, weights = batch_share(shard, start, end, run.rank, run.world)
+    parts = [(*pad_batch(encoded, labels, indices[first:first + micro_batch], pad_id, regression),
+              torch.tensor(weights[first:first + micro_batch]))  # (b,) 1, or 0 for another process's filler rows
+             for first in range(0, len(indices), micro_batch)]
+    return parts, end - start
+
+
+def after_step(run, state, model, training, speed, data, bar, stop_signal):
+    """What follows a step: the losses read back (every READ_EVERY steps, and before anything below), a log line
+    every --log-every steps, an evaluation every epoch (or --eval-every steps) and at the end, a checkpoint each
+    epoch, every --save-every steps or --save-minutes, and at a stop request (Ctrl-C, SIGTERM), which ends here."""
+    config, epoch_done, last = run.config, state.position == 0, state.step == run.total_steps
+    evaluate_now = (state.step % config.eval_every == 0) if config.eval_every else epoch_done
+    log_now = state.step % config.log_every == 0
+    save_now = epoch_done or last or bool(config.save_every and state.step % config.save_every == 0)
+    stopping = False  # several processes agree on it when they read the losses (one process: any step)
+    read_every = 1 if run.device.type == "cpu" else READ_EVERY
+    if len(state.pending) >= read_every or evaluate_now or log_now or save_now or (stop_signal and run.world == 1):
+        due, stopping = read_losses(run, state, bar, stop_signal)
+        save_now = save_now or due or stopping
+    if log_now:
+        log_loss(run, state, training.optimizer)
+    if evaluate_now or (last and (state.last is None or state.last["step"] != state.step)):
+        evaluate_and_log(run, state, model, training.optimizer, speed, data)
+    if save_now:
+        save(run, state, model, training)
+    if stopping:
+        raise Interrupted(f"stopped at step {state.step}, saved in {run.out / 'checkpoint.pt'}; continue with "
+                          f"--resume {run.out} (from step {state.step})", stop_signal or signal.SIGINT)
 
 
 def read_losses(run, state, bar, stop_signal=None):
@@ -344,11 +380,11 @@ def log_line(run, state, optimizer, loss, metrics=None):
                                  time=round(state.wall_time(run.started), 3)), state.saved_at)
 
 
-def evaluate_and_log(run, state, model, optimizer, train_step, data):
+def evaluate_and_log(run, state, model, optimizer, speed, data):
     """Every dev split's metrics; the best so far (by the task's main metric) and the last kept in `state`;
     one log.jsonl line with the mean training loss since the previous evaluation."""
     config, metric = run.config, main_metric(TASKS[run.config.task].name)
-    metrics = {split: evaluate(model, config.task, config.batch_size, *data[split], train_step.pad_id, train_step,
+    metrics = {split: evaluate(model, config.task, config.batch_size, *data[split], speed.pad_id, speed,
                                run.rank, run.world, split) for split in data if split != "train"}
     value, epoch = metrics["dev"][metric], state.step / run.steps_per_epoch
     loss = state.loss_sum / state.loss_count if state.loss_count else None  # mean since the last evaluation
