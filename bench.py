@@ -28,8 +28,8 @@ sparse DCT (n rank-1 products of DCT basis rows), and LoCA's own autograd.Functi
     python bench.py --device cpu --layers 1 --hidden 32 --batch 2 --seq 16 --steps 5 --warmup 2   # smoke test, seconds
     torchrun --nproc_per_node=2 bench.py --methods lora,loca --delta-sizes ''   # data parallel: batch per GPU
 
-Under torchrun every process runs the same rows at --batch examples each, wrapped in
-DistributedDataParallel (gradients all-reduced every step); a row's time is the slowest
+Under torchrun every process runs the same rows at --batch examples each, its gradients
+all-reduced every step (step.Speed.reduce_gradients, as train.py); a row's time is the slowest
 process's median and tokens/s counts every process's tokens, so the scaling is the tokens/s
 of N processes over those of `python bench.py` with the same flags.
 
@@ -50,9 +50,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import spectral_ft
-from step import COMPILE_SCOPES, TrainStep, capture_stream, compile_in_place
 from errors import Parser, UsageError, bounded
 from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
+from step import COMPILE_SCOPES, Speed, capture_stream, compile_in_place
+from train import Training, weighted_loss
 
 ROWS = ["floor", "head", "full", *spectral_ft.METHODS]
 DELTA_SIZES = "256,512,1024,2048,4096"  # the ΔW table's d unless --delta-sizes or --hidden says otherwise
@@ -60,6 +61,42 @@ SMOKE_TEST = "--device cpu --layers 1 --hidden 32 --batch 2 --seq 16 --steps 5 -
 # Paper settings do not fit a --hidden 16 smoke-test model; these do.
 SMALL = {"vera": {"r": 8}, "fourierft": {"n": 32}, "fora": {"n": 16, "r": 4}, "dfora": {"n": 16, "r": 4},
          "loca": {"n": 32}, "foura": {"r": 4}, "spectral_a": {"r": 4}, "spectral_r": {"r": 4}}
+
+
+class TrainStep:
+    """train.py's step as a callable, for timing: `step(parts, examples)` runs the body of train.train_loop's loop,
+    line for line (tests/test_bench.py compares the two), on step.Speed's micro-batches -> this process's part of
+    the batch's mean loss. `mode`: Speed's ('eager', 'padded', 'graph')."""
+
+    def __init__(self, model, optimizer, scheduler=None, scaler=None, schedule=None, *, device, dtype=None,
+                 mode="eager", rows=None, max_length=None, pad_id=0, regression=False, world=1, compile="adapters"):
+        self.speed = Speed(model, device=device, dtype=dtype, mode=mode, rows=rows, max_length=max_length,
+                           pad_id=pad_id, regression=regression, world=world, compile=compile)
+        self.training = Training(optimizer, scheduler or torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+                                       scaler or torch.amp.GradScaler(device.type, enabled=False), schedule)
+        self.regression, self.world = regression, world
+
+    @property
+    def mode(self):
+        return self.speed.mode
+
+    def __call__(self, parts, examples):
+        speed, training, regression, world = self.speed, self.training, self.regression, self.world
+        step_loss = 0.0
+        for network, (input_ids, mask, types, y, weight) in speed.micro_batches(parts):
+            with speed.autocast:
+                logits = network(input_ids, mask, types)  # (b, num_labels)
+            loss = weighted_loss(logits, y, weight, regression) * (world / examples)  # its share of the mean
+            training.scaler.scale(loss).backward()
+            step_loss = step_loss + loss.detach() / world
+        speed.reduce_gradients()
+        training.scaler.step(training.optimizer)
+        training.scaler.update()
+        training.scheduler.step()
+        if training.schedule:
+            training.schedule.step()
+        training.optimizer.zero_grad(set_to_none=True)
+        return step_loss
 
 
 def build(args, row, device):
@@ -104,9 +141,9 @@ def time_steps(args, row, device):
     batches = [(ids.to(device), labels.to(device)) for ids, labels in batches]
     mask = ones.to(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
-    # train.py's own step, eager; under torchrun in DistributedDataParallel (gradients all-reduced every step)
+    # train.py's own step, eager; under torchrun its gradients all-reduced every step
     train_step = TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world)
-    network = train_step.network  # the model, or DDP around it
+    network = model
 
     def step(i):
         train_step(parts[i % len(parts)], args.batch * world)
@@ -141,9 +178,6 @@ def time_steps(args, row, device):
     if args.profile:
         result.update(profile_steps(step, cuda))
     if cuda and args.precision != "fp16":  # train.py's step as CUDA graphs (after compiling --compile's scope)
-        if world > 1:  # a fresh model: DDP's all-reduce hooks stay on the eager step's parameters
-            model = build(args, row, device)
-            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
         result["step_ms"] = time_train_step(model, optimizer, parts, dtype, args, device, world)  # compiles in place
     elif cuda:
         compile_in_place(model, args.compile)
@@ -201,10 +235,10 @@ def median_cuda_ms(fn, warmup, steps):
 
 
 def time_train_step(model, optimizer, parts, dtype, args, device, world):
-    """Median ms of train.py's step in mode 'graph' (TrainStep): forward + loss + backward
-    replayed as a CUDA graph, the AdamW step eager; the batch copied from the CPU each step. Under
-    torchrun the gradients are all-reduced as one flat buffer after the replay. None where capture
-    fails (TrainStep reports why)."""
+    """Median ms of train.py's step in mode 'graph' (TrainStep): the model's forward and backward replayed as CUDA
+    graphs, the loss and the AdamW step eager; the batch copied from the CPU each step. Under torchrun the
+    gradients are all-reduced as one flat buffer per dtype after the passes. None where capture fails (Speed
+    says why)."""
     torch._dynamo.reset()  # each row compiles afresh, as in its own train.py run
     train_step = TrainStep(model, optimizer, device=device, dtype=dtype, mode="graph", rows=args.batch,
                                  max_length=args.seq, world=world, compile=args.compile)
@@ -494,7 +528,7 @@ def run(args, rows, device, world):
              else f"eager steps only (no CUDA graphs {'on the CPU' if device.type == 'cpu' else 'under fp16'})")
     print(f"# {args.model} shape ({shape}), batch {args.batch} x {args.seq}, {args.precision} autocast, AdamW, "
           f"{steps}; median of {args.steps} steps after {args.warmup}; {name}, torch {torch.__version__}"
-          + (f"; {world} processes (DDP), --batch each" if world > 1 else ""))
+          + (f"; {world} processes, --batch each" if world > 1 else ""))
 
     if args.per_layer:
         return per_layer_table(args, rows, device, name)

@@ -1,5 +1,5 @@
 """
-Our hand-written CUDA-graph step (step.TrainStep, mode 'graph') against torch.compile(mode="reduce-overhead")
+Our hand-written CUDA-graph step (bench.TrainStep: train.py's step, mode 'graph') against torch.compile(mode="reduce-overhead")
 doing the capture (issue 17), in one process, so that both are measured in the same call.
 
     python scripts/capture_vs_reduce_overhead.py --json out/capture.json                        # (a) the bench
@@ -49,7 +49,8 @@ from data import load_task
 from distributed import epoch_permutation
 from hub import atomic_write
 from model import KNOWN_CONFIGS, load_pretrained
-from step import TrainStep, bucket_length, compile_in_place, pad_to_shape
+from bench import TrainStep
+from step import bucket_length, compile_in_place, pad_to_shape
 from tokenization import load_tokenizer
 
 BENCH_VARIANTS = ("ours", "ours-model", "reduce-overhead", "reduce-overhead-adapters")
@@ -60,7 +61,7 @@ GUARD_LOSS_RTOL, GUARD_GRAD_RTOL = 2e-2, 1e-1  # bf16 autocast, two compilations
 
 
 class CompiledStep:
-    """One optimizer step with torch.compile doing the capture, called as step.TrainStep is:
+    """One optimizer step with torch.compile doing the capture, called as bench.TrainStep is:
     `loss = step([(input_ids, mask, types, y, weight), ...], examples)`.
 
     Each micro-batch goes to the device padded to (rows, bucket_length) by step.pad_to_shape (buckets=True), or

@@ -13,7 +13,7 @@ random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median o
     peft-floor-ro     the transformers model frozen but its classifier, the gradient still flowing down to the
                       embeddings' output (a forward hook makes it require grad, as bench.py's floor), same compile
     peft-lora-eager   PEFT LoRA, eager
-    ours-lora, ours-floor               step.TrainStep, mode 'graph', the adapted layers compiled (the default;
+    ours-lora, ours-floor               bench.TrainStep (train.py's step), mode 'graph', the adapted layers compiled (the default;
                                         the floor has none: CUDA graphs alone)
     ours-lora-model, ours-floor-model   the same with the whole model compiled (--compile model)
 each after torch._dynamo.reset(), on a fresh model. The real run (--minilm, --sst2): one SST-2 epoch of MiniLM,
@@ -58,7 +58,7 @@ def lora_config(peft, modules_to_save):
 
 
 class HFStep:
-    """One optimizer step of a transformers model, called as step.TrainStep is:
+    """One optimizer step of a transformers model, called as bench.TrainStep is:
     `loss = step([(input_ids, mask, types, y, weight), ...], examples)` (weights 1: transformers' loss is the
     micro-batch's mean). compiled: the whole model under torch.compile(**options); each batch as it comes."""
 

@@ -15,7 +15,11 @@ import bench
 from errors import UsageError
 
 
-from step import TrainStep
+import ast
+import inspect
+
+import train
+from bench import TrainStep
 def test_bench_smoke_runs_every_row_and_delta_path(tmp_path, capsys):
     out = tmp_path / "bench.json"
     results, deltas = bench.main(["--device", "cpu", "--layers", "1", "--hidden", "16", "--batch", "2", "--seq", "8",
@@ -50,7 +54,7 @@ def test_bench_under_torchrun_times_data_parallel_steps_and_counts_every_process
                            "--json", str(out)], cwd=tmp_path, capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("x floor") == 1 and "2 processes (DDP)" in done.stdout
+    assert done.stdout.count("x floor") == 1 and "2 processes, --batch each" in done.stdout
     report = json.loads(out.read_text())
     assert report["processes"] == 2 and [r["row"] for r in report["steps"]] == ["floor", "lora", "loca"]
     for r in report["steps"]:
@@ -58,10 +62,27 @@ def test_bench_under_torchrun_times_data_parallel_steps_and_counts_every_process
     assert report["delta"] == []
 
 
-def test_bench_times_train_py_s_own_step(monkeypatch):
-    """bench.py's rows run TrainStep (the class train.py steps with), not a copy of it."""
-    import train
+def the_step(function):
+    """The statements of a function from `step_loss = 0.0` to the optimizer's zero_grad, as ast dumps."""
+    tree = ast.parse(inspect.getsource(function).strip() if not inspect.isclass(function) else "")
+    body = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.While))][-1].body
+    lines = [ast.dump(node) for node in body]
+    start = next(i for i, line in enumerate(lines) if "step_loss" in line)
+    end = next(i for i, line in enumerate(lines) if "zero_grad" in line)
+    return lines[start:end + 1]
 
+
+def test_bench_s_step_is_train_py_s_loop_body_line_for_line():
+    """bench.TrainStep times the body of train.py's loop, not a variant of it: the same statements (forward,
+    weighted loss, backward, the all-reduce, optimizer and schedules), compared as syntax trees."""
+    ours = the_step(TrainStep.__call__)
+    loop = the_step(train.train_loop)
+    assert len(ours) == 8 and any("backward" in line for line in ours)
+    assert ours == loop
+
+
+def test_bench_times_train_py_s_own_step(monkeypatch):
+    """bench.py's rows run TrainStep (train.py's step), not a copy of it."""
     calls, call = [], TrainStep.__call__
     monkeypatch.setattr(TrainStep, "__call__", lambda self, parts, examples: calls.append(self.mode) or call(
         self, parts, examples))

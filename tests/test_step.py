@@ -1,9 +1,10 @@
 """
-TrainStep: the step that runs as CUDA graphs on a GPU, checked on the CPU (CI has no GPU).
+train.py's step (bench.TrainStep runs its loop body) on step.Speed's micro-batches, which on a GPU run as CUDA
+graphs, checked on the CPU (CI has no GPU).
 
 A graph needs fixed shapes, so mode "padded" (what mode "graph" replays, run eagerly) pads every
 micro-batch to a fixed row count (copies of row 0 at loss weight 0) and to a length bucket (padding
-tokens, masked out), and keeps its gradients in static buffers. These tests state that none of that
+tokens, masked out). These tests state that none of that
 changes a step: in float64 on a tiny model without dropout, padded steps (LoCA through both phases and
 its freeze; several micro-batches; a short last batch; two gloo processes with the flat all-reduce)
 equal the unpadded eager step, and padded evaluation gives the eager metrics.
@@ -24,7 +25,8 @@ import train
 from data import pad_batch
 from config import prepare_model
 from distributed import batch_share
-from step import TrainStep, bucket_length, pad_to_shape, step_mode
+from bench import TrainStep
+from step import bucket_length, pad_to_shape, step_mode
 from model import SequenceClassifier, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,7 +180,7 @@ def test_padded_regression_steps_and_evaluation_equal_eager(tmp_path):
     for mode, model in models.items():
         step = TrainStep(model, optimizer_of(model, "lora"), device=torch.device("cpu"), mode=mode, rows=4,
                                max_length=64, regression=True)
-        metrics[mode] = train.evaluate(model, "stsb", 4, encoded, [e.label for e in examples], 0, step)
+        metrics[mode] = train.evaluate(model, "stsb", 4, encoded, [e.label for e in examples], 0, step.speed)
         assert model.training  # evaluate restores the mode
     assert metrics["padded"]["pearson"] == pytest.approx(metrics["eager"]["pearson"], abs=1e-12)
     assert metrics["eager"] == train.evaluate(models["eager"], "stsb", 4, encoded, [e.label for e in examples], 0)  # no step
