@@ -134,6 +134,12 @@ def _check_float(name, value):
     return float(value)
 
 
+def _check_dropout(p):
+    if not 0.0 <= _check_float("dropout", p) < 1.0:
+        raise ValueError(f"dropout={p} is out of range: allowed [0, 1)")
+    return float(p)
+
+
 def _check_count(name, n, rows, cols, what):
     if _check_int(name, n) > rows * cols:
         raise ValueError(f"{name}={n} spectral coefficients do not fit a {rows}x{cols} {what} (max {rows * cols})")
@@ -226,12 +232,10 @@ class LoRA(Adapter):
         super().__init__(base)
         r = self.r = _check_int("r", r)
         self.alpha = _check_float("alpha", alpha)
-        if not 0.0 <= _check_float("dropout", dropout) < 1.0:
-            raise ValueError(f"dropout={dropout} is out of range: allowed [0, 1)")
         self.scaling = self.alpha / r
         self.lora_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, self.dtype, self.device))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=self.dtype, device=self.device))  # (out, r)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(_check_dropout(dropout))
 
     @_exact
     def delta_weight(self):
@@ -241,6 +245,7 @@ class LoRA(Adapter):
     def forward(self, x):
         down = _linear(self.dropout(x), self.lora_A)  # (..., r)
         return _linear(x, self.base.weight, self.base.bias) + self.scaling * _linear(down, self.lora_B)
+
 
 
 def vera_projections(r, in_features, out_features, seed=0):
@@ -354,30 +359,38 @@ class FourierFT(Adapter):
 
 class FoRA(Adapter):
     """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r) each Re(IDFT2) of a
-    spectrum zero but n trainable coefficients at fixed random indices. The paper has no alpha: alpha=None (default)
-    means alpha = r, scale 1, for any r. Init: spectrum_B = 0 (ΔW = 0); spectrum_A Kaiming-uniform, rescaled so that
-    Var(Ã) = 1/(3·in), that of a Kaiming-uniform A'. Differs from the paper: that expected Var(A'), not one draw's.
-    Seed (no public code): the indices come from `seed` alone (default 0), fixed whatever the run's, as FourierFT's;
-    spectrum_A comes from torch's global generator, so it follows the run's seed.
+    spectrum zero but n trainable coefficients at fixed random indices; an n above a matrix's r·d entries is capped at
+    them, as the paper counts (Table 10: ViT at r = 8 trains 6,144 = 8·768 a matrix). Scale: eq. 3-4 have no alpha, but
+    Tables 7/8 train with one (Table 8: alpha 64 at r 32); alpha=None (default) means alpha = r, scale 1, for any r.
+    `dropout` acts on the adapter's input, as LoRA's (Tables 7/8: 0.05). Init (§3.3): spectrum_B = 0 (ΔW = 0);
+    spectrum_A drawn uniform, rescaled so that Var(Ã) = Var(A'), A' (r, in) Kaiming-uniform as nn.Linear (1/(3·in),
+    init="kaiming") or Xavier-uniform (2/(in + r), "xavier"). Differs from the paper: that expected Var(A'), not one
+    draw's. Seed (no public code): the indices come from `seed` alone (default 0), fixed whatever the run's, as
+    FourierFT's; spectrum_A comes from torch's global generator, so it follows the run's seed.
     """
 
     method = "fora"
 
-    def __init__(self, base, n=500, r=32, alpha=None, seed=0):
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0, dropout=0.0, init="kaiming"):
         super().__init__(base)
-        r = self.r = _check_int("r", r)
-        n = self.n = _check_count("n", n, r, min(self.in_features, self.out_features), f"spectrum (r={r} by min(in, out))")
+        r, n = self.r, self.n = _check_int("r", r), _check_int("n", n)
         self.alpha = float(r) if alpha is None else _check_float("alpha", alpha)
         self.seed = _check_int("seed", seed, low=0)
-        generator = torch.Generator().manual_seed(self.seed)
-        self.register_buffer("indices_A", random_locations(n, r, self.in_features, generator).to(self.device))  # (2, n)
-        self.register_buffer("indices_B", random_locations(n, self.out_features, r, generator).to(self.device))  # (2, n)
-        self.spectrum_B = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
-        spectrum_A = _kaiming_uniform((n,), self.in_features, self.dtype, self.device)  # (n,)
+        self.dropout = nn.Dropout(_check_dropout(dropout))
+        if init not in ("kaiming", "xavier"):
+            raise ValueError(f"init={init!r} is unknown: allowed 'kaiming', 'xavier'")
+        self.init, generator = init, torch.Generator().manual_seed(self.seed)
+        indices_A = random_locations(min(n, r * self.in_features), r, self.in_features, generator)  # (2, n_A)
+        indices_B = random_locations(min(n, self.out_features * r), self.out_features, r, generator)  # (2, n_B)
+        self.register_buffer("indices_A", indices_A.to(self.device))
+        self.register_buffer("indices_B", indices_B.to(self.device))
+        self.spectrum_B = nn.Parameter(torch.zeros(indices_B.shape[1], dtype=self.dtype, device=self.device))  # (n_B,)
+        spectrum_A = _kaiming_uniform((indices_A.shape[1],), self.in_features, self.dtype, self.device)  # (n_A,)
         A = sparse_idft2_real(spectrum_A, self.indices_A, (r, self.in_features))  # (r, in)
+        target = 1.0 / (3 * self.in_features) if init == "kaiming" else 2.0 / (self.in_features + r)  # Var(A')
         variance = A.var(unbiased=False)
         if variance > 1e-6 * A.pow(2).mean():  # a lone DC coefficient gives a constant Ã: nothing to match
-            spectrum_A = spectrum_A * torch.sqrt(1.0 / (3 * self.in_features) / variance)
+            spectrum_A = spectrum_A * torch.sqrt(target / variance)
         self.spectrum_A = nn.Parameter(spectrum_A)
 
     @_exact
@@ -386,6 +399,9 @@ class FoRA(Adapter):
         A = sparse_idft2_real(spectrum_A, self.indices_A, (self.r, self.in_features))  # Ã (r, in)
         B = sparse_idft2_real(spectrum_B, self.indices_B, (self.out_features, self.r))  # B̃ (out, r)
         return self.alpha / self.r * (B @ A)  # (out, r) @ (r, in)
+
+    def forward(self, x):
+        return _linear(x, self.base.weight, self.base.bias) + _linear(self.dropout(x), self.delta_weight())
 
 
 class DFoRA(FoRA):
