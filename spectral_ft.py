@@ -5,6 +5,7 @@ Each adapter wraps a frozen `nn.Linear` (kept as `.base`, computing y = x W0^T +
 W0 of shape (out, in)) and adds an update ΔW of shape (out, in):
 
     lora        LoRA        ΔW = (alpha/r) B A                              Hu et al. 2021
+    dora        DoRA        W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row with LoRA's ΔW   Liu et al. 2024
     vera        VeRA        ΔW = diag(λ_b) B diag(λ_d) A, A, B frozen random   Kopiczko et al. 2023
     fourierft   FourierFT   ΔW = scaling · Re(IDFT2(F)), F sparse          Gao et al. 2024
     fora        FoRA        ΔW = (alpha/r) B̃ Ã, Ã, B̃ each Re(IDFT2(sparse))  "LoRA Unleashed" 2025
@@ -172,8 +173,8 @@ def _exact(fn):
 
 class Adapter(nn.Module):
     """A frozen nn.Linear `base` (W0 (out, in), b) plus the update ΔW (out, in) of `delta_weight()`,
-    float32 (float64 for a float64 adapter) with autocast off. forward: y = x W0ᵀ + b + x ΔWᵀ,
-    two GEMMs as in PEFT, so ΔW is never rounded into W0's half-precision step."""
+    float32 (float64 for a float64 adapter) with autocast off. forward: y = x W0ᵀ + b + dropout(x) ΔWᵀ (`dropout`: the
+    method's adapter dropout, else none), two GEMMs as in PEFT, so ΔW is never rounded into W0's half-precision step."""
 
     method = None  # the name in METHODS
 
@@ -185,6 +186,7 @@ class Adapter(nn.Module):
             raise ValueError(f"base is nn.Linear({base.in_features}, {base.out_features}): an adapter needs in and out features >= 1")
         self.base = base.requires_grad_(False)
         self.in_features, self.out_features = base.in_features, base.out_features
+        self.dropout = nn.Identity()  # a method with adapter dropout replaces it
 
     @property
     def dtype(self):
@@ -204,7 +206,7 @@ class Adapter(nn.Module):
         return self.base.weight.to(delta.dtype) + delta
 
     def forward(self, x):
-        return _linear(x, self.base.weight, self.base.bias) + _linear(x, self.delta_weight())  # x W0ᵀ + b + x ΔWᵀ
+        return _linear(x, self.base.weight, self.base.bias) + _linear(self.dropout(x), self.delta_weight())
 
     @torch.no_grad()
     def merge(self):
@@ -246,6 +248,43 @@ class LoRA(Adapter):
         down = _linear(self.dropout(x), self.lora_A)  # (..., r)
         return _linear(x, self.base.weight, self.base.bias) + self.scaling * _linear(down, self.lora_B)
 
+
+class WeightDecomposition:
+    """DoRA's weight decomposition (Liu et al. 2024, eq. 5) of the ΔW of the adapter it is mixed into (LoRA, FoRA):
+    W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row, the norm per output row of W0 (out, in) as PEFT's get_weight_norm (dim=1); m (out,)
+    trainable, starts at ‖W0‖_row (W' = W0 at init). Forward as PEFT's DoRA layer, Adapter's: x W0ᵀ + b + dropout(x) (W' -
+    W0)ᵀ. detach_norm=True (default): the norm is a constant in backward, as DoRA §4.3 and PEFT (False: differentiated)."""
+
+    def _decompose(self, detach_norm):
+        if not isinstance(detach_norm, bool):
+            raise ValueError(f"detach_norm must be True or False, got {detach_norm!r}")
+        self.detach_norm = detach_norm
+        self.magnitude = nn.Parameter(self.base.weight.detach().to(self.dtype).norm(dim=1))  # (out,)
+
+    @_exact
+    def merged_weight(self):
+        V = self.base.weight.to(self.dtype) + super().delta_weight()  # W0 + ΔW (out, in), ΔW the mixed-in method's
+        norm = V.norm(dim=1).detach() if self.detach_norm else V.norm(dim=1)  # (out,)
+        magnitude, = self._up(self.magnitude)
+        return (magnitude / norm)[:, None] * V  # W' = m ⊙ V / ‖V‖_row (exactly W0 at init)
+
+    def delta_weight(self):
+        return self.merged_weight() - self.base.weight.to(self.dtype)  # W' - W0
+
+
+class DoRA(WeightDecomposition, LoRA):
+    """DoRA (Liu et al. 2024, eq. 5): `WeightDecomposition` of LoRA's ΔW = (alpha / r) · B A, as PEFT's
+    LoraConfig(use_dora=True): the same W', forward, gradients (norm detached) and merged weight. Differs from PEFT:
+    ΔW is formed (out, in) and applied as x (W' - W0)ᵀ, where PEFT computes (m/‖·‖ - 1) x W0ᵀ + m/‖·‖ · s x AᵀBᵀ
+    (the same product). Seed: as LoRA."""
+
+    method = "dora"
+
+    def __init__(self, base, r=8, alpha=8.0, dropout=0.0, detach_norm=True):
+        super().__init__(base, r=r, alpha=alpha, dropout=dropout)
+        self._decompose(detach_norm)
+
+    forward = Adapter.forward  # as WeightDecomposition says, not LoRA's (which never forms W')
 
 
 def vera_projections(r, in_features, out_features, seed=0):
@@ -358,16 +397,11 @@ class FourierFT(Adapter):
 
 
 class FoRA(Adapter):
-    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r) each Re(IDFT2) of a
-    spectrum zero but n trainable coefficients at fixed random indices; an n above a matrix's r·d entries is capped at
-    them, as the paper counts (Table 10: ViT at r = 8 trains 6,144 = 8·768 a matrix). Scale: eq. 3-4 have no alpha, but
-    Tables 7/8 train with one (Table 8: alpha 64 at r 32); alpha=None (default) means alpha = r, scale 1, for any r.
-    `dropout` acts on the adapter's input, as LoRA's (Tables 7/8: 0.05). Init (§3.3): spectrum_B = 0 (ΔW = 0);
-    spectrum_A drawn uniform, rescaled so that Var(Ã) = Var(A'), A' (r, in) Kaiming-uniform as nn.Linear (1/(3·in),
-    init="kaiming") or Xavier-uniform (2/(in + r), "xavier"). Differs from the paper: that expected Var(A'), not one
-    draw's. Seed (no public code): the indices come from `seed` alone (default 0), fixed whatever the run's, as
-    FourierFT's; spectrum_A comes from torch's global generator, so it follows the run's seed.
-    """
+    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha/r) · B̃ Ã, Ã (r, in), B̃ (out, r) each Re(IDFT2) of a spectrum zero but n
+    trainable coefficients at fixed random indices, n capped at a matrix's entries as the paper counts (Table 10: ViT, r 8:
+    6,144). Eq. 3-4 have no alpha, Table 8 has one (64 at r 32): alpha=None means r (scale 1). Tables 7/8's `dropout` acts
+    on the adapter's input. Init (§3.3): spectrum_B = 0; spectrum_A rescaled to Var(Ã) = Var(A'), the expected variance
+    (not one draw's) of a Kaiming- (nn.Linear's) or Xavier-uniform A' (r, in), `init`. Seed: indices from `seed` alone."""
 
     method = "fora"
 
@@ -379,16 +413,13 @@ class FoRA(Adapter):
         self.dropout = nn.Dropout(_check_dropout(dropout))
         if init not in ("kaiming", "xavier"):
             raise ValueError(f"init={init!r} is unknown: allowed 'kaiming', 'xavier'")
-        self.init, generator = init, torch.Generator().manual_seed(self.seed)
-        indices_A = random_locations(min(n, r * self.in_features), r, self.in_features, generator)  # (2, n_A)
-        indices_B = random_locations(min(n, self.out_features * r), self.out_features, r, generator)  # (2, n_B)
-        self.register_buffer("indices_A", indices_A.to(self.device))
-        self.register_buffer("indices_B", indices_B.to(self.device))
-        self.spectrum_B = nn.Parameter(torch.zeros(indices_B.shape[1], dtype=self.dtype, device=self.device))  # (n_B,)
-        spectrum_A = _kaiming_uniform((indices_A.shape[1],), self.in_features, self.dtype, self.device)  # (n_A,)
+        i, o, self.init, generator = self.in_features, self.out_features, init, torch.Generator().manual_seed(self.seed)
+        self.register_buffer("indices_A", random_locations(min(n, r * i), r, i, generator).to(self.device))  # (2, n_A)
+        self.register_buffer("indices_B", random_locations(min(n, o * r), o, r, generator).to(self.device))  # (2, n_B)
+        self.spectrum_B = nn.Parameter(torch.zeros(self.indices_B.shape[1], dtype=self.dtype, device=self.device))  # (n_B,)
+        spectrum_A = _kaiming_uniform((self.indices_A.shape[1],), i, self.dtype, self.device)  # (n_A,)
         A = sparse_idft2_real(spectrum_A, self.indices_A, (r, self.in_features))  # (r, in)
-        target = 1.0 / (3 * self.in_features) if init == "kaiming" else 2.0 / (self.in_features + r)  # Var(A')
-        variance = A.var(unbiased=False)
+        variance, target = A.var(unbiased=False), (1.0 / (3 * i) if init == "kaiming" else 2.0 / (i + r))  # Var(A')
         if variance > 1e-6 * A.pow(2).mean():  # a lone DC coefficient gives a constant Ã: nothing to match
             spectrum_A = spectrum_A * torch.sqrt(target / variance)
         self.spectrum_A = nn.Parameter(spectrum_A)
@@ -400,40 +431,15 @@ class FoRA(Adapter):
         B = sparse_idft2_real(spectrum_B, self.indices_B, (self.out_features, self.r))  # B̃ (out, r)
         return self.alpha / self.r * (B @ A)  # (out, r) @ (r, in)
 
-    def forward(self, x):
-        return _linear(x, self.base.weight, self.base.bias) + _linear(self.dropout(x), self.delta_weight())
 
-
-class DFoRA(FoRA):
-    """DFoRA: DoRA's decomposition (Liu et al. 2024, eq. 5) with FoRA's ΔW,
-    W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row (norm per output row), y = x W'ᵀ + b.
-
-    m (out,) trainable, starts at ‖W0‖_row (W' = W0 at init). detach_norm=True (default): the
-    norm is a constant in backward, as in DoRA §4.3 and PEFT (`.detach()`; the FoRA paper is
-    silent); detach_norm=False differentiates it too. Seed: as FoRA.
-    """
+class DFoRA(WeightDecomposition, FoRA):
+    """DFoRA: DoRA's eq. 5 (`WeightDecomposition`) with FoRA's ΔW; the FoRA paper is silent on the norm's gradient."""
 
     method = "dfora"
 
-    def __init__(self, base, n=500, r=32, alpha=None, seed=0, detach_norm=True):
-        super().__init__(base, n=n, r=r, alpha=alpha, seed=seed)
-        if not isinstance(detach_norm, bool):
-            raise ValueError(f"detach_norm must be True or False, got {detach_norm!r}")
-        self.detach_norm = detach_norm
-        self.magnitude = nn.Parameter(base.weight.detach().to(self.dtype).norm(dim=1))  # (out,)
-
-    @_exact
-    def merged_weight(self):
-        V = self.base.weight.to(self.dtype) + FoRA.delta_weight(self)  # W0 + ΔW (out, in)
-        norm = V.norm(dim=1).detach() if self.detach_norm else V.norm(dim=1)  # (out,)
-        magnitude, = self._up(self.magnitude)
-        return (magnitude / norm)[:, None] * V  # W' = m ⊙ V / ‖V‖_row (exactly W0 at init)
-
-    def delta_weight(self):
-        return self.merged_weight() - self.base.weight.to(self.dtype)  # W' - W0
-
-    def forward(self, x):
-        return _linear(x, self.merged_weight(), self.base.bias)
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0, dropout=0.0, init="kaiming", detach_norm=True):
+        super().__init__(base, n=n, r=r, alpha=alpha, seed=seed, dropout=dropout, init=init)
+        self._decompose(detach_norm)
 
 
 # -----------------------------------------------------------------------------
@@ -740,6 +746,7 @@ class SpectralAdapterR(_SpectralAdapter):
 
 METHODS = {
     "lora": LoRA,
+    "dora": DoRA,
     "vera": VeRA,
     "fourierft": FourierFT,
     "fora": FoRA,
