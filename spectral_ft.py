@@ -8,6 +8,7 @@ W0 of shape (out, in)) and adds an update ΔW of shape (out, in):
     dora        DoRA        W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row with LoRA's ΔW   Liu et al. 2024
     vera        VeRA        ΔW = diag(λ_b) B diag(λ_d) A, A, B frozen random   Kopiczko et al. 2023
     fourierft   FourierFT   ΔW = scaling · Re(IDFT2(F)), F sparse          Gao et al. 2024
+    oft         OFT         W' = W0 Rᵀ, R block-diagonal orthogonal (Cayley)    Qiu et al. 2023
     fora        FoRA        ΔW = (alpha/r) B̃ Ã, Ã, B̃ each Re(IDFT2(sparse))  "LoRA Unleashed" 2025
     dfora       DFoRA       W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row with FoRA's ΔW
     loca        LoCA        ΔW = alpha · iDCT2(S), S sparse, locations learnt   LoCA, ICLR 2025
@@ -392,6 +393,51 @@ class FourierFT(Adapter):
         return self.scaling * sparse_idft2_real(spectrum, self.indices, (self.out_features, self.in_features))
 
 
+class OFT(Adapter):
+    """OFT (Qiu et al. 2023, eq. 3) as PEFT's OFTConfig computes it: y = (x R) W0ᵀ + b, so W' = W0 Rᵀ; R (in, in) rotates
+    the input features (PEFT's side), block-diagonal with r orthogonal blocks of b = in / r: R_i = (I - Q_i)(I + Q_i)⁻¹
+    (`cayley` of -Q_i), Q_i = U_i - U_iᵀ, U_i strictly upper triangular holding row i of the trainable `oft_R` (r,
+    b(b-1)/2), zeros: R = I, W' = W0 at init. block_share: one block for all r (b(b-1)/2 parameters). As PEFT with
+    use_cayley_neumann=False (the exact inverse, no Neumann series), coft=False, module_dropout=0; r must divide in
+    (PEFT adjusts it, with a warning). Seed: none (no random draws)."""
+
+    method = "oft"
+
+    def __init__(self, base, r=4, block_share=False):
+        super().__init__(base)
+        r = self.r = _check_int("r", r, high=self.in_features, what=f" (r blocks of in={self.in_features} features)")
+        if self.in_features % r or not isinstance(block_share, bool):
+            raise ValueError(f"r={r} must divide in={self.in_features} and block_share be True or False ({block_share!r})")
+        self.block_share, b = block_share, self.in_features // r
+        self.block_size = b
+        self.oft_R = nn.Parameter(torch.zeros(1 if block_share else r, b * (b - 1) // 2, dtype=self.dtype, device=self.device))
+
+    def rotation_blocks(self):
+        """R's r diagonal blocks (r, b, b), each exactly orthogonal (shared: one block repeated)."""
+        oft_R, = self._up(self.oft_R)  # (blocks, b(b-1)/2)
+        rows, cols = torch.triu_indices(self.block_size, self.block_size, 1, device=oft_R.device)
+        U = oft_R.new_zeros(len(oft_R), self.block_size, self.block_size).index_put((slice(None), rows, cols), oft_R)
+        return cayley(U.mT - U).expand(self.r, -1, -1)  # (I - Q)(I + Q)⁻¹ with Q = U - Uᵀ, PEFT's sign
+
+    @_exact
+    def rotate(self, x):
+        """x R (..., in) in the adapter's precision, returned in x's dtype: block i of the features times R_i."""
+        blocks = x.reshape(*x.shape[:-1], self.r, self.block_size).to(self.dtype)  # (..., r, b)
+        return torch.einsum("...ik,ikc->...ic", blocks, self.rotation_blocks()).reshape(x.shape).to(x.dtype)
+
+    def forward(self, x):  # as PEFT: the frozen layer on the rotated input
+        return _linear(self.rotate(x), self.base.weight, self.base.bias)
+
+    @_exact
+    def merged_weight(self):
+        W0, = self._up(self.base.weight)  # (out, in), columns in r blocks of b
+        blocks = W0.reshape(self.out_features, self.r, self.block_size)  # (out, r, b)
+        return torch.einsum("oik,ick->oic", blocks, self.rotation_blocks()).reshape(W0.shape)  # W0 Rᵀ (out, in)
+
+    def delta_weight(self):
+        return self.merged_weight() - self.base.weight.to(self.dtype)  # W0 Rᵀ - W0
+
+
 # -----------------------------------------------------------------------------
 # FoRA and DFoRA
 
@@ -749,6 +795,7 @@ METHODS = {
     "dora": DoRA,
     "vera": VeRA,
     "fourierft": FourierFT,
+    "oft": OFT,
     "fora": FoRA,
     "dfora": DFoRA,
     "loca": LoCA,
