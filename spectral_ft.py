@@ -9,6 +9,7 @@ W0 of shape (out, in)) and adds an update ΔW of shape (out, in):
     vera        VeRA        ΔW = diag(λ_b) B diag(λ_d) A, A, B frozen random   Kopiczko et al. 2023
     fourierft   FourierFT   ΔW = scaling · Re(IDFT2(F)), F sparse          Gao et al. 2024
     oft         OFT         W' = W0 Rᵀ, R block-diagonal orthogonal (Cayley)    Qiu et al. 2023
+    bitfit      BitFit      ΔW = 0, the bias b trains                        Ben Zaken et al. 2022
     fora        FoRA        ΔW = (alpha/r) B̃ Ã, Ã, B̃ each Re(IDFT2(sparse))  "LoRA Unleashed" 2025
     dfora       DFoRA       W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row with FoRA's ΔW
     loca        LoCA        ΔW = alpha · iDCT2(S), S sparse, locations learnt   LoCA, ICLR 2025
@@ -438,6 +439,38 @@ class OFT(Adapter):
         return self.merged_weight() - self.base.weight.to(self.dtype)  # W0 Rᵀ - W0
 
 
+class BitFit(Adapter):
+    """BitFit (Ben Zaken et al. 2022, §3.1): only bias terms train. Here the layer's bias b (out,): a trainable copy of the
+    base's (which stays frozen), y = x W0ᵀ + b, ΔW = 0; merge() gives W0 with the trained bias. The paper trains every
+    bias of the network: every linear layer's (`default_targets`, BERT/RoBERTa and DeBERTa names) and every LayerNorm's,
+    which are no linear layers: `also_trains` names them (parameter name suffixes inject leaves trainable); RoBERTa-base:
+    82,944 + 18,432 + 768 (embeddings' LayerNorm) = 102,144, LoCA Table 1's 0.1M. A layer without bias is an error.
+    Seed: none (no random draws)."""
+
+    method = "bitfit"
+    default_targets = ("query", "key", "value", "output.dense", "intermediate.dense",
+                       "query_proj", "key_proj", "value_proj")
+    also_trains = ("LayerNorm.bias",)
+
+    def __init__(self, base):
+        super().__init__(base)
+        if base.bias is None:
+            raise ValueError(f"bitfit trains biases: base nn.Linear({self.in_features}, {self.out_features}) has none")
+        self.bias = nn.Parameter(base.bias.detach().clone())  # (out,)
+
+    def delta_weight(self):
+        return torch.zeros(self.out_features, self.in_features, dtype=self.dtype, device=self.device)  # (out, in)
+
+    def forward(self, x):
+        return _linear(x, self.base.weight, self.bias)
+
+    @torch.no_grad()
+    def merge(self):
+        merged = super().merge()
+        merged.bias.copy_(self.bias)
+        return merged
+
+
 # -----------------------------------------------------------------------------
 # FoRA and DFoRA
 
@@ -796,6 +829,7 @@ METHODS = {
     "vera": VeRA,
     "fourierft": FourierFT,
     "oft": OFT,
+    "bitfit": BitFit,
     "fora": FoRA,
     "dfora": DFoRA,
     "loca": LoCA,
@@ -839,14 +873,21 @@ def _matches(name, targets):
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
+def also_trained(model):
+    """(name, parameter) of the tensors outside the adapters that the model's methods also train: those whose names end
+    with a suffix of an adapter class's `also_trains` (BitFit's LayerNorm biases)."""
+    suffixes = tuple({s for _, adapter in adapters(model) for s in getattr(adapter, "also_trains", ())})
+    return [(name, p) for name, p in model.named_parameters() if suffixes and _matches(name, suffixes)]
+
+
 def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     """Wrap every nn.Linear whose qualified name ends with a target in `method`'s adapter.
 
     A target matches whole dotted components: "query" matches "attention.self.query", not
     "query_proj". The default reaches BERT/RoBERTa's query and value and DeBERTa's query_proj
     and value_proj. Freezes every other parameter of the model, leaving only the adapters'
-    tensors trainable. Returns the replaced names. Hyperparameters are the method's keywords
-    (see `hyperparameters(method)`); the defaults are the papers' RoBERTa-base GLUE settings.
+    tensors trainable (and those a method's `also_trains` names). Returns the replaced names.
+    Hyperparameters are the method's keywords (see `hyperparameters(method)`); the defaults are the papers' RoBERTa-base GLUE settings.
     FouRA: its layers share one `TokenMask`, set as `model.token_mask`; the model's forward must set
     `model.token_mask.mask` to the batch's padding mask (model.py's classifiers do), e.g. with a hook.
     """
@@ -895,6 +936,8 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     model.requires_grad_(False)
     for name in names:
         _replace(model, name, built[name])
+    for _, p in also_trained(model):  # BitFit: the LayerNorm biases train too
+        p.requires_grad_(True)
     if cls is FouRA:
         model.token_mask = extra["token_mask"]
     return names
@@ -912,14 +955,15 @@ def adapter_state_dict(model):
     """What the adapters need to be rebuilt: trainable tensors plus indices and locations.
 
     Never the frozen base weights, nor what a seed or the base rebuilds (VeRA's random
-    matrices, the Spectral Adapter's singular vectors). Keys: '<layer>.<tensor>'.
+    matrices, the Spectral Adapter's singular vectors). Keys: '<layer>.<tensor>'; plus the model's
+    own tensors a method also trains (`also_trained`: BitFit's LayerNorm biases), by their names.
     """
     state = {}
     for name, adapter in adapters(model):
         for key, tensor in adapter.state_dict().items():
             if not key.startswith("base."):
                 state[f"{name}.{key}"] = tensor
-    return state
+    return {**state, **{name: p.detach() for name, p in also_trained(model)}}
 
 
 def load_adapter_state_dict(model, state):
