@@ -12,6 +12,7 @@ W0 of shape (out, in)) and adds an update ΔW of shape (out, in):
     bitfit      BitFit      ΔW = 0, the bias b trains                        Ben Zaken et al. 2022
     fora        FoRA        ΔW = (alpha/r) B̃ Ã, Ã, B̃ each Re(IDFT2(sparse))  "LoRA Unleashed" 2025
     dfora       DFoRA       W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row with FoRA's ΔW
+    masked_lora masked LoRA ΔW = (alpha/r) B A, A and B sparse at fixed random entries (FoRA §4.5)
     loca        LoCA        ΔW = alpha · iDCT2(S), S sparse, locations learnt   LoCA, ICLR 2025
     foura       FouRA       y += F⁻¹(B (alpha/r · g ⊙ A F(x))), on activations  Borse et al. 2024
     spectral_a  Spectral Adapter A: W' = W0 − U1S1V1ᵀ + (U1+A_U) S1 (V1+A_V)ᵀ  Zhang & Pilanci 2024
@@ -521,6 +522,34 @@ class DFoRA(WeightDecomposition, FoRA):
         self._decompose(detach_norm)
 
 
+class MaskedLoRA(Adapter):
+    """Random masking on LoRA, the FoRA paper's §4.5 baseline (Figure 3, Table 10): LoRA's ΔW = (alpha/r) · B A, A (r, in)
+    and B (out, r) zero but n trainable entries each (`values_A`, `values_B`) at fixed random positions, the grid points
+    FoRA draws for its spectra from the same `seed` (`random_locations`), n capped at a matrix's entries as FoRA's: at
+    every r it trains FoRA's count, 2n a layer. Init as LoRA: A's kept entries Kaiming-uniform as nn.Linear, B's zero (ΔW
+    = 0). alpha=None means r (scale 1, FoRA's); dropout on the adapter's input. Seed: positions from `seed` alone."""
+
+    method = "masked_lora"
+
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0, dropout=0.0):
+        super().__init__(base)
+        r, n = self.r, self.n = _check_int("r", r), _check_int("n", n)
+        self.alpha = float(r) if alpha is None else _check_float("alpha", alpha)
+        self.seed, self.dropout = _check_int("seed", seed, low=0), nn.Dropout(_check_dropout(dropout))
+        i, o, generator = self.in_features, self.out_features, torch.Generator().manual_seed(self.seed)
+        self.register_buffer("indices_A", random_locations(min(n, r * i), r, i, generator).to(self.device))  # (2, n_A)
+        self.register_buffer("indices_B", random_locations(min(n, o * r), o, r, generator).to(self.device))  # (2, n_B)
+        self.values_A = nn.Parameter(_kaiming_uniform((self.indices_A.shape[1],), i, self.dtype, self.device))  # (n_A,)
+        self.values_B = nn.Parameter(torch.zeros(self.indices_B.shape[1], dtype=self.dtype, device=self.device))  # (n_B,)
+
+    @_exact
+    def delta_weight(self):
+        values_A, values_B = self._up(self.values_A, self.values_B)
+        A = values_A.new_zeros(self.r, self.in_features).index_put(tuple(self.indices_A), values_A)  # (r, in)
+        B = values_B.new_zeros(self.out_features, self.r).index_put(tuple(self.indices_B), values_B)  # (out, r)
+        return self.alpha / self.r * (B @ A)  # (out, r) @ (r, in)
+
+
 # -----------------------------------------------------------------------------
 # LoCA
 
@@ -832,6 +861,7 @@ METHODS = {
     "bitfit": BitFit,
     "fora": FoRA,
     "dfora": DFoRA,
+    "masked_lora": MaskedLoRA,
     "loca": LoCA,
     "foura": FouRA,
     "spectral_a": SpectralAdapterA,
