@@ -418,7 +418,8 @@ class OFT(Adapter):
         """R's r diagonal blocks (r, b, b), each exactly orthogonal (shared: one block repeated)."""
         oft_R, = self._up(self.oft_R)  # (blocks, b(b-1)/2)
         rows, cols = torch.triu_indices(self.block_size, self.block_size, 1, device=oft_R.device)
-        U = oft_R.new_zeros(len(oft_R), self.block_size, self.block_size).index_put((slice(None), rows, cols), oft_R)
+        U = oft_R.new_zeros(len(oft_R), self.block_size, self.block_size)  # (blocks, b, b)
+        U[:, rows, cols] = oft_R  # strictly upper triangular
         return cayley(U.mT - U).expand(self.r, -1, -1)  # (I - Q)(I + Q)⁻¹ with Q = U - Uᵀ, PEFT's sign
 
     @_exact
