@@ -83,7 +83,8 @@ def compare_oft(i=12, o=10, r=4, block_share=False, seed=0):
     return _differences(ours, peft_model, {"oft_R": (ours.oft_R, theirs)}, x)
 
 
-CASES = [("dora", compare_dora, dict(i=12, o=10, r=3, alpha=6.0)), ("dora", compare_dora, dict(i=32, o=48, r=8, alpha=16.0)),
+CASES = [("dora", compare_dora, dict(i=12, o=10, r=3, alpha=6.0)),
+         ("dora", compare_dora, dict(i=32, o=48, r=8, alpha=16.0)),
          ("oft", compare_oft, dict(i=12, o=10, r=4)), ("oft", compare_oft, dict(i=12, o=10, r=3, block_share=True)),
          ("oft", compare_oft, dict(i=48, o=32, r=4, block_share=True))]
 

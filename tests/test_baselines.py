@@ -37,7 +37,8 @@ def layers(draw, methods=NEW + ("fora", "dfora")):
         kwargs = {"r": draw(st.integers(1, 6)), "alpha": draw(st.floats(0.5, 16)), "detach_norm": draw(st.booleans())}
     elif method == "oft":
         i = draw(st.sampled_from([1, 2, 4, 6, 8, 12, 16]))
-        kwargs = {"r": draw(st.sampled_from([d for d in range(1, i + 1) if i % d == 0])), "block_share": draw(st.booleans())}
+        divisors = [d for d in range(1, i + 1) if i % d == 0]
+        kwargs = {"r": draw(st.sampled_from(divisors)), "block_share": draw(st.booleans())}
     elif method == "bitfit":
         kwargs = {}
     else:  # fora, dfora, masked_lora: n may exceed a matrix's entries (capped)
@@ -283,3 +284,29 @@ def test_oft_equals_peft_oftconfig_without_neumann(kwargs):
     from check_peft_baselines import compare_oft
     diffs = compare_oft(**kwargs)
     assert max(diffs.values()) < 1e-12, diffs
+
+
+# -----------------------------------------------------------------------------
+# Counts on RoBERTa-base's shapes (meta tensors: nothing allocated), q and v unless said
+
+
+def roberta_base_count(method, targets=("query", "value"), **kwargs):
+    from model import KNOWN_CONFIGS, classifier_for, config_from_json
+    with torch.device("meta"):
+        model = classifier_for(config_from_json(KNOWN_CONFIGS["roberta-base"]), 2)
+    inject(model, method, targets=targets, **kwargs)
+    outside_head = [p for n, p in model.named_parameters() if not n.startswith(("classifier", "pooler"))]
+    return sum(p.numel() for p in outside_head if p.requires_grad)
+
+
+def test_counts_on_roberta_base():
+    d, layers, ffn = 768, 12, 3072
+    assert roberta_base_count("dora") == 2 * layers * (8 * (d + d) + d)  # LoRA r 8 + the magnitude
+    b = d // 4
+    assert roberta_base_count("oft", r=4) == 2 * layers * 4 * b * (b - 1) // 2
+    assert roberta_base_count("oft", r=4, block_share=True) == 2 * layers * b * (b - 1) // 2
+    assert roberta_base_count("masked_lora") == 2 * layers * 2 * 500 == 24_000  # FoRA's n 500 (REFERENCES' table)
+    linear_biases = layers * (4 * d + ffn + d)  # q, k, v, attention output; intermediate; output
+    layer_norm_biases = layers * 2 * d + d  # two a layer, and the embeddings'
+    assert (linear_biases, layer_norm_biases) == (82_944, 19_200)
+    assert roberta_base_count("bitfit", targets=BitFit.default_targets) == 102_144  # LoCA Table 1's 0.1M
