@@ -24,7 +24,8 @@ adapter's own precision (float32; float64 when the adapter is float64), and `mer
 plain nn.Linear with the same output. Each method is its paper's equations in plain torch,
 differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
 Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
-`count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
+`count_trainable`, `also_trained` (tensors outside the adapters a method trains: BitFit's LayerNorm
+biases), and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
 FouRA's padding mask from the model's forward to its gates; `SEED_FOLLOWS_RUN` names the methods
 whose `seed` follows the run's seed, as their authors' code draws it.
 
@@ -396,20 +397,22 @@ class FourierFT(Adapter):
 
 
 class OFT(Adapter):
-    """OFT (Qiu et al. 2023, eq. 3) as PEFT's OFTConfig computes it: y = (x R) W0ᵀ + b, so W' = W0 Rᵀ; R (in, in) rotates
-    the input features (PEFT's side), block-diagonal with r orthogonal blocks of b = in / r: R_i = (I - Q_i)(I + Q_i)⁻¹
-    (`cayley` of -Q_i), Q_i = U_i - U_iᵀ, U_i strictly upper triangular holding row i of the trainable `oft_R` (r,
-    b(b-1)/2), zeros: R = I, W' = W0 at init. block_share: one block for all r (b(b-1)/2 parameters). As PEFT with
-    use_cayley_neumann=False (the exact inverse, no Neumann series), coft=False, module_dropout=0; r must divide in
-    (PEFT adjusts it, with a warning). Seed: none (no random draws)."""
+    """OFT (Qiu et al. 2023, eq. 3) as PEFT's OFTConfig computes it: y = (x R) W0ᵀ + b, so W' = W0 Rᵀ (the paper's W = R W0
+    on its (in, out) layout); R (in, in) rotates the input features, as PEFT's, block-diagonal with r orthogonal blocks
+    of b = in / r: R_i = (I - Q_i)(I + Q_i)⁻¹ (`cayley` of -Q_i), Q_i = U_i - U_iᵀ, U_i strictly upper triangular
+    holding row i of the trainable `oft_R` (r, b(b-1)/2), zeros: R = I, W' = W0 at init. block_share: one block for all
+    r (b(b-1)/2 parameters). As PEFT with use_cayley_neumann=False (the exact inverse, no Neumann series), coft=False,
+    module_dropout=0; r must divide in (PEFT adjusts it, with a warning). Seed: none (no random draws)."""
 
     method = "oft"
 
     def __init__(self, base, r=4, block_share=False):
         super().__init__(base)
         r = self.r = _check_int("r", r, high=self.in_features, what=f" (r blocks of in={self.in_features} features)")
-        if self.in_features % r or not isinstance(block_share, bool):
-            raise ValueError(f"r={r} must divide in={self.in_features} and block_share be True or False ({block_share!r})")
+        if self.in_features % r:
+            raise ValueError(f"r={r} must divide in={self.in_features}: r blocks of in / r features")
+        if not isinstance(block_share, bool):
+            raise ValueError(f"block_share must be True or False, got {block_share!r}")
         self.block_share, b = block_share, self.in_features // r
         self.block_size = b
         self.oft_R = nn.Parameter(torch.zeros(1 if block_share else r, b * (b - 1) // 2, dtype=self.dtype, device=self.device))
