@@ -531,7 +531,9 @@ class MaskedLoRA(Adapter):
     and B (out, r) zero but n trainable entries each (`values_A`, `values_B`) at fixed random positions, the grid points
     FoRA draws for its spectra from the same `seed` (`random_locations`), n capped at a matrix's entries as FoRA's: at
     every r it trains FoRA's count, 2n a layer. Init as LoRA: A's kept entries Kaiming-uniform as nn.Linear, B's zero (ΔW
-    = 0). alpha=None means r (scale 1, FoRA's); dropout on the adapter's input. Seed: positions from `seed` alone."""
+    = 0). alpha=None means r (scale 1, FoRA's); dropout on the adapter's input. Seed: positions from `seed` alone.
+    Our choices (§4.5's own text was not at hand; the issue asks for a fixed random mask at FoRA's count): masked
+    entries exactly 0 (not frozen draws), the kept ones at FoRA's positions, LoRA's init and FoRA's scale on them."""
 
     method = "masked_lora"
 
