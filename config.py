@@ -36,8 +36,11 @@ from step import COMPILE_SCOPES
 NO_ADAPTER = ("full", "head")  # train.py's runs without adapters: every weight trains, or the head alone
 METHODS = (*spectral_ft.METHODS, *NO_ADAPTER)
 TRAINING_KEYS = ("epochs", "batch_size", "lr", "lr_head", "weight_decay", "warmup_ratio", "max_length")
-HYPERPARAMETER_FLAGS = ("r", "n", "alpha", "scaling", "dropout", "d_initial", "transform", "gate", "adapter_seed")
 SPECTRAL_FT_NAME = {"adapter_seed": "seed"}  # a flag whose spectral_ft keyword differs (--seed is the run's)
+HYPERPARAMETER_FLAGS = tuple({{"seed": "adapter_seed"}.get(name, name): None for method in spectral_ft.METHODS
+                              for name in spectral_ft.hyperparameters(method)})  # every method's keywords, as flags
+HYPERPARAMETER_DEFAULTS = {{"seed": "adapter_seed"}.get(name, name): default for method in spectral_ft.METHODS
+                           for name, default in spectral_ft.hyperparameters(method).items()}
 RESUME_MAY_CHANGE = ("resume", "device", "precision", "save_every", "save_minutes", "eval_every", "log_every",
                      "micro_batch_size", "eager", "compile")
 NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes", "log_every", "eager", "compile")  # left out of the hash
@@ -210,7 +213,7 @@ def new_config(args, explicit):
     config["lr_head"] = None if method == "full" else config["lr_head"]  # full: every weight at lr
     if method not in NO_ADAPTER:
         row_targets = ",".join(settings["targets"]) if "targets" in settings else None
-        config["targets"] = (args.targets or row_targets or default_targets(model)).split(",")
+        config["targets"] = (args.targets or row_targets or default_targets(model, cls)).split(",")
     return dict(config, out=args.out)
 
 
@@ -303,9 +306,12 @@ def finish_device(config, explicit):
     return dict(config, device=device, precision=precision)
 
 
-def default_targets(model):
-    """The query and value projections: "query,value" (BERT, RoBERTa), "query_proj,value_proj" (DeBERTa).
-    Read from the config of known names and local folders; a hub id is judged by its name (no download)."""
+def default_targets(model, cls=spectral_ft.Adapter):
+    """The method's own default targets where its class names some (spectral_ft: `default_targets`), else the
+    query and value projections: "query,value" (BERT, RoBERTa), "query_proj,value_proj" (DeBERTa). Read from the
+    config of known names and local folders; a hub id is judged by its name (no download)."""
+    if cls.default_targets != spectral_ft.Adapter.default_targets:
+        return ",".join(cls.default_targets)
     if model != "tiny" and (model in KNOWN_CONFIGS or Path(model).is_dir()):
         deberta = isinstance(model_config_without_weights(model), DebertaV2Config)
     else:
@@ -341,8 +347,8 @@ def spectral_ft_name(dest):
 
 
 def flag(dest):
-    if dest == "gate":
-        return "--gate/--no-gate"
+    if isinstance(HYPERPARAMETER_DEFAULTS.get(dest), bool):
+        return f"--{dest.replace('_', '-')}/--no-{dest.replace('_', '-')}"
     return "--" + (dest if dest in method_settings_declared() and "_" in dest and dest[1] == "_" else dest).replace("_", "-")
 
 
@@ -359,11 +365,12 @@ def build_parser(description):
         f"{' '.join(str(k) for k in key[:3])}: {key[3]}" for key in named_rows()) if named_rows() else "none yet")
     a("--targets", help="comma-separated suffixes of the linear layers to adapt "
                         "(default query,value; DeBERTa: query_proj,value_proj; or the paper row's)")
-    types = dict(r=int, n=int, alpha=float, scaling=float, dropout=float, d_initial=float, transform=str,
-                 adapter_seed=bounded(int, 0, 2**64))
-    for dest in HYPERPARAMETER_FLAGS:  # the methods' keywords, named as in spectral_ft
+    for dest in HYPERPARAMETER_FLAGS:  # the methods' keywords, named as in spectral_ft, typed by their defaults
         takes = ", ".join(m for m in spectral_ft.METHODS if spectral_ft_name(dest) in spectral_ft.hyperparameters(m))
-        kind = dict(action=argparse.BooleanOptionalAction) if dest == "gate" else dict(type=types[dest])
+        default = HYPERPARAMETER_DEFAULTS[dest]
+        kind = (dict(action=argparse.BooleanOptionalAction) if isinstance(default, bool)
+                else dict(type=bounded(int, 0, 2**64)) if dest == "adapter_seed"
+                else dict(type=float if default is None else type(default)))
         if dest == "adapter_seed":
             a("--adapter-seed", **kind, help=f"the adapter's own seed: {takes} (default: --seed for "
               f"{', '.join(sorted(spectral_ft.SEED_FOLLOWS_RUN))}, whose authors draw from the run's generator; "

@@ -44,7 +44,7 @@ COLUMN = dict(cola="CoLA", sst2="SST-2", mrpc="MRPC", qqp="QQP", stsb="STS-B", m
 # uses. A method's own settings (LoCA's lr_locations, B_a, B_l, T_s) default to its class's (spectral_ft).
 GENERIC = dict(source="generic defaults, not a paper's setting", epochs=20, batch_size=32, lr_head=5e-3,
                weight_decay=0.0, warmup_ratio=0.06, max_length=512)
-GENERIC_LR = dict(lora=5e-4, vera=4e-3, fourierft=5e-2, fora=3e-2, dfora=3e-2, loca=5e-3, foura=5e-4,
+GENERIC_LR = dict(lora=5e-4, dora=5e-4, oft=5e-4, bitfit=1e-3, masked_lora=3e-2, vera=4e-3, fourierft=5e-2, fora=3e-2, dfora=3e-2, loca=5e-3, foura=5e-4,
                   spectral_a=5e-4, spectral_r=5e-4, full=2e-5, head=None)
 TINY = dict(GENERIC, source="tiny offline demo (checks the pipeline, not accuracy)", epochs=10,
             batch_size=16, max_length=128, B_a=2, B_l=2)  # short LoCA cycles: the demo's 40 steps see both phases

@@ -5,10 +5,14 @@ Each adapter wraps a frozen `nn.Linear` (kept as `.base`, computing y = x W0^T +
 W0 of shape (out, in)) and adds an update ΔW of shape (out, in):
 
     lora        LoRA        ΔW = (alpha/r) B A                              Hu et al. 2021
+    dora        DoRA        W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row with LoRA's ΔW   Liu et al. 2024
     vera        VeRA        ΔW = diag(λ_b) B diag(λ_d) A, A, B frozen random   Kopiczko et al. 2023
     fourierft   FourierFT   ΔW = scaling · Re(IDFT2(F)), F sparse          Gao et al. 2024
+    oft         OFT         W' = W0 Rᵀ, R block-diagonal orthogonal (Cayley)    Qiu et al. 2023
+    bitfit      BitFit      ΔW = 0, the bias b trains                        Ben Zaken et al. 2022
     fora        FoRA        ΔW = (alpha/r) B̃ Ã, Ã, B̃ each Re(IDFT2(sparse))  "LoRA Unleashed" 2025
     dfora       DFoRA       W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row with FoRA's ΔW
+    masked_lora masked LoRA ΔW = (alpha/r) B A, A and B sparse at fixed random entries (FoRA §4.5)
     loca        LoCA        ΔW = alpha · iDCT2(S), S sparse, locations learnt   LoCA, ICLR 2025
     foura       FouRA       y += F⁻¹(B (alpha/r · g ⊙ A F(x))), on activations  Borse et al. 2024
     spectral_a  Spectral Adapter A: W' = W0 − U1S1V1ᵀ + (U1+A_U) S1 (V1+A_V)ᵀ  Zhang & Pilanci 2024
@@ -20,7 +24,8 @@ adapter's own precision (float32; float64 when the adapter is float64), and `mer
 plain nn.Linear with the same output. Each method is its paper's equations in plain torch,
 differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
 Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
-`count_trainable`, and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
+`count_trainable`, `also_trained` (tensors outside the adapters a method trains: BitFit's LayerNorm
+biases), and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
 FouRA's padding mask from the model's forward to its gates; `SEED_FOLLOWS_RUN` names the methods
 whose `seed` follows the run's seed, as their authors' code draws it.
 
@@ -134,6 +139,12 @@ def _check_float(name, value):
     return float(value)
 
 
+def _check_dropout(p):
+    if not 0.0 <= _check_float("dropout", p) < 1.0:
+        raise ValueError(f"dropout={p} is out of range: allowed [0, 1)")
+    return float(p)
+
+
 def _check_count(name, n, rows, cols, what):
     if _check_int(name, n) > rows * cols:
         raise ValueError(f"{name}={n} spectral coefficients do not fit a {rows}x{cols} {what} (max {rows * cols})")
@@ -166,10 +177,11 @@ def _exact(fn):
 
 class Adapter(nn.Module):
     """A frozen nn.Linear `base` (W0 (out, in), b) plus the update ΔW (out, in) of `delta_weight()`,
-    float32 (float64 for a float64 adapter) with autocast off. forward: y = x W0ᵀ + b + x ΔWᵀ,
-    two GEMMs as in PEFT, so ΔW is never rounded into W0's half-precision step."""
+    float32 (float64 for a float64 adapter) with autocast off. forward: y = x W0ᵀ + b + dropout(x) ΔWᵀ (`dropout`: the
+    method's adapter dropout, else none), two GEMMs as in PEFT, so ΔW is never rounded into W0's half-precision step."""
 
     method = None  # the name in METHODS
+    default_targets = ("query", "value", "query_proj", "value_proj")  # what `inject` adapts unless told (q and v)
 
     # What the method asks of a training loop. train.py and its modules read these, never the method's name.
     own_group = None  # (tensor name, rate setting): a tensor trained in an optimizer group of its own, at that setting's
@@ -210,6 +222,7 @@ class Adapter(nn.Module):
             raise ValueError(f"base is nn.Linear({base.in_features}, {base.out_features}): an adapter needs in and out features >= 1")
         self.base = base.requires_grad_(False)
         self.in_features, self.out_features = base.in_features, base.out_features
+        self.dropout = nn.Identity()  # a method with adapter dropout replaces it
 
     @property
     def dtype(self):
@@ -229,7 +242,7 @@ class Adapter(nn.Module):
         return self.base.weight.to(delta.dtype) + delta
 
     def forward(self, x):
-        return _linear(x, self.base.weight, self.base.bias) + _linear(x, self.delta_weight())  # x W0ᵀ + b + x ΔWᵀ
+        return _linear(x, self.base.weight, self.base.bias) + _linear(self.dropout(x), self.delta_weight())
 
     @torch.no_grad()
     def merge(self):
@@ -258,12 +271,10 @@ class LoRA(Adapter):
         super().__init__(base)
         r = self.r = _check_int("r", r)
         self.alpha = _check_float("alpha", alpha)
-        if not 0.0 <= _check_float("dropout", dropout) < 1.0:
-            raise ValueError(f"dropout={dropout} is out of range: allowed [0, 1)")
         self.scaling = self.alpha / r
         self.lora_A = nn.Parameter(_kaiming_uniform((r, self.in_features), self.in_features, self.dtype, self.device))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=self.dtype, device=self.device))  # (out, r)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(_check_dropout(dropout))
 
     @_exact
     def delta_weight(self):
@@ -277,6 +288,48 @@ class LoRA(Adapter):
     def peft_fields(self):  # PEFT's scaling = lora_alpha / r (use_rslora False): ours, alpha / r
         return dict(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout.p, use_rslora=False, use_dora=False,
                     init_lora_weights=True, rank_pattern={}, alpha_pattern={}, lora_bias=False)
+
+
+class WeightDecomposition:
+    """DoRA's weight decomposition (Liu et al. 2024, eq. 5) of the ΔW of the adapter it is mixed into (LoRA, FoRA):
+    W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row, the norm per output row of W0 (out, in) as PEFT's get_weight_norm (dim=1); m (out,)
+    trainable, starts at ‖W0‖_row (W' = W0 at init). Forward as PEFT's DoRA layer, Adapter's: x W0ᵀ + b + dropout(x) (W' -
+    W0)ᵀ. detach_norm=True (default): the norm is a constant in backward, as DoRA §4.3 and PEFT (False: differentiated)."""
+
+    def _decompose(self, detach_norm):
+        if not isinstance(detach_norm, bool):
+            raise ValueError(f"detach_norm must be True or False, got {detach_norm!r}")
+        self.detach_norm = detach_norm
+        self.magnitude = nn.Parameter(self.base.weight.detach().to(self.dtype).norm(dim=1))  # (out,)
+
+    @_exact
+    def merged_weight(self):
+        V = self.base.weight.to(self.dtype) + super().delta_weight()  # W0 + ΔW (out, in), ΔW the mixed-in method's
+        norm = V.norm(dim=1).detach() if self.detach_norm else V.norm(dim=1)  # (out,)
+        magnitude, = self._up(self.magnitude)
+        return (magnitude / norm)[:, None] * V  # W' = m ⊙ V / ‖V‖_row (exactly W0 at init)
+
+    def delta_weight(self):
+        return self.merged_weight() - self.base.weight.to(self.dtype)  # W' - W0
+
+
+class DoRA(WeightDecomposition, LoRA):
+    """DoRA (Liu et al. 2024, eq. 5): `WeightDecomposition` of LoRA's ΔW = (alpha / r) · B A, as PEFT's
+    LoraConfig(use_dora=True): the same W', forward, gradients (norm detached) and merged weight. Differs from PEFT:
+    ΔW is formed (out, in) and applied as x (W' - W0)ᵀ, where PEFT computes (m/‖·‖ - 1) x W0ᵀ + m/‖·‖ · s x AᵀBᵀ
+    (the same product). Seed: as LoRA."""
+
+    method = "dora"
+
+    def __init__(self, base, r=8, alpha=8.0, dropout=0.0, detach_norm=True):
+        super().__init__(base, r=r, alpha=alpha, dropout=dropout)
+        self._decompose(detach_norm)
+
+    forward = Adapter.forward  # as WeightDecomposition says, not LoRA's (which never forms W')
+    peft = ("LORA", {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", "magnitude": "lora_magnitude_vector"})
+
+    def peft_fields(self):
+        return dict(LoRA.peft_fields(self), use_dora=True)
 
 
 def vera_projections(r, in_features, out_features, seed=0):
@@ -409,36 +462,121 @@ class FourierFT(Adapter):
         return None
 
 
+class OFT(Adapter):
+    """OFT (Qiu et al. 2023, eq. 3) as PEFT's OFTConfig computes it: y = (x R) W0ᵀ + b, so W' = W0 Rᵀ (the paper's W = R W0
+    on its (in, out) layout); R (in, in) rotates the input features, as PEFT's, block-diagonal with r orthogonal blocks
+    of b = in / r: R_i = (I - Q_i)(I + Q_i)⁻¹ (`cayley` of -Q_i), Q_i = U_i - U_iᵀ, U_i strictly upper triangular
+    holding row i of the trainable `oft_R` (r, b(b-1)/2), zeros: R = I, W' = W0 at init. block_share: one block for all
+    r (b(b-1)/2 parameters). As PEFT with use_cayley_neumann=False (the exact inverse, no Neumann series), coft=False,
+    module_dropout=0; r must divide in (PEFT adjusts it, with a warning). Seed: none (no random draws)."""
+
+    method = "oft"
+    peft = ("OFT", {"oft_R": "oft_R.weight"})
+
+    def __init__(self, base, r=4, block_share=False):
+        super().__init__(base)
+        r = self.r = _check_int("r", r, high=self.in_features, what=f" (r blocks of in={self.in_features} features)")
+        if self.in_features % r:
+            raise ValueError(f"r={r} must divide in={self.in_features}: r blocks of in / r features")
+        if not isinstance(block_share, bool):
+            raise ValueError(f"block_share must be True or False, got {block_share!r}")
+        self.block_share, b = block_share, self.in_features // r
+        self.block_size = b
+        self.oft_R = nn.Parameter(torch.zeros(1 if block_share else r, b * (b - 1) // 2, dtype=self.dtype, device=self.device))
+
+    def rotation_blocks(self):
+        """R's r diagonal blocks (r, b, b), each exactly orthogonal (shared: one block repeated)."""
+        oft_R, = self._up(self.oft_R)  # (blocks, b(b-1)/2)
+        rows, cols = torch.triu_indices(self.block_size, self.block_size, 1, device=oft_R.device)
+        U = oft_R.new_zeros(len(oft_R), self.block_size, self.block_size)  # (blocks, b, b)
+        U[:, rows, cols] = oft_R  # strictly upper triangular
+        return cayley(U.mT - U).expand(self.r, -1, -1)  # (I - Q)(I + Q)⁻¹ with Q = U - Uᵀ, PEFT's sign
+
+    @_exact
+    def rotate(self, x):
+        """x R (..., in) in the adapter's precision, returned in x's dtype: block i of the features times R_i."""
+        blocks = x.reshape(*x.shape[:-1], self.r, self.block_size).to(self.dtype)  # (..., r, b)
+        return torch.einsum("...ik,ikc->...ic", blocks, self.rotation_blocks()).reshape(x.shape).to(x.dtype)
+
+    def forward(self, x):  # as PEFT: the frozen layer on the rotated input
+        return _linear(self.rotate(x), self.base.weight, self.base.bias)
+
+    @_exact
+    def merged_weight(self):
+        W0, = self._up(self.base.weight)  # (out, in), columns in r blocks of b
+        blocks = W0.reshape(self.out_features, self.r, self.block_size)  # (out, r, b)
+        return torch.einsum("oik,ick->oic", blocks, self.rotation_blocks()).reshape(W0.shape)  # W0 Rᵀ (out, in)
+
+    def delta_weight(self):
+        return self.merged_weight() - self.base.weight.to(self.dtype)  # W0 Rᵀ - W0
+
+    def peft_fields(self):  # PEFT's OFTConfig with r blocks (oft_block_size 0: derived), the exact inverse
+        return dict(r=self.r, oft_block_size=0, module_dropout=0.0, init_weights=True, coft=False, eps=6e-5,
+                    block_share=self.block_share, use_cayley_neumann=False, num_cayley_neumann_terms=5)
+
+
+class BitFit(Adapter):
+    """BitFit (Ben Zaken et al. 2022, §3.1): only bias terms train. Here the layer's bias b (out,): a trainable copy of the
+    base's (which stays frozen), y = x W0ᵀ + b, ΔW = 0; merge() gives W0 with the trained bias. The paper trains every
+    bias of the network: every linear layer's (`default_targets`, BERT/RoBERTa and DeBERTa names) and every LayerNorm's,
+    which are no linear layers: `also_trains` names them (parameter name suffixes inject leaves trainable); RoBERTa-base:
+    82,944 + 18,432 + 768 (embeddings' LayerNorm) = 102,144, LoCA Table 1's 0.1M. A layer without bias is an error.
+    Seed: none (no random draws)."""
+
+    method = "bitfit"
+    default_targets = ("query", "key", "value", "output.dense", "intermediate.dense",
+                       "query_proj", "key_proj", "value_proj")
+    also_trains = ("LayerNorm.bias",)
+
+    def __init__(self, base):
+        super().__init__(base)
+        if base.bias is None:
+            raise ValueError(f"bitfit trains biases: base nn.Linear({self.in_features}, {self.out_features}) has none")
+        self.bias = nn.Parameter(base.bias.detach().clone())  # (out,)
+
+    def delta_weight(self):
+        return torch.zeros(self.out_features, self.in_features, dtype=self.dtype, device=self.device)  # (out, in)
+
+    def forward(self, x):
+        return _linear(x, self.base.weight, self.bias)
+
+    @torch.no_grad()
+    def merge(self):
+        merged = super().merge()
+        merged.bias.copy_(self.bias)
+        return merged
+
+
 # -----------------------------------------------------------------------------
 # FoRA and DFoRA
 
 
 class FoRA(Adapter):
-    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha / r) · B̃ Ã, with Ã (r, in) and B̃ (out, r) each Re(IDFT2) of a
-    spectrum zero but n trainable coefficients at fixed random indices. The paper has no alpha: alpha=None (default)
-    means alpha = r, scale 1, for any r. Init: spectrum_B = 0 (ΔW = 0); spectrum_A Kaiming-uniform, rescaled so that
-    Var(Ã) = 1/(3·in), that of a Kaiming-uniform A'. Differs from the paper: that expected Var(A'), not one draw's.
-    Seed (no public code): the indices come from `seed` alone (default 0), fixed whatever the run's, as FourierFT's;
-    spectrum_A comes from torch's global generator, so it follows the run's seed.
-    """
+    """FoRA ("LoRA Unleashed", eq. 3-4): ΔW = (alpha/r) · B̃ Ã, Ã (r, in), B̃ (out, r) each Re(IDFT2) of a spectrum zero but n
+    trainable coefficients at fixed random indices, n capped at a matrix's entries as the paper counts (Table 10: ViT, r 8:
+    6,144). Eq. 3-4 have no alpha, Table 8 has one (64 at r 32): alpha=None means r (scale 1). Tables 7/8's `dropout` acts
+    on the adapter's input. Init (§3.3): spectrum_B = 0; spectrum_A rescaled to Var(Ã) = Var(A'), the expected variance
+    (not one draw's) of a Kaiming- (nn.Linear's) or Xavier-uniform A' (r, in), `init`. Seed: indices from `seed` alone."""
 
     method = "fora"
 
-    def __init__(self, base, n=500, r=32, alpha=None, seed=0):
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0, dropout=0.0, init="kaiming"):
         super().__init__(base)
-        r = self.r = _check_int("r", r)
-        n = self.n = _check_count("n", n, r, min(self.in_features, self.out_features), f"spectrum (r={r} by min(in, out))")
+        r, n = self.r, self.n = _check_int("r", r), _check_int("n", n)
         self.alpha = float(r) if alpha is None else _check_float("alpha", alpha)
         self.seed = _check_int("seed", seed, low=0)
-        generator = torch.Generator().manual_seed(self.seed)
-        self.register_buffer("indices_A", random_locations(n, r, self.in_features, generator).to(self.device))  # (2, n)
-        self.register_buffer("indices_B", random_locations(n, self.out_features, r, generator).to(self.device))  # (2, n)
-        self.spectrum_B = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
-        spectrum_A = _kaiming_uniform((n,), self.in_features, self.dtype, self.device)  # (n,)
+        self.dropout = nn.Dropout(_check_dropout(dropout))
+        if init not in ("kaiming", "xavier"):
+            raise ValueError(f"init={init!r} is unknown: allowed 'kaiming', 'xavier'")
+        i, o, self.init, generator = self.in_features, self.out_features, init, torch.Generator().manual_seed(self.seed)
+        self.register_buffer("indices_A", random_locations(min(n, r * i), r, i, generator).to(self.device))  # (2, n_A)
+        self.register_buffer("indices_B", random_locations(min(n, o * r), o, r, generator).to(self.device))  # (2, n_B)
+        self.spectrum_B = nn.Parameter(torch.zeros(self.indices_B.shape[1], dtype=self.dtype, device=self.device))  # (n_B,)
+        spectrum_A = _kaiming_uniform((self.indices_A.shape[1],), i, self.dtype, self.device)  # (n_A,)
         A = sparse_idft2_real(spectrum_A, self.indices_A, (r, self.in_features))  # (r, in)
-        variance = A.var(unbiased=False)
+        variance, target = A.var(unbiased=False), (1.0 / (3 * i) if init == "kaiming" else 2.0 / (i + r))  # Var(A')
         if variance > 1e-6 * A.pow(2).mean():  # a lone DC coefficient gives a constant Ã: nothing to match
-            spectrum_A = spectrum_A * torch.sqrt(1.0 / (3 * self.in_features) / variance)
+            spectrum_A = spectrum_A * torch.sqrt(target / variance)
         self.spectrum_A = nn.Parameter(spectrum_A)
 
     @_exact
@@ -449,36 +587,44 @@ class FoRA(Adapter):
         return self.alpha / self.r * (B @ A)  # (out, r) @ (r, in)
 
 
-class DFoRA(FoRA):
-    """DFoRA: DoRA's decomposition (Liu et al. 2024, eq. 5) with FoRA's ΔW,
-    W' = m ⊙ (W0 + ΔW) / ‖W0 + ΔW‖_row (norm per output row), y = x W'ᵀ + b.
-
-    m (out,) trainable, starts at ‖W0‖_row (W' = W0 at init). detach_norm=True (default): the
-    norm is a constant in backward, as in DoRA §4.3 and PEFT (`.detach()`; the FoRA paper is
-    silent); detach_norm=False differentiates it too. Seed: as FoRA.
-    """
+class DFoRA(WeightDecomposition, FoRA):
+    """DFoRA: DoRA's eq. 5 (`WeightDecomposition`) with FoRA's ΔW; the FoRA paper is silent on the norm's gradient."""
 
     method = "dfora"
 
-    def __init__(self, base, n=500, r=32, alpha=None, seed=0, detach_norm=True):
-        super().__init__(base, n=n, r=r, alpha=alpha, seed=seed)
-        if not isinstance(detach_norm, bool):
-            raise ValueError(f"detach_norm must be True or False, got {detach_norm!r}")
-        self.detach_norm = detach_norm
-        self.magnitude = nn.Parameter(base.weight.detach().to(self.dtype).norm(dim=1))  # (out,)
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0, dropout=0.0, init="kaiming", detach_norm=True):
+        super().__init__(base, n=n, r=r, alpha=alpha, seed=seed, dropout=dropout, init=init)
+        self._decompose(detach_norm)
+
+
+class MaskedLoRA(Adapter):
+    """Random masking on LoRA, the FoRA paper's §4.5 baseline (Figure 3, Table 10): LoRA's ΔW = (alpha/r) · B A, A (r, in)
+    and B (out, r) zero but n trainable entries each (`values_A`, `values_B`) at fixed random positions, the grid points
+    FoRA draws for its spectra from the same `seed` (`random_locations`), n capped at a matrix's entries as FoRA's: at
+    every r it trains FoRA's count, 2n a layer. Init as LoRA: A's kept entries Kaiming-uniform as nn.Linear, B's zero (ΔW
+    = 0). alpha=None means r (scale 1, FoRA's); dropout on the adapter's input. Seed: positions from `seed` alone.
+    Our choices (§4.5's own text was not at hand; the issue asks for a fixed random mask at FoRA's count): masked
+    entries exactly 0 (not frozen draws), the kept ones at FoRA's positions, LoRA's init and FoRA's scale on them."""
+
+    method = "masked_lora"
+
+    def __init__(self, base, n=500, r=32, alpha=None, seed=0, dropout=0.0):
+        super().__init__(base)
+        r, n = self.r, self.n = _check_int("r", r), _check_int("n", n)
+        self.alpha = float(r) if alpha is None else _check_float("alpha", alpha)
+        self.seed, self.dropout = _check_int("seed", seed, low=0), nn.Dropout(_check_dropout(dropout))
+        i, o, generator = self.in_features, self.out_features, torch.Generator().manual_seed(self.seed)
+        self.register_buffer("indices_A", random_locations(min(n, r * i), r, i, generator).to(self.device))  # (2, n_A)
+        self.register_buffer("indices_B", random_locations(min(n, o * r), o, r, generator).to(self.device))  # (2, n_B)
+        self.values_A = nn.Parameter(_kaiming_uniform((self.indices_A.shape[1],), i, self.dtype, self.device))  # (n_A,)
+        self.values_B = nn.Parameter(torch.zeros(self.indices_B.shape[1], dtype=self.dtype, device=self.device))  # (n_B,)
 
     @_exact
-    def merged_weight(self):
-        V = self.base.weight.to(self.dtype) + FoRA.delta_weight(self)  # W0 + ΔW (out, in)
-        norm = V.norm(dim=1).detach() if self.detach_norm else V.norm(dim=1)  # (out,)
-        magnitude, = self._up(self.magnitude)
-        return (magnitude / norm)[:, None] * V  # W' = m ⊙ V / ‖V‖_row (exactly W0 at init)
-
     def delta_weight(self):
-        return self.merged_weight() - self.base.weight.to(self.dtype)  # W' - W0
-
-    def forward(self, x):
-        return _linear(x, self.merged_weight(), self.base.bias)
+        values_A, values_B = self._up(self.values_A, self.values_B)
+        A = values_A.new_zeros(self.r, self.in_features).index_put(tuple(self.indices_A), values_A)  # (r, in)
+        B = values_B.new_zeros(self.out_features, self.r).index_put(tuple(self.indices_B), values_B)  # (out, r)
+        return self.alpha / self.r * (B @ A)  # (out, r) @ (r, in)
 
 
 # -----------------------------------------------------------------------------
@@ -814,10 +960,14 @@ class SpectralAdapterR(_SpectralAdapter):
 
 METHODS = {
     "lora": LoRA,
+    "dora": DoRA,
     "vera": VeRA,
     "fourierft": FourierFT,
+    "oft": OFT,
+    "bitfit": BitFit,
     "fora": FoRA,
     "dfora": DFoRA,
+    "masked_lora": MaskedLoRA,
     "loca": LoCA,
     "foura": FouRA,
     "spectral_a": SpectralAdapterA,
@@ -825,7 +975,7 @@ METHODS = {
 }
 
 # BERT/RoBERTa name their attention projections query/value, DeBERTa-v2/v3 query_proj/value_proj.
-DEFAULT_TARGETS = ("query", "value", "query_proj", "value_proj")
+DEFAULT_TARGETS = Adapter.default_targets
 
 # Seeds as the authors use them. A method's `seed` hyperparameter drives its random locations or frozen matrices.
 # The methods named here draw those, in their authors' code, from the run's own generator: their `seed` should
@@ -865,18 +1015,26 @@ def _matches(name, targets):
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
+def also_trained(model):
+    """(name, parameter) of the tensors outside the adapters that the model's methods also train: those whose names end
+    with a suffix of an adapter class's `also_trains` (BitFit's LayerNorm biases)."""
+    suffixes = tuple({s for _, adapter in adapters(model) for s in getattr(adapter, "also_trains", ())})
+    return [(name, p) for name, p in model.named_parameters() if suffixes and _matches(name, suffixes)]
+
+
+def inject(model, method, targets=None, **hyperparameters_):
     """Wrap every nn.Linear whose qualified name ends with a target in `method`'s adapter.
 
     A target matches whole dotted components: "query" matches "attention.self.query", not
     "query_proj". The default reaches BERT/RoBERTa's query and value and DeBERTa's query_proj
     and value_proj. Freezes every other parameter of the model, leaving only the adapters'
-    tensors trainable. Returns the replaced names. Hyperparameters are the method's keywords
-    (see `hyperparameters(method)`); the defaults are the papers' RoBERTa-base GLUE settings.
+    tensors trainable (and those a method's `also_trains` names). Returns the replaced names.
+    Hyperparameters are the method's keywords (see `hyperparameters(method)`); the defaults are the papers' RoBERTa-base GLUE settings.
     FouRA: its layers share one `TokenMask`, set as `model.token_mask`; the model's forward must set
     `model.token_mask.mask` to the batch's padding mask (model.py's classifiers do), e.g. with a hook.
     """
     allowed = hyperparameters(method)
+    targets = METHODS[method].default_targets if targets is None else targets
     unknown = sorted(set(hyperparameters_) - set(allowed))
     if unknown:
         raise ValueError(f"{method} takes no hyperparameter {', '.join(map(repr, unknown))}: allowed {', '.join(allowed)}")
@@ -910,6 +1068,8 @@ def inject(model, method, targets=DEFAULT_TARGETS, **hyperparameters_):
     model.requires_grad_(False)
     for name in names:
         _replace(model, name, built[name])
+    for _, p in also_trained(model):  # BitFit: the LayerNorm biases train too
+        p.requires_grad_(True)
     if isinstance(keywords.get("token_mask"), TokenMask):  # the model's forward sets the batch's padding mask in it
         model.token_mask = keywords["token_mask"]
     return names
@@ -927,14 +1087,15 @@ def adapter_state_dict(model):
     """What the adapters need to be rebuilt: trainable tensors plus indices and locations.
 
     Never the frozen base weights, nor what a seed or the base rebuilds (VeRA's random
-    matrices, the Spectral Adapter's singular vectors). Keys: '<layer>.<tensor>'.
+    matrices, the Spectral Adapter's singular vectors). Keys: '<layer>.<tensor>'; plus the model's
+    own tensors a method also trains (`also_trained`: BitFit's LayerNorm biases), by their names.
     """
     state = {}
     for name, adapter in adapters(model):
         for key, tensor in adapter.state_dict().items():
             if not key.startswith("base."):
                 state[f"{name}.{key}"] = tensor
-    return state
+    return {**state, **{name: p.detach() for name, p in also_trained(model)}}
 
 
 def load_adapter_state_dict(model, state):

@@ -18,7 +18,8 @@ from spectral_ft import METHODS, adapter_state_dict, adapters, inject, load_adap
 
 ALL = list(METHODS)
 # Hyperparameters that fit every target of the toy models below (min(in, out) = 4)
-SMALL = {"lora": dict(r=2), "vera": dict(r=3), "fourierft": dict(n=5), "fora": dict(n=4, r=3),
+SMALL = {"lora": dict(r=2), "dora": dict(r=2), "oft": dict(r=2), "bitfit": dict(), "masked_lora": dict(n=4, r=3),
+         "vera": dict(r=3), "fourierft": dict(n=5), "fora": dict(n=4, r=3),
          "dfora": dict(n=4, r=3), "loca": dict(n=5), "foura": dict(r=2, gate=False),
          "spectral_a": dict(r=2), "spectral_r": dict(r=2)}
 COUNTED = [(m, k) for m in ALL for k in ("r", "n") if k in spectral_ft.hyperparameters(m)]  # integer counts

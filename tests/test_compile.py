@@ -17,7 +17,7 @@ import train
 from step import compile_in_place, uncompile
 from test_step import VOCAB, nn_model
 
-SMALL = {"vera": dict(r=8), "fourierft": dict(n=20), "fora": dict(n=6, r=4), "dfora": dict(n=6, r=4),
+SMALL = {"dora": dict(r=4), "oft": dict(r=4), "masked_lora": dict(n=6, r=4), "vera": dict(r=8), "fourierft": dict(n=20), "fora": dict(n=6, r=4), "dfora": dict(n=6, r=4),
          "loca": dict(n=20), "foura": dict(r=4), "spectral_a": dict(r=4), "spectral_r": dict(r=4)}
 
 

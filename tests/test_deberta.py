@@ -197,7 +197,8 @@ def test_absolute_positions_refuse_sequences_past_the_table():
     tiny_deberta(V3_TINY)(torch.ones(1, 41, dtype=torch.long))  # relative positions only: any length
 
 
-SMALL = {"lora": dict(r=2), "vera": dict(r=3), "fourierft": dict(n=20), "fora": dict(n=10, r=3),
+SMALL = {"lora": dict(r=2), "dora": dict(r=2), "oft": dict(r=2), "bitfit": dict(), "masked_lora": dict(n=10, r=3),
+         "vera": dict(r=3), "fourierft": dict(n=20), "fora": dict(n=10, r=3),
          "dfora": dict(n=10, r=3), "loca": dict(n=20), "foura": dict(r=2), "spectral_a": dict(r=2),
          "spectral_r": dict(r=2)}
 TARGETS = ("query_proj", "key_proj", "value_proj")

@@ -38,6 +38,8 @@ say why in the commit; run it under the recording kernel set, so that files stay
 
     ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell python tests/test_golden.py --write
 
+A new method adds its runs and leaves every recorded one as it is (`--add` instead of `--write`).
+
 Bit-for-bit equality is asserted where it is guaranteed: two runs on one machine (resume = uninterrupted in
 test_train.py, test_resume.py and test_signals.py, graph = eager where test_step.py says so).
 """
@@ -201,6 +203,13 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         GOLDEN.write_text(json.dumps(fingerprints(), indent=1, sort_keys=True) + "\n")
         print(f"wrote {GOLDEN}")
+    elif sys.argv[1:] == ["--add"]:  # a new method's runs, every recorded run kept as it is
+        recorded = json.loads(GOLDEN.read_text())
+        with tempfile.TemporaryDirectory() as root:
+            recorded.update({f"{m} {t}": fingerprint(m, t, Path(root) / f"{m}-{t}") for m in METHODS for t in TASKS
+                             if f"{m} {t}" not in recorded})
+        GOLDEN.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {GOLDEN}")
     elif sys.argv[1:] == ["--print"]:
         print(json.dumps(fingerprints()))
     elif sys.argv[1:] == ["--spread"]:
@@ -208,4 +217,4 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["--perturb"]:
         perturb()
     else:
-        sys.exit("usage: python tests/test_golden.py --write | --spread | --perturb")
+        sys.exit("usage: python tests/test_golden.py --write | --add | --spread | --perturb")
