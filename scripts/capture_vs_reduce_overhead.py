@@ -1,6 +1,6 @@
 """
 Our hand-written CUDA-graph step (bench.TrainStep: train.py's step, mode 'graph') against torch.compile(mode="reduce-overhead")
-doing the capture (issue 17), in one process, so that both are measured in the same call.
+doing the capture, in one process, so that both are measured in the same call.
 
     python scripts/capture_vs_reduce_overhead.py --json out/capture.json                        # (a) the bench
     python scripts/capture_vs_reduce_overhead.py --bench-methods '' --minilm .minilm --sst2 .sst2  # (b) the real run
@@ -23,7 +23,7 @@ epoch_permutation(0, 0, n) order, LoRA r=8 alpha=8 on query,value (lr 5e-4, head
 warmup then linear decay: the same for every variant); wall clock from before the first step (compilation
 included) to after the last, then dev accuracy (eager). Variants: ours, reduce-overhead (length buckets),
 reduce-overhead-unbucketed (each batch at its own padded length, dynamic=None: as a PEFT user runs it).
-Verdict (issue 17): keep ours only if it takes at most 95% of reduce-overhead's time on every bench row and on
+Verdict: keep ours only if it takes at most 95% of reduce-overhead's time on every bench row and on
 the real run. On --device cpu the compiled variants use backend aot_eager and ours runs mode 'padded': a smoke
 test of the code paths, not a measurement.
 """

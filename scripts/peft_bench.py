@@ -1,5 +1,5 @@
 """
-Our training step against transformers + PEFT's LoRA, in one process (issue 17: the default step must not be slower
+Our training step against transformers + PEFT's LoRA, in one process (the default step must not be slower
 than PEFT's LoRA under torch.compile(model, mode="reduce-overhead") in the same call; aim: 10% faster).
 
     python scripts/peft_bench.py --json out/peft.json                                        # the bench
