@@ -20,9 +20,9 @@ adapter's own precision (float32; float64 when the adapter is float64), and `mer
 plain nn.Linear with the same output. Each method is its paper's equations in plain torch,
 differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
 Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
-`count_trainable`, `fuse_spectral` (Spectral Adapter A's multi-adapter fusion), and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
-FouRA's padding mask from the model's forward to its gates; `SEED_FOLLOWS_RUN` names the methods
-whose `seed` follows the run's seed, as their authors' code draws it.
+`count_trainable`, `fuse_spectral` (Spectral Adapter A's multi-adapter fusion), and `LoCASchedule` for
+LoCA's alternating optimisation. `TokenMask` carries FouRA's padding mask from the model's forward to its
+gates; `SEED_FOLLOWS_RUN` names the methods whose `seed` follows the run's seed, as their authors' code draws it.
 
     import spectral_ft
     names = spectral_ft.inject(model, "loca", targets=("query", "value"), n=1000)

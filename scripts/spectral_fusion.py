@@ -53,7 +53,8 @@ def train_flags(method, task, args, passthrough):
 
 def run_train(flags, env, check_columns=None):
     """train.py with `flags` in a subprocess; check_columns: only --print-config, and the block it resolved to."""
-    command = [sys.executable, str(ROOT / "train.py"), *flags] + (["--print-config"] if check_columns is not None else [])
+    print_config = ["--print-config"] if check_columns is not None else []
+    command = [sys.executable, str(ROOT / "train.py"), *flags, *print_config]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=check_columns is not None, text=True)
     if check_columns is None:
         if done.returncode:
@@ -124,7 +125,8 @@ def evaluate_fusion(method, args):
                      for t, (m, tok, c) in runs.items()}}
     for weight in WEIGHTS[method]:
         layers = fused_layers(method, adapters, weight)
-        rows[f"fused λ={weight:g}"] = {t: accuracy(replaced(m, layers), c, devs[t], tok) for t, (m, tok, c) in runs.items()}
+        rows[f"fused λ={weight:g}"] = {t: accuracy(replaced(m, layers), c, devs[t], tok)
+                                      for t, (m, tok, c) in runs.items()}
     return rows
 
 

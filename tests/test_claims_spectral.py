@@ -307,7 +307,8 @@ def row_frequency_bound(indices, r):
 def fora_factors(fora):
     """(Ã (r, in), B̃ (out, r)) recomputed here: Re(torch.fft.ifft2) of each zero spectrum holding its coefficients."""
     def real_idft2(values, indices, shape):
-        dense = torch.zeros(shape, dtype=torch.complex128).index_put((indices[0], indices[1]), values.to(torch.complex128))
+        dense = torch.zeros(shape, dtype=torch.complex128)  # (rows, cols)
+        dense[indices[0], indices[1]] = values.to(torch.complex128)
         return numpy64(torch.fft.ifft2(dense).real)
     return (real_idft2(fora.spectrum_A.detach(), fora.indices_A, (fora.r, fora.in_features)),
             real_idft2(fora.spectrum_B.detach(), fora.indices_B, (fora.out_features, fora.r)))
