@@ -658,8 +658,9 @@ def _tuned_block(columns, r, limit):
 
 class _SpectralAdapter(Adapter):
     """Shared by Spectral Adapter A and R: r singular triplets of W0 as frozen buffers, chosen by `columns`:
-    "top" (the paper's method), "bottom" (its Appendix F.3/F.5.1 ablation) or a block index b >= 0, the
-    singular vectors b·r ... b·r + r - 1 (§4.2's multi-adapter fusion: each concept its own block; block 0 is "top").
+    "top" (the paper's method), "bottom" (its Appendix F.3/F.5.1 ablation; the authors' top=False, the last r of
+    the thin SVD) or a block index b >= 0, the singular vectors b·r ... b·r + r - 1 (§4.2's fusion, each concept
+    its own block; the authors' 0-based `idx`; block 0 is "top").
 
     The rest, W0 - U1 S1 V1ᵀ, stays merged inside the frozen base, so ΔW is written only in
     terms of U1, S1, V1 and the trainable tensors. Seed: none needed; no random draws (an SVD, zeros).

@@ -108,6 +108,7 @@ def test_spectral_adapters_tune_exactly_the_chosen_singular_vectors(case):
     adapter = randomise(cls(base, r=r, columns=columns), seed)
     block = slice(first_column(columns, r, min(i, o)), first_column(columns, r, min(i, o)) + r)
     U1, V1 = numpy64(adapter.U1), numpy64(adapter.V1)
+    assert count_trainable(adapter) == (r * (i + o) if cls is SpectralAdapterA else 2 * r * r)  # §3: LoRA's; 2r²
     assert_close(numpy64(adapter.S1), s[block])
     assert_close(U1 @ U1.T, Q_U[:, block] @ Q_U[:, block].T)  # the same subspaces (sign-free)
     assert_close(V1 @ V1.T, Q_V[:, block] @ Q_V[:, block].T)
