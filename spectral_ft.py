@@ -25,9 +25,11 @@ plain nn.Linear with the same output. Each method is its paper's equations in pl
 differentiated by autograd (LoCA alone defines its location gradient, as its paper does).
 Helpers: `inject`, `merge`, `adapter_state_dict`, `load_adapter_state_dict`,
 `count_trainable`, `also_trained` (tensors outside the adapters a method trains: BitFit's LayerNorm
-biases), and `LoCASchedule` for LoCA's alternating optimisation. `TokenMask` carries
-FouRA's padding mask from the model's forward to its gates; `SEED_FOLLOWS_RUN` names the methods
-whose `seed` follows the run's seed, as their authors' code draws it.
+biases), `fuse_spectral` (Spectral Adapter A's multi-adapter fusion), and `LoCASchedule` for LoCA's
+alternating optimisation. `TokenMask` carries FouRA's padding mask from the model's forward to its gates;
+`SEED_FOLLOWS_RUN` names the methods whose `seed` follows the run's seed, as their authors' code draws it.
+What a method asks of a training loop (a parameter group of its own, a schedule, shared state, its PEFT
+format) is declared on its class (`Adapter`'s class attributes), so a pipeline never names a method.
 
     import spectral_ft
     names = spectral_ft.inject(model, "loca", targets=("query", "value"), n=1000)
@@ -859,10 +861,11 @@ class FouRA(Adapter):
 # Spectral Adapter
 
 
-def top_singular(weight, r):
-    """Thin SVD of weight (out, in) in float64 -> (U1 (out, r), S1 (r,), V1 (in, r)), top r."""
+def singular_triplets(weight, r, first=0):
+    """Thin SVD of weight (out, in) in float64 -> (U1 (out, r), S1 (r,), V1 (in, r)): the singular triplets
+    first ... first + r - 1, counted from the largest singular value (first=0: the top r)."""
     U, S, Vh = torch.linalg.svd(weight.detach().to(torch.float64), full_matrices=False)
-    return U[:, :r], S[:r], Vh[:r].T
+    return U[:, first:first + r], S[first:first + r], Vh[first:first + r].T
 
 
 def cayley(P):
@@ -874,18 +877,39 @@ def cayley(P):
     return (eye + Q) @ torch.linalg.inv_ex(eye - Q)[0]
 
 
+def _tuned_block(columns, r, limit):
+    """`columns` -> (its normal form, the first tuned singular vector): "top" 0, "bottom" limit - r, a block
+    index b >= 0 (an int, or its digits from a command line) b·r, the paper's §4.2 concept i = b + 1, whose
+    columns (i-1)r+1 ... ir (1-based) are b·r ... b·r + r - 1 here."""
+    if columns in ("top", "bottom"):
+        return columns, 0 if columns == "top" else limit - r
+    try:
+        block = None if isinstance(columns, bool) else operator.index(int(columns) if str(columns).isdigit() else columns)
+    except TypeError:
+        block = None
+    if block is None:
+        raise ValueError(f"columns must be 'top', 'bottom' or a block index >= 0, got {columns!r}")
+    block = _check_int("columns", block, low=0, high=limit // r - 1,
+                       what=f" (block b tunes singular vectors b·r ... b·r + r - 1 of min(in, out) = {limit}; r={r})")
+    return block, block * r
+
+
 class _SpectralAdapter(Adapter):
-    """Shared by Spectral Adapter A and R: the top-r singular triplets of W0 as frozen buffers.
+    """Shared by Spectral Adapter A and R: r singular triplets of W0 as frozen buffers, chosen by `columns`:
+    "top" (the paper's method), "bottom" (its Appendix F.3/F.5.1 ablation; the authors' top=False, the last r of
+    the thin SVD) or a block index b >= 0, the singular vectors b·r ... b·r + r - 1 (§4.2's fusion, each concept
+    its own block; the authors' 0-based `idx`; block 0 is "top").
 
     The rest, W0 - U1 S1 V1ᵀ, stays merged inside the frozen base, so ΔW is written only in
     terms of U1, S1, V1 and the trainable tensors. Seed: none needed; no random draws (an SVD, zeros).
     """
 
-    def __init__(self, base, r):
+    def __init__(self, base, r, columns):
         super().__init__(base)
         limit = min(self.in_features, self.out_features)
         r = self.r = _check_int("r", r, high=limit, what=f" (r <= min(in, out) = {limit} singular vectors)")
-        U1, S1, V1 = top_singular(base.weight, r)
+        self.columns, self.first = _tuned_block(columns, r, limit)  # tuned: singular vectors first ... first + r - 1
+        U1, S1, V1 = singular_triplets(base.weight, r, self.first)
         self.register_buffer("U1", U1.to(self.dtype), persistent=False)  # (out, r)
         self.register_buffer("S1", S1.to(self.dtype), persistent=False)  # (r,)
         self.register_buffer("V1", V1.to(self.dtype), persistent=False)  # (in, r)
@@ -898,14 +922,15 @@ class SpectralAdapterA(_SpectralAdapter):
 
     The same parameter count as LoRA of rank r, but ΔW can reach rank 2r (Lemma 3.1): it is the
     product of two rank-2r `factors`, applied on the activations as LoRA's are.
-    Differs from the authors' code: W0 stays whole in the base and ΔW = W' - W0 is added
-    (the same W'), where they store the residual W0 - U1 S1 V1ᵀ and the new top part.
+    U1, S1, V1: the top r singular triplets, or those `columns` names (_SpectralAdapter); `fuse_spectral` combines
+    adapters tuned on disjoint blocks. Differs from the authors' code: W0 stays whole in the base and ΔW = W' - W0
+    is added (the same W'), where they store the residual W0 - U1 S1 V1ᵀ and the new top part.
     """
 
     method = "spectral_a"
 
-    def __init__(self, base, r=8):
-        super().__init__(base, r)
+    def __init__(self, base, r=8, columns="top"):
+        super().__init__(base, r, columns)
         self.A_U = nn.Parameter(torch.zeros(self.out_features, self.r, dtype=self.dtype, device=self.device))  # (out, r)
         self.A_V = nn.Parameter(torch.zeros(self.in_features, self.r, dtype=self.dtype, device=self.device))  # (in, r)
 
@@ -937,8 +962,8 @@ class SpectralAdapterR(_SpectralAdapter):
 
     method = "spectral_r"
 
-    def __init__(self, base, r=8):
-        super().__init__(base, r)
+    def __init__(self, base, r=8, columns="top"):
+        super().__init__(base, r, columns)
         self.P_U = nn.Parameter(torch.zeros(self.r, self.r, dtype=self.dtype, device=self.device))  # (r, r)
         self.P_V = nn.Parameter(torch.zeros(self.r, self.r, dtype=self.dtype, device=self.device))  # (r, r)
 
@@ -953,6 +978,35 @@ class SpectralAdapterR(_SpectralAdapter):
         U1, S1, V1 = self._up(self.U1, self.S1, self.V1)
         core = (R_U * S1) @ R_V.T - torch.diag(S1)  # (r, r): R_U S1 R_Vᵀ - S1
         return U1 @ core @ V1.T  # (U1 R_U) S1 (V1 R_V)ᵀ - U1 S1 V1ᵀ (out, in)
+
+
+def fuse_spectral(adapters, weights=None):
+    """Spectral Adapter A's multi-adapter fusion (Zhang & Pilanci 2024, §4.2): adapters tuned on one W0 = U0 S0 V0ᵀ
+    (thin SVD, k = min(out, in) triplets), each on its own block of `columns`, combine as
+
+        θ = (U0 + Σ_i λ_i U_i) S0 (V0 + Σ_i λ_i V_i)ᵀ,   λ_i = weights[i], default 1/n (the paper's)
+
+    U_i (out, k), V_i (in, k): adapter i's A_U, A_V at its columns, zero elsewhere. S0 is diagonal, so disjoint
+    blocks never meet in the product: with every λ_i = 1 (the authors' fusion script), θ = W0 + Σ_i ΔW_i exactly.
+    Returns a new nn.Linear like the adapters' base (dtype, device, bias) holding θ."""
+    adapters = list(adapters)
+    if not adapters or not all(isinstance(a, SpectralAdapterA) for a in adapters):
+        raise ValueError("fuse_spectral fuses SpectralAdapterA layers (the additive adapter): give at least one")
+    base = adapters[0].base
+    if any(a.base.weight.shape != base.weight.shape or not torch.equal(a.base.weight, base.weight) for a in adapters):
+        raise ValueError("the adapters to fuse must wrap the same base weight W0 (one layer of one pretrained model)")
+    weights = [1.0 / len(adapters)] * len(adapters) if weights is None else list(weights)
+    if len(weights) != len(adapters):
+        raise ValueError(f"weights has {len(weights)} entries for {len(adapters)} adapters: give one λ per adapter")
+    U, S, V = singular_triplets(base.weight, min(base.weight.shape))  # U0 (out, k), S0 (k,), V0 (in, k)
+    for adapter, weight in zip(adapters, weights):
+        block, weight = slice(adapter.first, adapter.first + adapter.r), _check_float("weights", weight)
+        U[:, block] += weight * adapter.A_U.detach().to(U)  # U0 + λ_i U_i
+        V[:, block] += weight * adapter.A_V.detach().to(V)  # V0 + λ_i V_i
+    fused = copy.deepcopy(base)
+    with torch.no_grad():
+        fused.weight.copy_((U * S) @ V.T)  # (out, k) diag(S0) (k, in)
+    return fused
 
 
 # -----------------------------------------------------------------------------
