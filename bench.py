@@ -50,9 +50,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import spectral_ft
-from errors import Parser, UsageError, bounded
-from model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
-from step import COMPILE_SCOPES, Speed, capture_stream, compile_in_place
+from run.errors import Parser, UsageError, bounded
+from encoder.model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
+from run.step import COMPILE_SCOPES, Speed, capture_stream, compile_in_place
 from train import Training, weighted_loss
 
 ROWS = ["floor", "head", "full", *spectral_ft.METHODS]

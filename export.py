@@ -38,10 +38,10 @@ import torch
 
 import spectral_ft
 from data import TASKS
-from hub import atomic_write, read_safetensors, read_safetensors_metadata, write_safetensors
-from errors import Parser, UsageError
-from model import checkpoint_folder, hf_key, load_classifier, save_pretrained
-from runs import load_trainable_state
+from encoder.hub import atomic_write, read_safetensors, read_safetensors_metadata, write_safetensors
+from run.errors import Parser, UsageError
+from encoder.model import checkpoint_folder, hf_key, load_classifier, save_pretrained
+from run.folder import load_trainable_state
 
 ADAPTER_FILES = {"best": Path("best") / "adapter.safetensors", "final": Path("adapter.safetensors")}
 TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spm.model", "tokenizer.json", "tokenizer_config.json",

@@ -6,16 +6,17 @@ Fine-tune a BERT / RoBERTa / DeBERTa-v3 classifier on a GLUE task with a spectra
     python train.py --method fora --n 250 --count-params              # trainable parameters, no download
     python train.py --method vera --model roberta-large --task mrpc --print-config   # the paper's row, as JSON
     python train.py --resume runs/loca-rte-roberta-base-s0-1a2b3c4d   # continue a stopped run in its folder
-    torchrun --nproc_per_node=2 train.py --method loca --model roberta-large   # one process per GPU (DDP)
+    torchrun --nproc_per_node=2 train.py --method loca --model roberta-large   # one process per GPU
 
-One run, top to bottom: the flags and the configuration they resolve to (config.py: the papers' row for
-(method, model family, task), then the flags), the data (GLUE TSVs, tokenized once, padded per batch),
-the model (a pretrained encoder with spectral_ft adapters), the optimizer (AdamW with adapter / head /
-LoCA-location groups, linear warmup then linear decay), the loop (one optimizer step per batch: step.py's
-TrainStep, on a GPU replayed as CUDA graphs; LoCA's alternating schedule; the training loss logged every
---log-every steps, dev evaluated every epoch or --eval-every steps, checkpoints), and the results. The run
-folder (runs.py) holds log.jsonl, checkpoint.pt, adapter.safetensors and results.json; a run holds its
-folder while it runs, so two runs never share one. Several processes: distributed.py.
+One run, top to bottom: the flags and the one configuration they decide (run/config.py: the papers' row
+for (method, model family, task) from run/paper_rows.py, then the flags), the data (GLUE TSVs, tokenized once,
+padded per batch), the model (a pretrained encoder, encoder/, with spectral_ft adapters), the optimizer (AdamW
+with adapter / head groups and a method's own group, linear warmup then linear decay), the loop (one optimizer
+step per batch: each micro-batch's forward, loss and backward, then the optimizer and the method's schedule;
+run/step.py makes those same passes fast: CUDA graphs per length bucket on a GPU; the training loss logged
+every --log-every steps, dev evaluated every epoch or --eval-every steps, checkpoints), and the results. The
+run folder (run/folder.py) holds log.jsonl, checkpoint.pt, adapter.safetensors and results.json; a run holds
+its folder while it runs, so two runs never share one. Several processes: run/distributed.py.
 Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input or a failed write (a full disk), named
 in one line; 130 interrupted by Ctrl-C, 143 by SIGTERM (both save the step reached first).
 """
@@ -37,17 +38,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import spectral_ft
-from config import (RunConfig, build_parser, count_parameters, decide_config, describe, dry_inject, in_own_group,
+from run.config import (RunConfig, build_parser, count_parameters, decide_config, describe, dry_inject, in_own_group,
                     prepare_model, print_counts)
 from data import TASKS, compute_metrics, load_task, main_metric, pad_batch, tokenize
-from errors import UsageError
-from distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
-from model import build_tiny_model, load_pretrained
-from runs import (BEST_ADAPTER, LATER_PROGRESS, PROGRESS_TYPES, DiskError, Interrupted, NonFiniteError, StopRequests,
+from run.errors import UsageError
+from run.distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
+from encoder.model import build_tiny_model, load_pretrained
+from run.folder import (BEST_ADAPTER, LATER_PROGRESS, PROGRESS_TYPES, DiskError, Interrupted, NonFiniteError, StopRequests,
                   append_log, check_finite, check_same_data, data_fingerprint, hold_folder, intact,
                   interrupted_outside_the_loop, read_run_checkpoint, release_folders, restore, results_of,
                   save_checkpoint, start_log, trainable_state, write_adapter, write_results)
-from step import Speed, float_dtype, step_mode
+from run.step import Speed, float_dtype, step_mode
 
 READ_EVERY = 10  # steps between reading the loss back from a GPU (progress bar, non-finite checks)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}

@@ -226,7 +226,7 @@ def _urls(t: Task, url: str | None) -> dict:
     """
     base = url if url is not None else (os.environ.get("GLUE_URL") or None)
     if base is not None:
-        from hub import check_endpoint
+        from encoder.hub import check_endpoint
 
         base = check_endpoint(base, True)  # without its trailing slash
         return {name: f"{base}/{name}" for name in ((t.zip_name,) if t.zip_name else MRPC_RAW_FILES)}
@@ -263,7 +263,7 @@ def download_glue(task: str, data_dir=None, url: str | None = None) -> Path:
     and GLUE's mrpc_dev_ids.tsv (any already in data_dir are reused) and split them as GLUE does.
     Returns data_dir.
     """
-    from hub import download_url, safe_extract_zip
+    from encoder.hub import download_url, safe_extract_zip
 
     t = get_task(task)
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_root() / t.folder
@@ -344,7 +344,7 @@ def build_mrpc(data_dir) -> None:
     _, test_rows = rows(test_src)
     test_lines = ["index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"]
     test_lines += [f"{i}\t{id1}\t{id2}\t{s1}\t{s2}\n" for i, (_, id1, id2, s1, s2) in enumerate(test_rows)]
-    from hub import atomic_write
+    from encoder.hub import atomic_write
 
     for name, lines in (("test.tsv", test_lines), ("dev.tsv", dev_lines), ("train.tsv", train_lines)):
         with atomic_write(data_dir / name, "w") as f:

@@ -43,15 +43,15 @@ import torch.nn.functional as F
 
 import bench
 import spectral_ft
-from config import prepare_model
-from errors import Parser, UsageError, bounded
+from run.config import prepare_model
+from run.errors import Parser, UsageError, bounded
 from data import load_task
-from distributed import epoch_permutation
-from hub import atomic_write
-from model import KNOWN_CONFIGS, load_pretrained
+from run.distributed import epoch_permutation
+from encoder.hub import atomic_write
+from encoder.model import KNOWN_CONFIGS, load_pretrained
 from bench import TrainStep
-from step import bucket_length, compile_in_place, pad_to_shape
-from tokenization import load_tokenizer
+from run.step import bucket_length, compile_in_place, pad_to_shape
+from encoder.tokenization import load_tokenizer
 
 BENCH_VARIANTS = ("ours", "ours-model", "reduce-overhead", "reduce-overhead-adapters")
 EPOCH_VARIANTS = ("ours", "reduce-overhead", "reduce-overhead-unbucketed")

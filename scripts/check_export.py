@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import export  # noqa: E402
 import spectral_ft  # noqa: E402
 from data import TASKS  # noqa: E402
-from runs import trainable_state  # noqa: E402
-from hub import write_safetensors  # noqa: E402
-from model import DebertaV2Config, classifier_for, save_pretrained, tiny_config  # noqa: E402
+from run.folder import trainable_state  # noqa: E402
+from encoder.hub import write_safetensors  # noqa: E402
+from encoder.model import DebertaV2Config, classifier_for, save_pretrained, tiny_config  # noqa: E402
 
 from peft import PeftModel  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402

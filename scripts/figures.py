@@ -67,8 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import spectral_ft  # noqa: E402
-from hub import atomic_write  # noqa: E402
-from model import KNOWN_CONFIGS  # noqa: E402
+from encoder.hub import atomic_write  # noqa: E402
+from encoder.model import KNOWN_CONFIGS  # noqa: E402
 
 WIDTH = 720
 MARGIN = 12  # px kept free at the canvas's left and right edges

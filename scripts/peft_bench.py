@@ -32,7 +32,7 @@ import torch
 
 import bench
 import capture_vs_reduce_overhead as cvr
-from errors import Parser, UsageError, bounded
+from run.errors import Parser, UsageError, bounded
 
 ROWS = ("peft-lora-ro", "peft-floor-ro", "peft-lora-eager", "ours-lora", "ours-floor", "ours-lora-model",
         "ours-floor-model")

@@ -33,11 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import spectral_ft  # noqa: E402
-from config import prepare_model  # noqa: E402
+from run.config import prepare_model  # noqa: E402
 from data import TASKS, load_task, main_metric, tokenize  # noqa: E402
-from hub import read_safetensors  # noqa: E402
-from model import load_pretrained  # noqa: E402
-from runs import load_trainable_state  # noqa: E402
+from encoder.hub import read_safetensors  # noqa: E402
+from encoder.model import load_pretrained  # noqa: E402
+from run.folder import load_trainable_state  # noqa: E402
 from train import evaluate  # noqa: E402
 
 TASK_BLOCKS = {"sst2": 0, "rte": 1}  # each task its own block of singular vectors: columns b·r ... b·r + r - 1

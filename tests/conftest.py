@@ -40,7 +40,7 @@ def kit(tmp_path_factory):
     """Built once: RTE-format data, a tiny BERT checkpoint folder, and a two-step LoRA run to resume."""
     import torch
     import train
-    from model import TINY_SPECIAL_TOKENS, SequenceClassifier, save_pretrained, tiny_config
+    from encoder.model import TINY_SPECIAL_TOKENS, SequenceClassifier, save_pretrained, tiny_config
 
     root = tmp_path_factory.mktemp("kit")
     data, big = root / "rte", root / "big"  # big: an epoch of 512 steps at batch size 1

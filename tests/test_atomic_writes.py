@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-import hub
+from encoder import hub
 from command_line import flags, one_line, run
 
 

@@ -291,7 +291,7 @@ def test_oft_equals_peft_oftconfig_without_neumann(kwargs):
 
 
 def roberta_base_count(method, targets=("query", "value"), **kwargs):
-    from model import KNOWN_CONFIGS, classifier_for, config_from_json
+    from encoder.model import KNOWN_CONFIGS, classifier_for, config_from_json
     with torch.device("meta"):
         model = classifier_for(config_from_json(KNOWN_CONFIGS["roberta-base"]), 2)
     inject(model, method, targets=targets, **kwargs)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bench
-from errors import UsageError
+from run.errors import UsageError
 
 
 import ast

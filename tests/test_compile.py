@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
-from step import compile_in_place, uncompile
+from run.step import compile_in_place, uncompile
 from test_step import VOCAB, nn_model
 
 SMALL = {"dora": dict(r=4), "oft": dict(r=4), "masked_lora": dict(n=6, r=4), "vera": dict(r=8), "fourierft": dict(n=20), "fora": dict(n=6, r=4), "dfora": dict(n=6, r=4),

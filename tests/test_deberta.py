@@ -44,10 +44,10 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings, strategies as st
 
-import hub
+from encoder import hub
 import spectral_ft
 import train
-from model import (KNOWN_CONFIGS, DebertaClassifier, DebertaV2Config, _download, config_from_json,
+from encoder.model import (KNOWN_CONFIGS, DebertaClassifier, DebertaV2Config, _download, config_from_json,
                    load_hf_state_dict, log_bucket_position, read_config, relative_positions, save_pretrained)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

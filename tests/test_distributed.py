@@ -22,13 +22,13 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
-from model import build_tiny_model
-from config import prepare_model
-from distributed import batch_share, epoch_permutation, epoch_shard
-from runs import load_trainable_state
+from encoder.model import build_tiny_model
+from run.config import prepare_model
+from run.distributed import batch_share, epoch_permutation, epoch_shard
+from run.folder import load_trainable_state
 from data import load_glue
-from hub import read_safetensors
-from model import load_pretrained
+from encoder.hub import read_safetensors
+from encoder.model import load_pretrained
 
 from test_train import write_learnable_rte
 

@@ -24,9 +24,9 @@ import export
 import spectral_ft
 import train
 from data import TASKS
-from hub import read_safetensors, read_safetensors_metadata, write_safetensors
-from model import DebertaV2Config, classifier_for, load_classifier, load_pretrained, save_pretrained, tiny_config
-from tokenization import bytes_to_unicode, load_tokenizer
+from encoder.hub import read_safetensors, read_safetensors_metadata, write_safetensors
+from encoder.model import DebertaV2Config, classifier_for, load_classifier, load_pretrained, save_pretrained, tiny_config
+from encoder.tokenization import bytes_to_unicode, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

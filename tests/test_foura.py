@@ -8,7 +8,7 @@ import torch.nn as nn
 from hypothesis import example, given, settings, strategies as st
 
 import spectral_ft as sf
-from model import SequenceClassifier, tiny_config
+from encoder.model import SequenceClassifier, tiny_config
 
 F64 = torch.float64
 

@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import spectral_ft  # noqa: E402
 import train  # noqa: E402
-from hub import read_safetensors  # noqa: E402
+from encoder.hub import read_safetensors  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "train_fp64.json"
 TOLERANCE = 2e-5

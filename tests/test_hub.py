@@ -16,8 +16,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import hub
-from hub import (DTYPES, DownloadError, EntryNotFoundError, HubOfflineError, atomic_write,
+from encoder import hub
+from encoder.hub import (DTYPES, DownloadError, EntryNotFoundError, HubOfflineError, atomic_write,
                  check_endpoint, download_url, hf_hub_download, load_torch_checkpoint,
                  read_safetensors, read_safetensors_metadata, safe_extract_zip, write_safetensors)
 

@@ -12,12 +12,12 @@ import shutil
 import pytest
 import torch
 
-import hub
+from encoder import hub
 from command_line import WORDS, one_line, run
-from model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
-from model import (DebertaV2Config, SequenceClassifier, check_vocabulary, load_hf_state_dict, read_config,
+from encoder.model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
+from encoder.model import (DebertaV2Config, SequenceClassifier, check_vocabulary, load_hf_state_dict, read_config,
                    tiny_config)
-from tokenization import SentencePieceTokenizer, WordPieceTokenizer
+from encoder.tokenization import SentencePieceTokenizer, WordPieceTokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 ROWS = len(SPECIAL_TOKENS) + 2 + len(WORDS)  # the tiny checkpoint's embedding: one row per vocab.txt line

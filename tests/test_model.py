@@ -13,8 +13,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-import hub
-from model import (KNOWN_CONFIGS, ModelConfig, SequenceClassifier, load_hf_state_dict, load_pretrained, save_pretrained,
+from encoder import hub
+from encoder.model import (KNOWN_CONFIGS, ModelConfig, SequenceClassifier, load_hf_state_dict, load_pretrained, save_pretrained,
                    tiny_config)
 
 VOCAB = 50
@@ -266,7 +266,7 @@ def test_num_parameters_is_the_encoders_count(name):
     (b'{"model_type": "bert", "num_attention_heads": 0}', "num_attention_heads=0 is out of range"),
     (b'{"model_type": "b\xe9rt"}', "not UTF-8 text")])
 def test_read_config_names_the_file_and_the_problem(tmp_path, text, expected):
-    from model import read_config
+    from encoder.model import read_config
 
     (tmp_path / "config.json").write_bytes(text)
     with pytest.raises(ValueError) as info:

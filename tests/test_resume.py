@@ -76,7 +76,7 @@ def test_save_minutes_checkpoints_within_the_first_epoch_and_changes_no_result(c
     assert 0 < step < 16 and not (out / "results.json").exists(), err_path.read_text()[-2000:]
     assert cli(["--resume", out], tmp_path)[0] == 0
     assert cli([*argv, "--out", tmp_path / "whole"], tmp_path)[0] == 0
-    from hub import read_safetensors
+    from encoder.hub import read_safetensors
     a, b = (read_safetensors(p / "adapter.safetensors") for p in (out, tmp_path / "whole"))
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
     results = [json.loads((p / "results.json").read_text()) for p in (out, tmp_path / "whole")]

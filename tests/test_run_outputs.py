@@ -11,9 +11,9 @@ import pytest
 
 import train
 from command_line import REPO, flags, log_lines, one_line
-from config import build_parser, decide_config
-from hub import read_safetensors, read_safetensors_metadata
-from runs import BEST_ADAPTER
+from run.config import build_parser, decide_config
+from encoder.hub import read_safetensors, read_safetensors_metadata
+from run.folder import BEST_ADAPTER
 
 
 def test_default_folders_differ_for_unrelated_runs_and_the_printed_one_is_written(cli, kit, tmp_path):
@@ -62,9 +62,9 @@ def test_cli_uses_leave_the_checkout_as_they_found_it(cli, kit, tmp_path):
 
 
 def test_the_best_evaluation_s_adapter_is_kept_named_and_reproduces_its_metrics(kit, tmp_path):
-    from config import prepare_model
+    from run.config import prepare_model
     from data import load_glue
-    from model import load_pretrained
+    from encoder.model import load_pretrained
 
     results = train.main([*map(str, flags(kit, "--lr", "5e-2", "--max-steps", "12", "--eval-every", "2",
                                           "--batch-size", "4", "--out", tmp_path / "o"))])
@@ -76,7 +76,7 @@ def test_the_best_evaluation_s_adapter_is_kept_named_and_reproduces_its_metrics(
     assert json.loads(meta["step"]) == best["step"] and json.loads(meta["metrics"]) == best["metrics"]
     model, tokenizer = load_pretrained(kit["model"], 2)
     prepare_model(model, *(results["config"][k] for k in ("method", "targets", "hyperparameters")))
-    from runs import load_trainable_state
+    from run.folder import load_trainable_state
     load_trainable_state(model, "lora", read_safetensors(tmp_path / "o" / BEST_ADAPTER), "test")
     dev = load_glue("rte", "dev", kit["data"], download=False)
     encoded = [tokenizer.encode(e.text_a, e.text_b, max_length=results["config"]["max_length"]) for e in dev]

@@ -1,8 +1,8 @@
 """
-settings.py's paper rows against an independent transcription of each source, and --print-config.
+run/paper_rows.py's paper rows against an independent transcription of each source, and --print-config.
 
 The tables below are typed from the papers' tables and the authors' scripts in *their* layout (a
-column per task, as printed), not copied from settings.py's rows: a wrong cell in either shows up
+column per task, as printed), not copied from paper_rows.py's rows: a wrong cell in either shows up
 as a mismatch. Each names its source; `reported` is the paper's score for that column.
 """
 import json
@@ -16,10 +16,10 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import settings as paper
+from run import paper_rows as paper
 import spectral_ft
 import train
-from config import TRAINING_KEYS
+from run.config import TRAINING_KEYS
 from data import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,7 +261,7 @@ def test_print_config_resolves_each_row(key, capsys):
 
 @pytest.mark.parametrize("key", sorted(transcribed()), ids="/".join)
 def test_print_config_gives_each_transcribed_cell(key):
-    """train.py's resolution against the papers' cells directly (not through settings.py's row)."""
+    """train.py's resolution against the papers' cells directly (not through paper_rows.py's row)."""
     method, family, task = key
     config = train.main(["--method", method, "--model", family, "--task", task, "--print-config",
                          "--device", "cpu"])["config"]
@@ -376,8 +376,8 @@ def test_loca_s_locations_follow_the_run_s_seed_unless_the_adapter_seed_pins_the
     {6, 66, 666} average over locations too; --adapter-seed pins them. Methods whose reference fixes the seed
     (PEFT's VeRA projection_prng_key, FourierFT's random_loc_seed) keep it whatever --seed is."""
     import torch
-    from config import build_parser, decide_config, prepare_model
-    from model import classifier_for, tiny_config
+    from run.config import build_parser, decide_config, prepare_model
+    from encoder.model import classifier_for, tiny_config
 
     def locations(*flags, method="loca"):
         config = decide_config(build_parser("").parse_args(["--model", "tiny", "--method", method, "--device", "cpu",

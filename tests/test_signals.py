@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from command_line import flags, log_lines, one_line
-from hub import read_safetensors
-from runs import BEST_ADAPTER
+from encoder.hub import read_safetensors
+from run.folder import BEST_ADAPTER
 
 
 SLOW_LOAD = """

@@ -17,7 +17,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tokenization import (BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, DoubleArray, SentencePieceTokenizer,
+from encoder.tokenization import (BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, DoubleArray, SentencePieceTokenizer,
                           load_tokenizer, longest_first, read_protobuf, read_spm_model)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

@@ -23,11 +23,11 @@ from hypothesis import given, settings, strategies as st
 import spectral_ft
 import train
 from data import pad_batch
-from config import prepare_model
-from distributed import batch_share
+from run.config import prepare_model
+from run.distributed import batch_share
 from bench import TrainStep
-from step import bucket_length, pad_to_shape, step_mode
-from model import SequenceClassifier, tiny_config
+from run.step import bucket_length, pad_to_shape, step_mode
+from encoder.model import SequenceClassifier, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 VOCAB = 40
@@ -189,7 +189,7 @@ def test_padded_regression_steps_and_evaluation_equal_eager(tmp_path):
 WORKER = r'''
 import sys, torch, torch.distributed as dist
 sys.path[:0] = [REPO, TESTS]
-from distributed import batch_share
+from run.distributed import batch_share
 from test_step import batches, nn_model, run_steps
 
 def losses_and_weights(mode, rank, world):

@@ -8,7 +8,7 @@ import json
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from tokenization import (ByteLevelBPETokenizer, WordPieceTokenizer, bytes_to_unicode, gpt2_pattern,
+from encoder.tokenization import (ByteLevelBPETokenizer, WordPieceTokenizer, bytes_to_unicode, gpt2_pattern,
                           load_tokenizer, longest_first)
 
 SPECIALS_BPE = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

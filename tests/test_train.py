@@ -26,13 +26,13 @@ from hypothesis import given, settings, strategies as st
 import spectral_ft
 import train
 from data import pad_batch
-from distributed import epoch_permutation
-from config import prepare_model
-from model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
+from run.distributed import epoch_permutation
+from run.config import prepare_model
+from encoder.model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
 from data import RTE_SAMPLE_DIR
-from runs import NonFiniteError, load_trainable_state, rng_state, set_rng_state
-from hub import read_safetensors
-from model import SequenceClassifier, save_pretrained, tiny_config
+from run.folder import NonFiniteError, load_trainable_state, rng_state, set_rng_state
+from encoder.hub import read_safetensors
+from encoder.model import SequenceClassifier, save_pretrained, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = "red blue green cat dog bird runs sits eats big small old".split()
@@ -462,7 +462,7 @@ def test_every_method_trains_and_its_adapter_file_alone_reproduces_the_final_dev
     """adapter.safetensors + the base checkpoint = the trained model: reloaded, it scores exactly the
     final dev Pearson correlation (a continuous metric, so any missing or stale tensor shows)."""
     from data import load_glue
-    from model import load_pretrained
+    from encoder.model import load_pretrained
 
     rate = ["--lr-head" if method == "head" else "--lr", "1e-2"]
     results = run(tmp_path, stsb, "--task", "stsb", "--method", method, "--max-steps", "3", *rate)
@@ -476,7 +476,7 @@ def test_every_method_trains_and_its_adapter_file_alone_reproduces_the_final_dev
 
 
 def test_outputs_hold_the_log_the_adapter_with_metadata_and_the_results(learnable, tmp_path):
-    from hub import read_safetensors_metadata
+    from encoder.hub import read_safetensors_metadata
 
     results = run(tmp_path / "o", learnable, "--method", "fourierft", "--epochs", "2")
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]

@@ -1,5 +1,5 @@
 """
-errors.py: bad input, as every command of this repository reports it, and the argument parser that raises it.
+run/errors.py: bad input, as every command of this repository reports it, and the argument parser that raises it.
 
 A UsageError is one line naming the argument or the file and what is allowed; the commands print it and exit
 with status 2. Modules that only need to refuse input import this, not the run's configuration.

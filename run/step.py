@@ -1,5 +1,5 @@
 """
-step.py: what makes train.py's step fast; nothing in it changes what the step computes.
+run/step.py: what makes train.py's step fast; nothing in it changes what the step computes.
 
 train.py's loop is the step itself: for each micro-batch the forward under autocast, the weighted loss, the
 backward; then the optimizer step. `Speed` hands that loop its micro-batches and the network to run each

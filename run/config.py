@@ -1,8 +1,8 @@
 """
-config.py: the flags of train.py and the one configuration they decide, RunConfig.
+run/config.py: the flags of train.py and the one configuration they decide, RunConfig.
 
 A run's configuration is decided once, by `decide_config`: the paper's row for (method, model family, task)
-from settings.py (or its generic settings), then the flags; a resumed run keeps its checkpoint's configuration
+from run/paper_rows.py (or its generic settings), then the flags; a resumed run keeps its checkpoint's configuration
 and only RESUME_MAY_CHANGE may differ. Everything the run uses is final there (max_length cut to the model's
 positions, the method's schedule settings for the run's length), so `--print-config` prints what the run uses
 and results.json records the same. RunConfig's fields are the one list of keys that checkpoints, results.json
@@ -26,12 +26,12 @@ import torch.nn as nn
 
 import spectral_ft
 from data import RTE_SAMPLE_DIR, TASKS, load_glue, load_task
-from errors import TYPE_NAMES, Parser, UsageError, bounded, fits
-from hub import hf_hub_download
-from model import (KNOWN_CONFIGS, TINY_SPECIAL_TOKENS, DebertaV2Config, classifier_for, config_from_json, read_config,
+from run.errors import TYPE_NAMES, Parser, UsageError, bounded, fits
+from encoder.hub import hf_hub_download
+from encoder.model import (KNOWN_CONFIGS, TINY_SPECIAL_TOKENS, DebertaV2Config, classifier_for, config_from_json, read_config,
                    tiny_config)
-from settings import PAPER_SETTINGS, lookup, named_rows
-from step import COMPILE_SCOPES
+from run.paper_rows import PAPER_SETTINGS, lookup, named_rows
+from run.step import COMPILE_SCOPES
 
 NO_ADAPTER = ("full", "head")  # train.py's runs without adapters: every weight trains, or the head alone
 METHODS = (*spectral_ft.METHODS, *NO_ADAPTER)
@@ -185,7 +185,7 @@ def new_config(args, explicit):
     method, model, task = args.method or "loca", args.model or "roberta-base", args.task or "rte"
     cls = method_class(method)
     try:
-        settings, described = lookup(method, model, task, args.row)  # the paper row over GENERIC (settings.py)
+        settings, described = lookup(method, model, task, args.row)  # the paper row over GENERIC (paper_rows.py)
     except KeyError as e:
         raise UsageError(f"--row {args.row}: {e.args[0]}") from None
     takes = {} if cls is None else spectral_ft.hyperparameters_of(cls)
@@ -356,7 +356,7 @@ def build_parser(description):
     rows = {}  # method -> family -> tasks with a paper row
     for m, family, t, *_ in PAPER_SETTINGS:
         rows.setdefault(m, {}).setdefault(family, []).append(t)
-    p = Parser(description=description, epilog="Paper rows (settings.py; see --print-config): " + "; ".join(
+    p = Parser(description=description, epilog="Paper rows (run/paper_rows.py; see --print-config): " + "; ".join(
                    f"{m} on {family} ({' '.join(dict.fromkeys(tasks))})" for m, by in rows.items()
                    for family, tasks in by.items()) + ". Other combinations use generic defaults. Every flag overrides.")
     a, row = p.add_argument, "(default: the paper's row, see --print-config)"

@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hub import (EntryNotFoundError, atomic_write, hf_hub_download, load_torch_checkpoint,
+from encoder.hub import (EntryNotFoundError, atomic_write, hf_hub_download, load_torch_checkpoint,
                  read_safetensors, write_safetensors)
-from tokenization import WordPieceTokenizer, load_tokenizer
+from encoder.tokenization import WordPieceTokenizer, load_tokenizer
 
 MODEL_TYPES = ("bert", "roberta")
 ACTIVATIONS = {  # HF names: "gelu" is the exact erf form, "gelu_new" the tanh approximation

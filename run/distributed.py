@@ -1,5 +1,5 @@
 """
-distributed.py: several processes of one run. `torchrun --nproc_per_node=N train.py ...` runs N copies of
+run/distributed.py: several processes of one run. `torchrun --nproc_per_node=N train.py ...` runs N copies of
 train.py, one per GPU. Optimizer step k takes the same batch as in one process, positions [k B, (k+1) B)
 of the epoch's order (epoch_permutation), split between the processes: process r holds positions
 r, r + N, r + 2N, ... (DistributedSampler's shard, seeded so that its order is epoch_permutation). Each
@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from errors import UsageError
+from run.errors import UsageError
 
 
 def distributed_env():

@@ -1,5 +1,5 @@
 """
-runs.py: a run's folder, held by one run at a time, and what train.py writes into it.
+run/folder.py: a run's folder, held by one run at a time, and what train.py writes into it.
 
     out/.lock               held (flock) while a run works in the folder; the kernel drops it however the run ends
     out/log.jsonl           one JSON line per evaluation and every --log-every steps
@@ -27,8 +27,8 @@ import torch
 
 import spectral_ft
 from data import TASKS, main_metric
-from errors import TYPE_NAMES, UsageError, fits
-from hub import atomic_write, write_safetensors
+from run.errors import TYPE_NAMES, UsageError, fits
+from encoder.hub import atomic_write, write_safetensors
 
 
 class NonFiniteError(RuntimeError):
