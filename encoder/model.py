@@ -426,7 +426,7 @@ class SequenceClassifier(nn.Module):
     def from_pretrained(cls, directory, num_labels):
         """The model of a local Hugging Face checkpoint directory (no tokenizer)."""
         model = cls(read_config(Path(directory) / "config.json"), num_labels)
-        path, state = read_checkpoint(directory)
+        path, state = read_pretrained_weights(directory)
         load_hf_state_dict(model, state, source=path)
         return model
 
@@ -794,7 +794,7 @@ class DebertaClassifier(nn.Module):
             raise ValueError(f"{Path(directory) / 'config.json'}: model type {config.model_type!r} is not "
                              f"deberta-v2; load it with SequenceClassifier")
         model = cls(config, num_labels)
-        path, state = read_checkpoint(directory)
+        path, state = read_pretrained_weights(directory)
         load_hf_state_dict(model, state, source=path)
         return model
 
@@ -812,7 +812,7 @@ IGNORED_PREFIXES = ("lm_head.", "cls.predictions.", "cls.seq_relationship.",  # 
 IGNORED_SUFFIXES = ("position_ids", "embeddings.token_type_ids")  # buffers, not weights
 
 
-def read_checkpoint(directory):
+def read_pretrained_weights(directory):
     """(file, raw state dict) of a checkpoint directory: model.safetensors, else pytorch_model.bin."""
     directory = Path(directory)
     if (directory / "model.safetensors").is_file():
