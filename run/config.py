@@ -30,7 +30,7 @@ from run.errors import TYPE_NAMES, Parser, UsageError, bounded, fits
 from encoder.hub import hf_hub_download
 from encoder.model import (KNOWN_CONFIGS, TINY_SPECIAL_TOKENS, DebertaV2Config, classifier_for, config_from_json, read_config,
                    tiny_config)
-from run.paper_rows import PAPER_SETTINGS, lookup, named_rows
+from run.paper_rows import HEADLINE, PAPER_SETTINGS, lookup, named_rows
 from run.step import COMPILE_SCOPES
 
 NO_ADAPTER = ("full", "head")  # train.py's runs without adapters: every weight trains, or the head alone
@@ -182,7 +182,8 @@ def resumed_config(args, explicit, saved):
 def new_config(args, explicit):
     """The paper row for (method, model, task) over the generic defaults, then the flags, checked against the
     method; its own settings from its class, the row, then the flags."""
-    method, model, task = args.method or "loca", args.model or "roberta-base", args.task or "rte"
+    method, model, task = (args.method or HEADLINE["method"], args.model or HEADLINE["model"],
+                           args.task or HEADLINE["task"])
     cls = method_class(method)
     try:
         settings, described = lookup(method, model, task, args.row)  # the paper row over GENERIC (paper_rows.py)
@@ -360,7 +361,7 @@ def build_parser(description):
                    f"{m} on {family} ({' '.join(dict.fromkeys(tasks))})" for m, by in rows.items()
                    for family, tasks in by.items()) + ". Other combinations use generic defaults. Every flag overrides.")
     a, row = p.add_argument, "(default: the paper's row, see --print-config)"
-    a("--method", choices=METHODS, help="default loca; full: every weight trains, head: classifier only")
+    a("--method", choices=METHODS, help=f"default {HEADLINE['method']}; full: every weight trains, head: classifier only")
     a("--row", help="a named variant of the paper's row for this method, model and task: " + "; ".join(
         f"{' '.join(str(k) for k in key[:3])}: {key[3]}" for key in named_rows()) if named_rows() else "none yet")
     a("--targets", help="comma-separated suffixes of the linear layers to adapt "
@@ -380,8 +381,9 @@ def build_parser(description):
     for dest, (kind, default, text) in method_settings_declared().items():  # what a method adds (spectral_ft)
         takers = ", ".join(m for m, c in spectral_ft.METHODS.items() if dest in c.settings)
         a(flag(dest), dest=dest, type=bounded(kind, 0), help=f"{takers}: {text} (default {default}, or the paper's row)")
-    a("--model", help="hub id or local checkpoint folder (default roberta-base); 'tiny': a tiny random BERT, offline")
-    a("--task", choices=sorted(TASKS), help="GLUE task (default rte)")
+    a("--model", help=f"hub id or local checkpoint folder (default {HEADLINE['model']}); 'tiny': a tiny random BERT, "
+                      f"offline")
+    a("--task", choices=sorted(TASKS), help=f"GLUE task (default {HEADLINE['task']})")
     a("--data-dir", help="folder holding the task's TSVs (default data/glue/<FOLDER>, or $GLUE_DIR/<FOLDER>, "
       "downloaded if missing)")
     a("--epochs", type=bounded(int, 1), help=row)

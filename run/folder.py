@@ -226,7 +226,6 @@ PROGRESS_TYPES = dict(step=int, epoch=int, position=int, best=(dict, None), last
 LATER_PROGRESS = dict(log_sum=(float, 0.0), log_count=(int, 0))  # kept since --log-every: (type, value before)
 CHECKPOINT_TYPES = dict(config=str, trainable=dict, optimizer=dict, scheduler=dict, scaler=dict, rng=dict,
                         **PROGRESS_TYPES)  # and the method's schedule's state (None without one)
-SCHEDULE_KEYS = ("schedule", "loca")  # where checkpoints keep the schedule's state: now, and before it was generic
 
 
 def save_checkpoint(out, config, trainable, training, progress, data, saved_at):
@@ -268,7 +267,7 @@ def restore(checkpoint, model, method, training, where):
         if checkpoint["scaler"] and scaler.is_enabled():
             scaler.load_state_dict(checkpoint["scaler"])
         if schedule:
-            schedule.load_state_dict(next(checkpoint[k] for k in SCHEDULE_KEYS if checkpoint.get(k) is not None))
+            schedule.load_state_dict(checkpoint.get("schedule") or checkpoint[method])  # older: under the method's name
         set_rng_state(checkpoint["rng"])  # process 0's generators; the others reseed
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
         raise UsageError(f"{where}: the checkpoint does not fit this run: {e}") from None
@@ -293,8 +292,7 @@ def check_checkpoint(checkpoint, where, content=True):
     if content:
         _need(checkpoint, CHECKPOINT_TYPES, "content", where)
         _need(checkpoint, {k: kind for k, (kind, _) in LATER_PROGRESS.items() if k in checkpoint}, "content", where)
-        if not any(isinstance(checkpoint.get(k), dict) for k in SCHEDULE_KEYS) and not all(
-                checkpoint.get(k) is None for k in SCHEDULE_KEYS):
+        if not isinstance(checkpoint.get("schedule"), (dict, type(None))):
             raise UsageError(f"{where} is damaged: its schedule state is not a mapping")
     rng = checkpoint["rng"] if content else None
     if content and not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8

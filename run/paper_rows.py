@@ -33,6 +33,7 @@ Papers (batch sizes are per optimizer step over all GPUs, as train.py's --batch-
 """
 from pathlib import Path
 
+HEADLINE = dict(method="loca", model="roberta-base", task="rte")  # train.py with no --method, --model, --task
 FAMILIES = BASE, LARGE, DEBERTA = "roberta-base", "roberta-large", "deberta-v3-base"
 COLUMN = dict(cola="CoLA", sst2="SST-2", mrpc="MRPC", qqp="QQP", stsb="STS-B", mnli="MNLI", qnli="QNLI",
               rte="RTE")  # the tables' column names
