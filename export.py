@@ -39,6 +39,7 @@ import torch
 import spectral_ft
 from data import TASKS
 from encoder.hub import atomic_write, read_safetensors, read_safetensors_metadata, write_safetensors
+from run.config import flag
 from run.errors import Parser, UsageError
 from encoder.model import checkpoint_folder, hf_key, load_classifier, save_pretrained
 from run.folder import load_trainable_state
@@ -51,7 +52,8 @@ NOT_ADAPTERS = ("full", "head")  # train.py's methods without adapters: every we
 # PEFT 0.21: each method's class in spectral_ft says its peft_type and {our tensor: PEFT's key after the layer's
 # name} (`peft`), its adapter_config.json fields (`peft_fields`) and what PEFT saves once (`peft_shared`). Saving
 # drops the adapter name ("default") from each key (tuners/tuners_utils.py, _remove_adapter_name_from_state_dict_key).
-PEFT_TUNERS = {method: cls.peft for method, cls in spectral_ft.METHODS.items() if cls.peft}
+PEFT_TUNERS = {method: spectral_ft.declared(method, "peft") for method in spectral_ft.METHODS
+               if spectral_ft.declared(method, "peft")}
 PEFT_VERSION = "0.21.0"  # the format written: key names and config fields as this version saves them
 PEFT_PREFIX = "base_model.model."  # PeftModel.base_model (the tuner) .model (the transformers model)
 
@@ -150,9 +152,11 @@ def check_exportable(config, fmt):
     if fmt == "peft" and method not in PEFT_TUNERS:
         raise UsageError(f"--format peft: PEFT has no tuner for --method {method} (only for {', '.join(PEFT_TUNERS)}); "
                          f"use --format hf, the merged model")
-    problem = method in spectral_ft.METHODS and spectral_ft.METHODS[method].merge_problem(config["hyperparameters"])
-    if problem:
-        raise UsageError(f"--method {method} cannot be exported: {problem}")
+    chosen = {**spectral_ft.hyperparameters(method), **config["hyperparameters"]} if method in spectral_ft.METHODS else {}
+    for name, value in (spectral_ft.declared(method, "unmergeable") if chosen else {}).items():
+        if chosen[name] == value:
+            raise UsageError(f"--method {method} with {name}={value} has no fixed ΔW to merge, so it cannot be exported; "
+                             f"train without it ({flag(name)}) to export")
 
 
 def adapter_file(run_dir, which):
@@ -267,7 +271,7 @@ def check_peft_layout(model, method):
         raise UsageError(f"--format peft: the run adapted layers of the head ({', '.join(in_head)}), which PEFT saves "
                          f"whole as modules_to_save; use --format hf")
     for name, adapter in spectral_ft.adapters(model):
-        problem = adapter.peft_problem()
+        problem = spectral_ft.declared(adapter, "peft_problem")()
         if problem:
             raise UsageError(f"--format peft: layer {name}: {problem}; use --format hf")
 
@@ -281,7 +285,7 @@ def peft_tensors(model, method):
     for layer, adapter in spectral_ft.adapters(model):
         for ours, theirs in names.items():
             tensors[f"{PEFT_PREFIX}{hf_key(config, layer)}.{theirs}"] = getattr(adapter, ours)
-    tensors.update({f"base_model.{key}": t for key, t in spectral_ft.adapters(model)[0][1].peft_shared().items()})
+    tensors.update({f"base_model.{key}": t for key, t in spectral_ft.declared(spectral_ft.adapters(model)[0][1], "peft_shared")().items()})
     for name, tensor in model.state_dict().items():
         if name.split(".")[0] in model.head_modules:
             tensors[PEFT_PREFIX + hf_key(config, name)] = tensor

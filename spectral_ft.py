@@ -183,38 +183,6 @@ class Adapter(nn.Module):
     method's adapter dropout, else none), two GEMMs as in PEFT, so ΔW is never rounded into W0's half-precision step."""
 
     method = None  # the name in METHODS
-    default_targets = ("query", "value", "query_proj", "value_proj")  # what `inject` adapts unless told (q and v)
-
-    # What the method asks of a training loop. train.py and its modules read these, never the method's name.
-    own_group = None  # (tensor name, rate setting): a tensor trained in an optimizer group of its own, at that setting's
-    #                   learning rate, without weight decay, and not counted as the method's parameters (LoCA's locations)
-    schedule = None  # a class, schedule(model, **its settings): .step() after each optimizer step, state_dict()
-    settings = {}  # {setting: (type, default, help)}: the training settings the method adds (own_group's rate, schedule's)
-    seed_follows_run = False  # its `seed` defaults to the run's seed, as its authors draw from the run's generator
-    peft = None  # (PEFT's peft_type, {our tensor: PEFT's key after the layer's name}); None: PEFT has no such tuner
-
-    @classmethod
-    def shared(cls, model, layers, hyperparameters):
-        """{keyword: value} given to every layer's adapter, built once for the model `inject` adapts: state the
-        layers share. `layers`: the nn.Linear modules to adapt; `hyperparameters`: the method's, as given."""
-        return {}
-
-    @classmethod
-    def merge_problem(cls, hyperparameters):
-        """Why adapters with these hyperparameters have no fixed ΔW to merge, or None (they merge)."""
-        return None
-
-    def peft_fields(self):
-        """adapter_config.json's fields for this method, as PEFT writes them (where `peft` is set)."""
-        raise NotImplementedError(f"{type(self).__name__} has no PEFT counterpart")
-
-    def peft_shared(self):
-        """{key: tensor} PEFT saves once for the whole model, after 'base_model.' (VeRA's frozen pair)."""
-        return {}
-
-    def peft_problem(self):
-        """Why PEFT would rebuild this adapter otherwise than it is, or None."""
-        return None
 
     def __init__(self, base):
         super().__init__()
@@ -366,24 +334,21 @@ class VeRAProjections(nn.Module):
 class VeRA(Adapter):
     """VeRA (Kopiczko et al. 2023, eq. 1): ΔW = diag(λ_b) · B · diag(λ_d) · A.
 
-    vera_A (r, in) and vera_B (out, r) are frozen random matrices shared by every layer
-    (one `VeRAProjections` module, sliced per layer), PEFT's for the same seed
-    (`vera_projections`) and rebuilt from it (so not saved); lambda_d (r,) starts at
-    d_initial and lambda_b (out,) at zero, so ΔW = 0 at init.
-    Differs from PEFT: the update is formed as ΔW (out, in) and applied as x ΔWᵀ, where PEFT
-    computes λ_b ⊙ (λ_d ⊙ x Aᵀ) Bᵀ on the activations (the same product; at r = 1024 > in
-    one (out, in) GEMM over the tokens is cheaper than two through r); no VeRA dropout.
-    Seed: the pair comes from `seed` alone (default 0), fixed whatever the run's, as PEFT's `projection_prng_key`.
+    vera_A (r, in) and vera_B (out, r) are frozen random matrices shared by every layer (one `VeRAProjections`
+    module, sliced per layer: `shared`), PEFT's for the same seed (`vera_projections`) and rebuilt from it (so not
+    saved); lambda_d (r,) starts at d_initial and lambda_b (out,) at zero, so ΔW = 0 at init. Differs from PEFT: ΔW
+    (out, in) is formed and applied as x ΔWᵀ, where PEFT computes λ_b ⊙ (λ_d ⊙ x Aᵀ) Bᵀ (the same product; at r = 1024
+    > in one GEMM over the tokens is cheaper than two through r); no VeRA dropout. Seed: the pair comes from `seed`
+    alone (default 0), fixed whatever the run's, as PEFT's `projection_prng_key`.
     """
 
     method = "vera"
     peft = ("VERA", {"lambda_b": "vera_lambda_b", "lambda_d": "vera_lambda_d"})
 
     @classmethod
-    def shared(cls, model, layers, hyperparameters):  # one random pair, drawn at the largest shape
-        settings = {**hyperparameters_of(cls), **hyperparameters}
+    def shared(cls, model, layers, chosen):  # one random pair at the largest shape; chosen: every hyperparameter
         largest_in, largest_out = max(m.in_features for m in layers), max(m.out_features for m in layers)
-        return {"projections": VeRAProjections(*vera_projections(settings["r"], largest_in, largest_out, settings["seed"]))}
+        return {"projections": VeRAProjections(*vera_projections(chosen["r"], largest_in, largest_out, chosen["seed"]))}
 
     def __init__(self, base, r=1024, d_initial=0.1, seed=0, projections=None):
         super().__init__(base)
@@ -666,6 +631,53 @@ def _grid_indices(locations, rows, cols):
     return torch.round(fraction[0] * (rows - 1)).long(), torch.round(fraction[1] * (cols - 1)).long()
 
 
+class LoCA(Adapter):
+    """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
+    zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
+    [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train with `LoCASchedule`.
+    `seed`: an int or a torch.Generator, the run's (SEED_FOLLOWS_RUN), as the authors draw from the run's generator.
+    Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
+    - as A, not P: a location's step is clamped to [-1, 1] grid steps;
+    - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
+    - as A: every layer draws its own uniform locations (`inject` passes one generator); they
+      may coincide, and coinciding coefficients add;
+    - not as A: locations are clamped to [0, 1], not [0, 0.999], which leaves the last row and
+      column out of reach for sizes above 501 (round(0.999 · 767) = 766).
+    """
+
+    method = "loca"
+    own_group = ("locations", "lr_locations")
+    settings = {"lr_locations": (float, 1e-4, "learning rate of the locations (no weight decay)"),
+                "B_a": (int, 10, "coefficient steps per cycle"), "B_l": (int, 20, "location steps per cycle"),
+                "T_s": (int, None, "steps of location search, then the locations freeze (default: a tenth of the run)")}
+    seed_follows_run = True
+
+    @classmethod
+    def shared(cls, model, layers, chosen):  # one generator: each layer draws its locations from it in turn
+        return {"seed": torch.Generator().manual_seed(_check_int("seed", chosen["seed"], low=0))}
+
+    def __init__(self, base, n=1000, alpha=1.0, seed=0):
+        super().__init__(base)
+        self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
+        self.alpha = _check_float("alpha", alpha)
+        if not isinstance(seed, torch.Generator):
+            seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
+        locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)
+        self.locations = nn.Parameter(locations.to(self.dtype).to(self.device))
+        self.coefficients = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
+
+    def location_indices(self):
+        """The (2, n) long grid points (rows; cols) the forward pass uses."""
+        return torch.stack(_grid_indices(self.locations, self.out_features, self.in_features))
+
+    def delta_weight(self):
+        coefficients, locations = self._up(self.coefficients, self.locations)
+        C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
+        C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
+        with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
+            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
+
+
 class LoCASchedule:
     """LoCA's alternating optimisation (§4.4), called once per optimiser step.
 
@@ -725,54 +737,7 @@ class LoCASchedule:
         self._apply()
 
 
-class LoCA(Adapter):
-    """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
-    zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
-    [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train
-    with `LoCASchedule`. `seed`: an int, or a torch.Generator to draw the locations from. Seed: as the
-    authors' layer draws them from the run's generator, `seed` should be the run's (SEED_FOLLOWS_RUN).
-    Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
-    - as A, not P: a location's step is clamped to [-1, 1] grid steps;
-    - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
-    - as A: every layer draws its own uniform locations (`inject` passes one generator); they
-      may coincide, and coinciding coefficients add;
-    - not as A: locations are clamped to [0, 1], not [0, 0.999], which leaves the last row and
-      column out of reach for sizes above 501 (round(0.999 · 767) = 766).
-    """
-
-    method = "loca"
-    own_group = ("locations", "lr_locations")
-    schedule = LoCASchedule
-    settings = {"lr_locations": (float, 1e-4, "learning rate of the locations (no weight decay)"),
-                "B_a": (int, 10, "coefficient steps per cycle"), "B_l": (int, 20, "location steps per cycle"),
-                "T_s": (int, None, "steps of location search, then the locations freeze (default: a tenth of the run)")}
-    seed_follows_run = True
-
-    @classmethod
-    def shared(cls, model, layers, hyperparameters):  # one generator: each layer draws its locations from it in turn
-        seed = _check_int("seed", hyperparameters.get("seed", hyperparameters_of(cls)["seed"]), low=0)
-        return {"seed": torch.Generator().manual_seed(seed)}
-
-    def __init__(self, base, n=1000, alpha=1.0, seed=0):
-        super().__init__(base)
-        self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
-        self.alpha = _check_float("alpha", alpha)
-        if not isinstance(seed, torch.Generator):
-            seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
-        locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)
-        self.locations = nn.Parameter(locations.to(self.dtype).to(self.device))
-        self.coefficients = nn.Parameter(torch.zeros(n, dtype=self.dtype, device=self.device))  # (n,)
-
-    def location_indices(self):
-        """The (2, n) long grid points (rows; cols) the forward pass uses."""
-        return torch.stack(_grid_indices(self.locations, self.out_features, self.in_features))
-
-    def delta_weight(self):
-        coefficients, locations = self._up(self.coefficients, self.locations)
-        C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
-        C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
-        with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
-            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
+LoCA.schedule = LoCASchedule  # what train.py steps after each optimizer step (declared here: it needs LoCA first)
 
 
 # -----------------------------------------------------------------------------
@@ -785,36 +750,25 @@ class TokenMask:
 
 
 class FouRA(Adapter):
-    """FouRA (Borse et al. 2024, eq. 4-6): LoRA in the frequency domain of the activations, y = x W0ᵀ + b +
-    F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), F "dct" or "dft" (`real_dft`) along each token's features; foura_A (r, in)
-    Kaiming-uniform, foura_B (out, r) zeros: ΔW = 0 at init (the community code starts B at nn.Linear's default).
-    gate=False: a fixed ΔW, merged. gate=True: g_i = sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax over the
-    real tokens of z[..., i], z = A F_in(x) (..., T, r) (raw H, as the community code; the paper asks only for a gate
-    learnt from z), a = `gate_scale` (init 1), b = `gate_shift` (init 0), the same in training and eval; merge()
-    raises. The real tokens: `token_mask.mask`, of a TokenMask the model's forward sets (`inject` shares one).
-    Seed: foura_A comes from torch's global generator, so it follows the run's seed (as the community code's)."""
+    """FouRA (Borse et al. 2024, eq. 4-6): y = x W0ᵀ + b + F_out⁻¹(B (alpha/r · g ⊙ A F_in(x))), LoRA on the activations'
+    spectrum, F "dct" or "dft" (`real_dft`) per token; foura_A Kaiming-uniform, foura_B zeros (ΔW = 0 at init; the community
+    code starts B at nn.Linear's default). gate: g_i = sigmoid(a_i (H_i - b_i)), H_i the entropy of softmax of z[..., i] over
+    the real tokens (`token_mask.mask`, set by the model's forward), z = A F_in(x) (..., T, r), a = `gate_scale` (init 1), b =
+    `gate_shift` (init 0), raw H as the community code. Seed: foura_A follows the run's (torch's global generator, as theirs)."""
 
     method = "foura"
 
-    @classmethod
-    def shared(cls, model, layers, hyperparameters):  # one TokenMask per model, the model's (a second inject reuses it)
-        existing = getattr(model, "token_mask", None)
-        return {"token_mask": existing if isinstance(existing, TokenMask) else TokenMask()}
+    shared = classmethod(lambda cls, model, layers, chosen: {"token_mask": getattr(model, "token_mask", None) or TokenMask()})
 
-    @classmethod
-    def merge_problem(cls, hyperparameters):
-        if hyperparameters.get("gate", hyperparameters_of(cls)["gate"]):
-            return "its input-dependent gate has no fixed ΔW to merge; train with --no-gate (gate=False) to merge"
-        return None
+    unmergeable = {"gate": True}  # with its gate, ΔW depends on the input: nothing fixed to merge
 
     def __init__(self, base, r=16, alpha=32.0, transform="dct", gate=True, token_mask=None):
         super().__init__(base)
         self.r = _check_int("r", r, high=min(self.in_features, self.out_features), what=" (r <= min(in, out))")
         self.alpha = _check_float("alpha", alpha)
-        if transform not in ("dct", "dft"):
-            raise ValueError(f"transform={transform!r} is unknown: allowed 'dct', 'dft'")
-        if not isinstance(gate, bool) or not isinstance(token_mask, (TokenMask, type(None))):
-            raise ValueError(f"gate must be True or False, token_mask a TokenMask or None: {gate!r}, {token_mask!r}")
+        if transform not in ("dct", "dft") or not isinstance(gate, bool) or not isinstance(token_mask, (TokenMask, type(None))):
+            raise ValueError(f"transform must be 'dct' or 'dft', gate True or False, token_mask a TokenMask or None: got "
+                             f"{transform!r}, {gate!r}, {token_mask!r}")
         self.transform, self.gate, self.scaling = transform, gate, self.alpha / r
         self.token_mask = TokenMask() if token_mask is None else token_mask  # shared with the model (see inject)
         like = dict(dtype=self.dtype, device=self.device)
@@ -833,8 +787,8 @@ class FouRA(Adapter):
     def rank_gate(self, z, token_mask=None):
         """g (..., 1, r) from z (..., T, r), over the tokens where token_mask (..., T) is 1 (None: all)."""
         if z.dim() < 2 or (token_mask is not None and token_mask.shape[-1] != z.shape[-2]):
-            raise ValueError(f"FouRA's gate needs x (..., T, in) and token_mask (..., T); got x {tuple(z.shape[:-1])} "
-                             f"+ (in,) and token_mask {None if token_mask is None else tuple(token_mask.shape)}")
+            raise ValueError(f"FouRA's gate needs x (..., T, in) and token_mask (..., T); got x {tuple(z.shape[:-1])} + "
+                             f"(in,), token_mask {None if token_mask is None else tuple(token_mask.shape)}")
         real = (z.new_ones(z.shape[:-1]) if token_mask is None else token_mask).bool().unsqueeze(-1)  # (..., T, 1)
         log_p = torch.log_softmax(z.masked_fill(~real, -math.inf), dim=-2).masked_fill(~real, 0.0)  # (..., T, r)
         entropy = -(log_p.exp() * log_p).sum(dim=-2, keepdim=True)  # (..., 1, r)
@@ -1029,7 +983,31 @@ METHODS = {
 }
 
 # BERT/RoBERTa name their attention projections query/value, DeBERTa-v2/v3 query_proj/value_proj.
-DEFAULT_TARGETS = Adapter.default_targets
+DEFAULT_TARGETS = ("query", "value", "query_proj", "value_proj")
+
+# What a method asks of a training loop, declared on its class where it differs from these defaults. train.py and its
+# modules read them through `declared` and never name a method:
+#   default_targets   what `inject` adapts unless told (q and v; BitFit: every linear layer)
+#   also_trains       suffixes of parameters outside the adapters that train too (BitFit: the LayerNorm biases)
+#   own_group         (tensor, rate setting): a tensor in an optimizer group of its own, at that setting's learning rate,
+#                     without weight decay, not counted as the method's parameters (LoCA's locations)
+#   schedule          a class, schedule(model, **its settings): .step() after each optimizer step, state_dict()
+#   settings          {setting: (type, default, help)}: the training settings it adds (own_group's rate, schedule's)
+#   seed_follows_run  its `seed` defaults to the run's seed, as its authors draw from the run's generator
+#   shared(model, layers, chosen) -> {keyword: value} every layer's adapter gets, built once per model (chosen: every
+#                     hyperparameter, defaults filled in)
+#   unmergeable       {hyperparameter: value} with which the adapter has no fixed ΔW to merge (FouRA's gate)
+#   peft              (PEFT's peft_type, {our tensor: PEFT's key after the layer's name}); None: PEFT has no such tuner
+#   peft_fields() -> adapter_config.json's fields; peft_shared() -> {key: tensor} PEFT saves once (VeRA's pair);
+#   peft_problem() -> why PEFT would rebuild this adapter otherwise, or None
+DECLARED = dict(default_targets=DEFAULT_TARGETS, also_trains=(), own_group=None, schedule=None, settings={},
+                seed_follows_run=False, shared=lambda model, layers, chosen: {},
+                unmergeable={}, peft=None, peft_shared=lambda: {}, peft_problem=lambda: None)
+
+
+def declared(method, name):
+    """What a method (its name, class or adapter) declares for `name`, else DECLARED's default."""
+    return getattr(METHODS[method] if isinstance(method, str) else method, name, DECLARED[name])
 
 # Seeds as the authors use them. A method's `seed` hyperparameter drives its random locations or frozen matrices.
 # The methods named here draw those, in their authors' code, from the run's own generator: their `seed` should
@@ -1038,7 +1016,7 @@ DEFAULT_TARGETS = Adapter.default_targets
 # projection_prng_key), FourierFT 777 (PEFT's random_loc_seed; the authors' GLUE scripts fix theirs too), FoRA and
 # DFoRA 0 (no public code; as FourierFT). Draws without `seed` (LoRA's, FouRA's A, FoRA's spectrum_A, FourierFT's
 # spectrum) come from torch's global generator, which the run seeds: they follow the run's seed in every method.
-SEED_FOLLOWS_RUN = frozenset(method for method, cls in METHODS.items() if cls.seed_follows_run)
+SEED_FOLLOWS_RUN = frozenset(method for method in METHODS if declared(method, "seed_follows_run"))
 SHARED_KEYWORDS = ("projections", "token_mask")  # what `shared` gives the layers: not hyperparameters
 
 
@@ -1088,7 +1066,7 @@ def inject(model, method, targets=None, **hyperparameters_):
     `model.token_mask.mask` to the batch's padding mask (model.py's classifiers do), e.g. with a hook.
     """
     allowed = hyperparameters(method)
-    targets = METHODS[method].default_targets if targets is None else targets
+    targets = declared(method, "default_targets") if targets is None else targets
     unknown = sorted(set(hyperparameters_) - set(allowed))
     if unknown:
         raise ValueError(f"{method} takes no hyperparameter {', '.join(map(repr, unknown))}: allowed {', '.join(allowed)}")
@@ -1110,7 +1088,8 @@ def inject(model, method, targets=None, **hyperparameters_):
         sample = ", ".join(list(linears)[:8]) or "none"
         raise ValueError(f"no nn.Linear's name ends with any of targets={targets}; linear layers here: {sample}")
     cls = METHODS[method]
-    keywords = {**hyperparameters_, **cls.shared(model, [linears[n] for n in names], hyperparameters_)}
+    shared = declared(cls, "shared")(model, [linears[n] for n in names], {**allowed, **hyperparameters_})
+    keywords = {**hyperparameters_, **shared}
     trainable, built = [p for p in model.parameters() if p.requires_grad], {}
     for name in names:  # every layer is built before the model changes
         try:

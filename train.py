@@ -220,7 +220,7 @@ def build_optimizer(model, config, total_steps, device):
 
 def method_schedule(model, config):
     """The method's own schedule (its class's `schedule`, given the settings it takes), or None."""
-    schedule = getattr(spectral_ft.METHODS.get(config.method), "schedule", None)
+    schedule = spectral_ft.declared(config.method, "schedule") if config.method in spectral_ft.METHODS else None
     if schedule is None:
         return None
     takes = inspect.signature(schedule).parameters

@@ -51,7 +51,7 @@ def method_settings_declared():
     """{setting: (type, default, help)} of every method's own training settings (spectral_ft's `settings`)."""
     declared = {}
     for cls in spectral_ft.METHODS.values():
-        declared.update(cls.settings)
+        declared.update(spectral_ft.declared(cls, "settings"))
     return declared
 
 
@@ -105,7 +105,8 @@ class RunConfig:
             raise UsageError(f"{where} is damaged: its config is {type(saved).__name__}, not a mapping")
         saved = dict(saved)
         if "method_settings" not in saved:
-            declared = getattr(method_class(saved.get("method")), "settings", {})
+            cls = method_class(saved.get("method"))
+            declared = spectral_ft.declared(cls, "settings") if cls else {}
             saved["method_settings"] = {k: saved.get(k) for k in declared}
         saved = {k: v for k, v in saved.items() if k in FIELD_TYPES}
         for name, kinds in FIELD_TYPES.items():
@@ -195,9 +196,9 @@ def new_config(args, explicit):
     hyperparameters = {name: given.get(name, settings.get(name, default)) for name, default in takes.items()}
     if hyperparameters.get("alpha", 0) is None:  # FoRA and DFoRA: alpha defaults to r (scale 1), shown as such
         hyperparameters["alpha"] = float(hyperparameters["r"])
-    if cls is not None and cls.seed_follows_run and "adapter_seed" not in explicit:  # as the authors' code draws it
+    if cls is not None and spectral_ft.declared(cls, "seed_follows_run") and "adapter_seed" not in explicit:  # as the authors' code draws it
         hyperparameters["seed"] = args.seed or 0
-    own = {} if cls is None else {k: explicit.get(k, settings.get(k, default)) for k, (_, default, _) in cls.settings.items()}
+    own = {} if cls is None else {k: explicit.get(k, settings.get(k, default)) for k, (_, default, _) in spectral_ft.declared(cls, "settings").items()}
     if model not in ("tiny", *KNOWN_CONFIGS) and Path(model).is_dir():
         model = str(Path(model).resolve())  # a local folder: found again from any directory (--resume)
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser().resolve())
@@ -225,10 +226,10 @@ def check_method_flags(method, takes, explicit):
             allowed = ", ".join(flag(d) for d in HYPERPARAMETER_FLAGS if spectral_ft_name(d) in takes)
             raise UsageError(f"{flag(dest)} is not a hyperparameter of --method {method}: it takes "
                              f"{allowed or 'no adapter hyperparameters'}")
-    own = getattr(method_class(method), "settings", {})
+    own = spectral_ft.declared(method_class(method), "settings") if method_class(method) else {}
     for key in method_settings_declared():
         if key in explicit and key not in own:
-            takers = ", ".join(m for m, c in spectral_ft.METHODS.items() if key in c.settings)
+            takers = ", ".join(m for m in spectral_ft.METHODS if key in spectral_ft.declared(m, "settings"))
             raise UsageError(f"{flag(key)} does not apply to --method {method}: only {takers} take it")
     unused = {"lr": method == "head" and "it trains the head alone, at --lr-head",
               "lr_head": method == "full" and "every weight trains at --lr",
@@ -256,7 +257,7 @@ def decide_method_settings(config, download=True):
     is False)."""
     cls = method_class(config["method"])
     settings = dict(config["method_settings"])
-    decide = getattr(getattr(cls, "schedule", None), "decide", None)
+    decide = getattr(spectral_ft.declared(cls, "schedule"), "decide", None) if cls else None
     if decide is None:
         return settings
     if None not in settings.values():  # nothing left to decide (the row or the flags gave it)
@@ -307,12 +308,13 @@ def finish_device(config, explicit):
     return dict(config, device=device, precision=precision)
 
 
-def default_targets(model, cls=spectral_ft.Adapter):
+def default_targets(model, cls=None):
     """The method's own default targets where its class names some (spectral_ft: `default_targets`), else the
     query and value projections: "query,value" (BERT, RoBERTa), "query_proj,value_proj" (DeBERTa). Read from the
     config of known names and local folders; a hub id is judged by its name (no download)."""
-    if cls.default_targets != spectral_ft.Adapter.default_targets:
-        return ",".join(cls.default_targets)
+    own = spectral_ft.declared(cls, "default_targets") if cls else spectral_ft.DEFAULT_TARGETS
+    if own != spectral_ft.DEFAULT_TARGETS:
+        return ",".join(own)
     if model != "tiny" and (model in KNOWN_CONFIGS or Path(model).is_dir()):
         deberta = isinstance(model_config_without_weights(model), DebertaV2Config)
     else:
@@ -379,7 +381,7 @@ def build_parser(description):
             continue
         a(flag(dest).split("/")[0], **kind, help=f"{takes} {row}")
     for dest, (kind, default, text) in method_settings_declared().items():  # what a method adds (spectral_ft)
-        takers = ", ".join(m for m, c in spectral_ft.METHODS.items() if dest in c.settings)
+        takers = ", ".join(m for m in spectral_ft.METHODS if dest in spectral_ft.declared(m, "settings"))
         a(flag(dest), dest=dest, type=bounded(kind, 0), help=f"{takers}: {text} (default {default}, or the paper's row)")
     a("--model", help=f"hub id or local checkpoint folder (default {HEADLINE['model']}); 'tiny': a tiny random BERT, "
                       f"offline")
@@ -440,7 +442,8 @@ def prepare_model(model, method, targets=None, hyperparameters=None):
 def in_own_group(model):
     """{parameter name: (group name, rate setting)} of the tensors that train in a group of their own (a method's
     `own_group`, e.g. LoCA's {'....locations': ('locations', 'lr_locations')})."""
-    return {f"{name}.{a.own_group[0]}": a.own_group for name, a in spectral_ft.adapters(model) if a.own_group}
+    return {f"{name}.{group[0]}": group for name, a in spectral_ft.adapters(model)
+            if (group := spectral_ft.declared(a, "own_group"))}
 
 
 def count_parameters(model):
