@@ -397,7 +397,7 @@ BAD_INPUTS = {  # name -> (change the run (and out), extra flags, what the line 
                                                                    damage_checkpoint(run)), [], "checkpoint.pt"),
     "results.json not JSON": (lambda run, out: (run / "results.json").write_text("{oops"), [], "results.json"),
     "results.json without config": (lambda run, out: (run / "results.json").write_text("{}"), [], "results.json"),
-    "results.json: unknown method": (lambda run, out: set_config(run, method="dora"), [], "results.json"),
+    "results.json: unknown method": (lambda run, out: set_config(run, method="qora"), [], "results.json"),
     "hyperparameters that build nothing": (lambda run, out: set_config(run, hyperparameters=dict(r=0)), [],
                                            "results.json"),
     "RUN_DIR missing": (lambda run, out: shutil.rmtree(run), [], "RUN_DIR"),
