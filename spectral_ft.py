@@ -428,27 +428,32 @@ class _LoCADelta(torch.autograd.Function):
     """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1), S (out, in) zero but coefficients s at the grid
     points (r, c) of the locations: a sum of n rank-1 products of DCT basis rows, S never formed.
     A custom Function: rounding to the grid has no gradient, so LoCA defines one (eq. 3-5). With
-    D = C_out (∂L/∂ΔW) C_inᵀ,  ∂L/∂s_k = alpha · D[r_k, c_k]  and, columns alike,
-        ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2, -1, 1) · (out - 1),
-    a neighbour off the grid being the point itself; · (out - 1) turns grid steps into location units.
+    D = C_out (∂L/∂ΔW) C_inᵀ,  ∂L/∂s_k = alpha · D[r_k, c_k]  and, columns alike, for `difference`
+        central   ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2, -1, 1) · (out - 1)
+        forward   ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+1, c_k] - D[r_k, c_k]), -1, 1) · (out - 1)
+        backward  ∂L/∂row_k = clamp(alpha · s_k · (D[r_k, c_k] - D[r_k-1, c_k]), -1, 1) · (out - 1)
+    (one-sided: Table 5's V4, V5); a neighbour off the grid is the point; · (out - 1): grid steps to [0, 1].
     """
 
+    STEPS = {"central": (1, 1, 2), "forward": (1, 0, 1), "backward": (0, 1, 1)}  # (ahead, behind, divisor)
+
     @staticmethod
-    def forward(ctx, coefficients, locations, C_out, C_in, alpha):
+    def forward(ctx, coefficients, locations, C_out, C_in, alpha, difference="central"):
         rows, cols = _grid_indices(locations, len(C_out), len(C_in))  # (n,), (n,)
         ctx.save_for_backward(coefficients, rows, cols, C_out, C_in)
-        ctx.alpha = alpha
+        ctx.alpha, ctx.difference = alpha, difference
         return (C_out[rows].T * (alpha * coefficients)) @ C_in[cols]  # (out, n) @ (n, in); repeated points add
 
     @staticmethod
     def backward(ctx, grad):
         coefficients, rows, cols, C_out, C_in = ctx.saved_tensors
         D = C_out @ grad @ C_in.T  # (out, in)
-        last_row, last_col, scale = len(C_out) - 1, len(C_in) - 1, ctx.alpha / 2 * coefficients
-        d_row = D[(rows + 1).clamp(max=last_row), cols] - D[(rows - 1).clamp(min=0), cols]  # (n,)
-        d_col = D[rows, (cols + 1).clamp(max=last_col)] - D[rows, (cols - 1).clamp(min=0)]  # (n,)
+        ahead, behind, divisor = _LoCADelta.STEPS[ctx.difference]
+        last_row, last_col, scale = len(C_out) - 1, len(C_in) - 1, ctx.alpha / divisor * coefficients
+        d_row = D[(rows + ahead).clamp(max=last_row), cols] - D[(rows - behind).clamp(min=0), cols]  # (n,)
+        d_col = D[rows, (cols + ahead).clamp(max=last_col)] - D[rows, (cols - behind).clamp(min=0)]  # (n,)
         grad_locations = torch.stack([(d_row * scale).clamp(-1, 1) * last_row, (d_col * scale).clamp(-1, 1) * last_col])
-        return ctx.alpha * D[rows, cols], grad_locations, None, None, None
+        return ctx.alpha * D[rows, cols], grad_locations, None, None, None, None
 
 
 def _grid_indices(locations, rows, cols):
@@ -470,14 +475,19 @@ class LoCA(Adapter):
       may coincide, and coinciding coefficients add;
     - not as A: locations are clamped to [0, 1], not [0, 0.999], which leaves the last row and
       column out of reach for sizes above 501 (round(0.999 · 767) = 766).
+    `difference`: the finite difference of the location gradient, "central" (eq. 3-5, the authors'
+    code), or the one-sided "forward" / "backward" of the paper's ablation (Table 5, V4 / V5).
     """
 
     method = "loca"
 
-    def __init__(self, base, n=1000, alpha=1.0, seed=0):
+    def __init__(self, base, n=1000, alpha=1.0, seed=0, difference="central"):
         super().__init__(base)
         self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
         self.alpha = _check_float("alpha", alpha)
+        if difference not in _LoCADelta.STEPS:
+            raise ValueError(f"difference={difference!r} is unknown: allowed {', '.join(_LoCADelta.STEPS)}")
+        self.difference = difference
         if not isinstance(seed, torch.Generator):
             seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
         locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)
@@ -493,42 +503,53 @@ class LoCA(Adapter):
         C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
         C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
         with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
-            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
+            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha, self.difference)
 
 
 class LoCASchedule:
-    """LoCA's alternating optimisation (§4.4), called once per optimiser step.
+    """LoCA's location search (§4.4), called once per optimiser step.
 
-    Steps [0, T_s) cycle through B_a steps that train `coefficients` with the locations
-    fixed, then B_l steps that train `locations` with the coefficients fixed. From T_s on
-    the locations are frozen for good (requires_grad=False: no longer counted as
+    mode "alternating" (the paper's LoCA): steps [0, T_s) cycle through B_a steps that train
+    `coefficients` with the locations fixed, then B_l steps that train `locations` with the
+    coefficients fixed. mode "joint" (Table 5's V3): steps [0, T_s) train both every step. From
+    T_s on the locations are frozen for good (requires_grad=False: no longer counted as
     trainable) and only coefficients train. Locations are clamped to [0, 1] after each step.
+    Table 5's other rows need no mode: V1 (coefficients only, at their random locations) is
+    T_s = 0, V2 (alternating for the whole run) is T_s = the run's total steps.
 
         schedule = LoCASchedule(model, B_a=10, B_l=20, T_s=600)
         for batch in data: loss.backward(); optimizer.step(); optimizer.zero_grad(); schedule.step()
     """
 
-    def __init__(self, model, B_a=10, B_l=20, T_s=600):
+    MODES = ("alternating", "joint")
+
+    def __init__(self, model, B_a=10, B_l=20, T_s=600, mode="alternating"):
         self.adapters = [m for m in model.modules() if isinstance(m, LoCA)]
         if not self.adapters:
             raise ValueError("LoCASchedule needs a model with LoCA adapters; inject(model, 'loca') first")
         self.B_a, self.B_l, self.T_s = _check_int("B_a", B_a, 0), _check_int("B_l", B_l, 0), _check_int("T_s", T_s, 0)
         if B_a + B_l == 0:
             raise ValueError("B_a + B_l must be >= 1 (a cycle needs at least one step)")
+        if mode not in self.MODES:
+            raise ValueError(f"mode={mode!r} is unknown: allowed {', '.join(self.MODES)}")
+        self.mode = mode
         self.step_count = 0
         self._apply()
 
     @property
     def phase(self):
-        """'coefficients', 'locations', or 'frozen' (locations fixed for good)."""
+        """'coefficients', 'locations', 'joint' (both train), or 'frozen' (locations fixed for good)."""
         if self.step_count >= self.T_s:
             return "frozen"
+        if self.mode == "joint":
+            return "joint"
         return "coefficients" if self.step_count % (self.B_a + self.B_l) < self.B_a else "locations"
 
     def _apply(self):
         phase = self.phase
         for adapter in self.adapters:
-            for tensor, trainable in ((adapter.coefficients, phase != "locations"), (adapter.locations, phase == "locations")):
+            for tensor, trainable in ((adapter.coefficients, phase != "locations"),
+                                      (adapter.locations, phase in ("locations", "joint"))):
                 tensor.requires_grad_(trainable)
                 if not trainable:
                     tensor.grad = None  # so no optimiser applies a stale gradient
@@ -541,7 +562,7 @@ class LoCASchedule:
         self._apply()
 
     def state_dict(self):
-        return {"step_count": self.step_count, "B_a": self.B_a, "B_l": self.B_l, "T_s": self.T_s}
+        return {"step_count": self.step_count, "B_a": self.B_a, "B_l": self.B_l, "T_s": self.T_s, "mode": self.mode}
 
     def load_state_dict(self, state):
         self.step_count = int(state["step_count"])
