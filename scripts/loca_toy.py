@@ -83,7 +83,7 @@ def start_locations(true, how, generator):
 
 
 def run(seed, args):
-    """(located, fitted, final loss / initial loss) for one seed."""
+    """(located, fitted, final loss / initial loss, true points held at the end, at the start) for one seed."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     linear = lambda: nn.Linear(N, N, bias=False).double().weight.detach()  # (N, N), nn.Linear's draw
@@ -118,6 +118,8 @@ def run(seed, args):
     optimizer = torch.optim.SGD([{"params": [student.coefficients], "lr": args.lr_coefficients},
                                  {"params": [student.locations], "lr": location_lr}])
     schedule = spectral_ft.LoCASchedule(nn.ModuleList([student]), B_a=10, B_l=10, T_s=args.steps, mode=args.mode)
+    truth = {tuple(p) for p in teacher.location_indices().T.tolist()}
+    held_at_start = len(truth & {tuple(p) for p in student.location_indices().T.tolist()})
     with torch.no_grad():
         start = loss(slice(None)).item()
     for step in range(args.steps):
@@ -129,8 +131,8 @@ def run(seed, args):
     with torch.no_grad():
         final = loss(slice(None)).item()
     learnt = {tuple(p) for p in student.location_indices().T.tolist()}
-    truth = {tuple(p) for p in teacher.location_indices().T.tolist()}
-    return learnt == truth, final <= args.fit * start, final / start if start > 0 else 0.0, len(learnt & truth)
+    return learnt == truth, final <= args.fit * start, final / start if start > 0 else 0.0, len(learnt & truth), \
+        held_at_start
 
 
 def main(argv=None):
@@ -157,11 +159,12 @@ def main(argv=None):
     fitted = sum(r[1] for r in results)
     both = sum(r[0] and r[1] for r in results)
     ratios = sorted(r[2] for r in results)
-    points = sum(r[3] for r in results)
+    points, points_at_start = sum(r[3] for r in results), sum(r[4] for r in results)
     setting = " ".join(f"{k}={v}" for k, v in vars(args).items())
     print(f"LoCA Appendix M toy, {args.seeds} seeds ({setting})")
     print(f"located (learnt grid points = true ones): {located}/{args.seeds} = {located / args.seeds:.0%}; "
-          f"true points held at the end: {points}/{K * args.seeds} = {points / (K * args.seeds):.0%}")
+          f"true points held at the end: {points}/{K * args.seeds} = {points / (K * args.seeds):.0%} "
+          f"(at the start: {points_at_start})")
     print(f"fitted (final loss < {args.fit:g} x initial): {fitted}/{args.seeds} = {fitted / args.seeds:.0%}; "
           f"both {both}; fitted without the true locations {fitted - both}")
     print(f"final/initial loss: median {ratios[len(ratios) // 2]:.3g}, best {ratios[0]:.3g}, worst {ratios[-1]:.3g}")
