@@ -106,18 +106,18 @@ def test_theorem_1_random_locations_worst_selected_components_beat_low_rank_belo
 @settings(max_examples=30, deadline=None)
 @given(p=st.integers(1, 9), q=st.integers(1, 9), seed=st.integers(0, 2**16), data=st.data())
 def test_theorem_2_top_dct_has_the_expressivity_of_selected_dft_real_and_imaginary_parts(p, q, seed, data):
-    """LoCA Theorem 2, exactly, on small matrices of any shape (odd and even sides): both transforms are
-    orthonormal maps of R^(p x q), so Q = real_dft2 ∘ idct2 is orthogonal and carries an iid Gaussian
-    matrix to an iid Gaussian matrix; and for every W the top-k DCT error of W equals the top-k
-    real/imaginary DFT error of Q(W)... with Q(W) = iDFT(DCT(W)): the same coefficients in the other basis.
-    Hence equal error distributions, for every k. Float64: equal to 1e-12."""
+    """LoCA Theorem 2, exactly, on small matrices of every shape (odd and even sides). The map
+    T(W) = inverse_real_dft2(dct2(W)) gives the matrix whose DFT real/imaginary components are W's DCT
+    coefficients. T is orthogonal (both transforms are orthonormal), so it carries an iid Gaussian matrix
+    to an iid Gaussian matrix; and for every W and k the top-k DCT error of W equals the top-k DFT re/im
+    error of T(W). Hence the two selections have one error distribution at every k. Float64: to 1e-12."""
     generator = torch.Generator().manual_seed(seed)
     basis = torch.eye(p * q, dtype=F64).view(p * q, p, q)  # every unit matrix of R^(p x q)
-    Q = real_dft2(idct2(basis)).reshape(p * q, p * q)  # Q(W) in the DFT basis ↔ DCT coefficients of W
-    torch.testing.assert_close(Q @ Q.T, torch.eye(p * q, dtype=F64), rtol=0, atol=1e-12)
+    T = inverse_real_dft2(dct2(basis)).reshape(p * q, p * q)  # row i: T of the i-th unit matrix
+    torch.testing.assert_close(T @ T.T, torch.eye(p * q, dtype=F64), rtol=0, atol=1e-12)
     W = torch.randn(p, q, dtype=F64, generator=generator)
     k = data.draw(st.integers(0, p * q))
-    V = inverse_real_dft2(dct2(W))  # the matrix whose DFT re/im components are W's DCT coefficients
+    V = inverse_real_dft2(dct2(W))  # T(W)
     error_dct = torch.linalg.matrix_norm(W - idct2(keep_top(dct2(W), k)))
     error_dft = torch.linalg.matrix_norm(V - inverse_real_dft2(keep_top(real_dft2(V), k)))
     assert error_dct.item() == pytest.approx(error_dft.item(), rel=1e-12, abs=1e-12)
