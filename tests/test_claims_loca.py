@@ -89,7 +89,7 @@ def test_theorem_1_random_locations_worst_selected_components_beat_low_rank_belo
     r ≤ min(p, q)/8 (budget B = r(p + q)) random DFT locations (n = B) are worse than the best rank r,
     and both selected families (n = ⌊B/3⌋, value + row + column) are better. 'Below a budget' is a
     real bound: at r = min(p, q)/2 low rank beats both selected families (with this accounting the
-    crossing is near r = min(p, q)/7)."""
+    crossing is near r = min(p, q)/6)."""
     draws, generator = 200, torch.Generator().manual_seed(0)
     W = torch.randn(draws, *shape, dtype=F64, generator=generator)
     small = min(shape)
