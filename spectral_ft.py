@@ -601,28 +601,30 @@ class MaskedLoRA(Adapter):
 class _LoCADelta(torch.autograd.Function):
     """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1), S (out, in) zero but coefficients s at the grid
     points (r, c) of the locations: a sum of n rank-1 products of DCT basis rows, S never formed.
-    A custom Function: rounding to the grid has no gradient, so LoCA defines one (eq. 3-5). With
-    D = C_out (∂L/∂ΔW) C_inᵀ,  ∂L/∂s_k = alpha · D[r_k, c_k]  and, columns alike,
-        ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+1, c_k] - D[r_k-1, c_k]) / 2, -1, 1) · (out - 1),
-    a neighbour off the grid being the point itself; · (out - 1) turns grid steps into location units.
-    """
+    A custom Function: rounding to the grid has no gradient, so LoCA defines one (eq. 3-5). With D = C_out (∂L/∂ΔW) C_inᵀ,
+    ∂L/∂s_k = alpha · D[r_k, c_k] and, columns alike, ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+a, c_k] - D[r_k-b, c_k]) /
+    (a + b), -1, 1) · (out - 1): (a, b) = (1, 1) central (eq. 3-5), (1, 0) forward, (0, 1) backward (Table 5's V4, V5);
+    a neighbour off the grid is the point; · (out - 1) turns grid steps into location units."""
+
+    STEPS = {"central": (1, 1, 2), "forward": (1, 0, 1), "backward": (0, 1, 1)}  # (ahead, behind, divisor)
 
     @staticmethod
-    def forward(ctx, coefficients, locations, C_out, C_in, alpha):
+    def forward(ctx, coefficients, locations, C_out, C_in, alpha, difference="central"):
         rows, cols = _grid_indices(locations, len(C_out), len(C_in))  # (n,), (n,)
         ctx.save_for_backward(coefficients, rows, cols, C_out, C_in)
-        ctx.alpha = alpha
+        ctx.alpha, ctx.difference = alpha, difference
         return (C_out[rows].T * (alpha * coefficients)) @ C_in[cols]  # (out, n) @ (n, in); repeated points add
 
     @staticmethod
     def backward(ctx, grad):
         coefficients, rows, cols, C_out, C_in = ctx.saved_tensors
         D = C_out @ grad @ C_in.T  # (out, in)
-        last_row, last_col, scale = len(C_out) - 1, len(C_in) - 1, ctx.alpha / 2 * coefficients
-        d_row = D[(rows + 1).clamp(max=last_row), cols] - D[(rows - 1).clamp(min=0), cols]  # (n,)
-        d_col = D[rows, (cols + 1).clamp(max=last_col)] - D[rows, (cols - 1).clamp(min=0)]  # (n,)
+        ahead, behind, divisor = _LoCADelta.STEPS[ctx.difference]
+        last_row, last_col, scale = len(C_out) - 1, len(C_in) - 1, ctx.alpha / divisor * coefficients
+        d_row = D[(rows + ahead).clamp(max=last_row), cols] - D[(rows - behind).clamp(min=0), cols]  # (n,)
+        d_col = D[rows, (cols + ahead).clamp(max=last_col)] - D[rows, (cols - behind).clamp(min=0)]  # (n,)
         grad_locations = torch.stack([(d_row * scale).clamp(-1, 1) * last_row, (d_col * scale).clamp(-1, 1) * last_col])
-        return ctx.alpha * D[rows, cols], grad_locations, None, None, None
+        return ctx.alpha * D[rows, cols], grad_locations, None, None, None, None
 
 
 def _grid_indices(locations, rows, cols):
@@ -632,34 +634,33 @@ def _grid_indices(locations, rows, cols):
 
 
 class LoCA(Adapter):
-    """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in)
-    zero but n trainable `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in
-    [0, 1], rounded to the grid (`location_indices()`), with the gradient of _LoCADelta. Train with `LoCASchedule`.
-    `seed`: an int or a torch.Generator, the run's (SEED_FOLLOWS_RUN), as the authors draw from the run's generator.
-    Choices against the paper (P) or the authors' code (A, their PEFT fork's tuners/loca):
-    - as A, not P: a location's step is clamped to [-1, 1] grid steps;
-    - as A, not P's one-sided difference: at the grid's edge the missing neighbour is the point;
-    - as A: every layer draws its own uniform locations (`inject` passes one generator); they
-      may coincide, and coinciding coefficients add;
-    - not as A: locations are clamped to [0, 1], not [0, 0.999], which leaves the last row and
-      column out of reach for sizes above 501 (round(0.999 · 767) = 766).
-    """
+    """LoCA (Du et al., ICLR 2025, eq. 1): ΔW = alpha · iDCT2(S) = alpha · C_outᵀ S C_in, S (out, in) zero but n trainable
+    `coefficients` (init 0) at trainable `locations` (2, n) (rows; cols) in [0, 1], rounded to the grid
+    (`location_indices()`), with the gradient of _LoCADelta, from the `difference` "central" (eq. 3-5, the authors'
+    code), "forward" or "backward" (Table 5's V4, V5). Train with `LoCASchedule`. `seed`: an int or a torch.Generator,
+    the run's (SEED_FOLLOWS_RUN), as the authors draw from the run's generator. Against the paper (P) or the authors'
+    code (A, their PEFT fork's tuners/loca): as A, not P, a location's step is clamped to [-1, 1] grid steps, and at
+    the grid's edge the missing neighbour is the point; as A, every layer draws its own uniform locations (`inject`
+    passes one generator; coinciding ones add); not as A, locations are clamped to [0, 1], not [0, 0.999], which
+    leaves the last row and column out of reach above size 501 (round(0.999 · 767) = 766)."""
 
     method = "loca"
     own_group = ("locations", "lr_locations")
-    settings = {"lr_locations": (float, 1e-4, "learning rate of the locations (no weight decay)"),
-                "B_a": (int, 10, "coefficient steps per cycle"), "B_l": (int, 20, "location steps per cycle"),
-                "T_s": (int, None, "steps of location search, then the locations freeze (default: a tenth of the run)")}
+    settings = {"lr_locations": (float, 1e-4, "the locations' learning rate"), "B_a": (int, 10, "coefficient steps a cycle"),
+                "B_l": (int, 20, "location steps a cycle"), "T_s": (int, None, "steps of location search (default: a tenth)"),
+                "mode": (str, "alternating", "location search: alternating, or joint (Table 5's V3)")}
     seed_follows_run = True
 
     @classmethod
     def shared(cls, model, layers, chosen):  # one generator: each layer draws its locations from it in turn
         return {"seed": torch.Generator().manual_seed(_check_int("seed", chosen["seed"], low=0))}
 
-    def __init__(self, base, n=1000, alpha=1.0, seed=0):
+    def __init__(self, base, n=1000, alpha=1.0, seed=0, difference="central"):
         super().__init__(base)
         self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
-        self.alpha = _check_float("alpha", alpha)
+        self.alpha, self.difference = _check_float("alpha", alpha), difference
+        if difference not in _LoCADelta.STEPS:
+            raise ValueError(f"difference={difference!r} is unknown: allowed {', '.join(_LoCADelta.STEPS)}")
         if not isinstance(seed, torch.Generator):
             seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
         locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)
@@ -675,16 +676,19 @@ class LoCA(Adapter):
         C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
         C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
         with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
-            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha)
+            return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha, self.difference)
 
 
 class LoCASchedule:
-    """LoCA's alternating optimisation (§4.4), called once per optimiser step.
+    """LoCA's location search (§4.4), called once per optimiser step.
 
-    Steps [0, T_s) cycle through B_a steps that train `coefficients` with the locations
-    fixed, then B_l steps that train `locations` with the coefficients fixed. From T_s on
-    the locations are frozen for good (requires_grad=False: no longer counted as
+    mode "alternating" (the paper's LoCA): steps [0, T_s) cycle through B_a steps that train
+    `coefficients` with the locations fixed, then B_l steps that train `locations` with the
+    coefficients fixed. mode "joint" (Table 5's V3): steps [0, T_s) train both every step. From
+    T_s on the locations are frozen for good (requires_grad=False: no longer counted as
     trainable) and only coefficients train. Locations are clamped to [0, 1] after each step.
+    Table 5's other rows need no mode: V1 (coefficients only, at their random locations) is
+    T_s = 0, V2 (alternating for the whole run) is T_s = the run's total steps.
 
         schedule = LoCASchedule(model, B_a=10, B_l=20, T_s=600)
         for batch in data: loss.backward(); optimizer.step(); optimizer.zero_grad(); schedule.step()
@@ -692,32 +696,42 @@ class LoCASchedule:
     T_s=None in `settings` means LoCA's rule of thumb (§4.4), a tenth of the run: `decide` fills it in.
     """
 
+    MODES = ("alternating", "joint")
+
     @staticmethod
     def decide(settings, total_steps):
-        """The schedule's settings for a run of `total_steps`: T_s None -> round(0.1 * total_steps), at least 1."""
-        return dict(settings, T_s=max(1, round(0.1 * total_steps)) if settings["T_s"] is None else settings["T_s"])
+        """The schedule's settings for a run of `total_steps`: T_s None -> round(0.1 * total_steps), at least 1; a T_s
+        past the run's end -> the run's end (Table 5's V2 searches the whole run)."""
+        T_s = max(1, round(0.1 * total_steps)) if settings["T_s"] is None else min(settings["T_s"], total_steps)
+        return dict(settings, T_s=T_s)
 
-    def __init__(self, model, B_a=10, B_l=20, T_s=600):
+    def __init__(self, model, B_a=10, B_l=20, T_s=600, mode="alternating"):
         self.adapters = [m for m in model.modules() if isinstance(m, LoCA)]
         if not self.adapters:
             raise ValueError("LoCASchedule needs a model with LoCA adapters; inject(model, 'loca') first")
         self.B_a, self.B_l, self.T_s = _check_int("B_a", B_a, 0), _check_int("B_l", B_l, 0), _check_int("T_s", T_s, 0)
         if B_a + B_l == 0:
             raise ValueError("B_a + B_l must be >= 1 (a cycle needs at least one step)")
+        if mode not in self.MODES:
+            raise ValueError(f"mode={mode!r} is unknown: allowed {', '.join(self.MODES)}")
+        self.mode = mode
         self.step_count = 0
         self._apply()
 
     @property
     def phase(self):
-        """'coefficients', 'locations', or 'frozen' (locations fixed for good)."""
+        """'coefficients', 'locations', 'joint' (both train), or 'frozen' (locations fixed for good)."""
         if self.step_count >= self.T_s:
             return "frozen"
+        if self.mode == "joint":
+            return "joint"
         return "coefficients" if self.step_count % (self.B_a + self.B_l) < self.B_a else "locations"
 
     def _apply(self):
         phase = self.phase
         for adapter in self.adapters:
-            for tensor, trainable in ((adapter.coefficients, phase != "locations"), (adapter.locations, phase == "locations")):
+            for tensor, trainable in ((adapter.coefficients, phase != "locations"),
+                                      (adapter.locations, phase in ("locations", "joint"))):
                 tensor.requires_grad_(trainable)
                 if not trainable:
                     tensor.grad = None  # so no optimiser applies a stale gradient
@@ -730,7 +744,7 @@ class LoCASchedule:
         self._apply()
 
     def state_dict(self):
-        return {"step_count": self.step_count, "B_a": self.B_a, "B_l": self.B_l, "T_s": self.T_s}
+        return {"step_count": self.step_count, "B_a": self.B_a, "B_l": self.B_l, "T_s": self.T_s, "mode": self.mode}
 
     def load_state_dict(self, state):
         self.step_count = int(state["step_count"])

@@ -382,7 +382,8 @@ def build_parser(description):
         a(flag(dest).split("/")[0], **kind, help=f"{takes} {row}")
     for dest, (kind, default, text) in method_settings_declared().items():  # what a method adds (spectral_ft)
         takers = ", ".join(m for m in spectral_ft.METHODS if dest in spectral_ft.declared(m, "settings"))
-        a(flag(dest), dest=dest, type=bounded(kind, 0), help=f"{takers}: {text} (default {default}, or the paper's row)")
+        a(flag(dest), dest=dest, type=bounded(kind, 0) if kind in (int, float) else kind,
+          help=f"{takers}: {text} (default {default}, or the paper's row)")
     a("--model", help=f"hub id or local checkpoint folder (default {HEADLINE['model']}); 'tiny': a tiny random BERT, "
                       f"offline")
     a("--task", choices=sorted(TASKS), help=f"GLUE task (default {HEADLINE['task']})")

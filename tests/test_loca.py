@@ -10,10 +10,10 @@ from hypothesis import example, given, settings, strategies as st
 import spectral_ft as sf
 
 
-def make_loca(out_features, in_features, n, seed, alpha=1.0):
+def make_loca(out_features, in_features, n, seed, alpha=1.0, difference="central"):
     torch.manual_seed(seed)
     base = nn.Linear(in_features, out_features).double()
-    adapter = sf.LoCA(base, n=n, alpha=alpha, seed=seed)
+    adapter = sf.LoCA(base, n=n, alpha=alpha, seed=seed, difference=difference)
     with torch.no_grad():
         adapter.coefficients.normal_()
     return adapter
@@ -85,6 +85,67 @@ def test_loca_location_grad_is_the_clamped_central_difference(shape, seed, alpha
         for axis in (0, 1):
             expected = expected_location_grad(adapter, k, axis, x, weights)
             assert grad[axis, k].item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def expected_one_sided_grad(adapter, k, axis, x, weights, difference):
+    """Table 5's V4 (forward) and V5 (backward) from losses alone: the whole loss difference between
+    the point and its next (forward) or previous (backward) grid neighbour, a neighbour off the grid
+    being the point itself, clamped to [-1, 1], times (size - 1)."""
+    size = adapter.out_features if axis == 0 else adapter.in_features
+    i = int(adapter.location_indices()[axis, k])
+    after, before = (min(i + 1, size - 1), i) if difference == "forward" else (i, max(i - 1, 0))
+    step = loss_at(adapter, k, axis, after, x, weights) - loss_at(adapter, k, axis, before, x, weights)
+    return min(max(step, -1.0), 1.0) * (size - 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16), alpha=st.floats(0.1, 3.0), size=st.floats(0.01, 3.0),
+       difference=st.sampled_from(["forward", "backward"]), data=st.data())
+def test_loca_one_sided_location_grad_is_the_clamped_one_sided_difference(shape, seed, alpha, size, difference, data):
+    """LoCA Table 5, V4 / V5: with difference='forward' ('backward') ∂L/∂location is the loss difference
+    between the location's next (previous) grid neighbour and the point, clamped to one grid step, times
+    (size - 1); edges included (the missing neighbour is the point: no step). float64, a loss linear in ΔW."""
+    out_features, in_features = shape
+    n = data.draw(st.integers(1, min(6, out_features * in_features)))
+    adapter = make_loca(out_features, in_features, n, seed, alpha, difference)
+    with torch.no_grad():
+        adapter.coefficients.mul_(size)
+    x, weights = problem(shape, seed)
+    grad = location_grad(adapter, x, weights)
+    for k in range(n):
+        for axis in (0, 1):
+            expected = expected_one_sided_grad(adapter, k, axis, x, weights, difference)
+            assert grad[axis, k].item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_loca_differences_share_the_forward_pass_and_the_coefficient_grad(shape, seed):
+    """The difference only changes the location gradient: ΔW and ∂L/∂coefficients are bit for bit the
+    same, and at interior points the central estimate is the mean of the forward and backward ones."""
+    n = min(5, shape[0] * shape[1])
+    adapters = {d: make_loca(*shape, n=n, seed=seed, difference=d) for d in ("central", "forward", "backward")}
+    with torch.no_grad():
+        for adapter in adapters.values():
+            adapter.coefficients.mul_(0.01)  # small: the clamp does not bite, so the mean relation is exact
+    x, weights = problem(shape, seed)
+    grads = {}
+    for name, adapter in adapters.items():
+        linear_loss(adapter, x, weights).backward()
+        grads[name] = (adapter.coefficients.grad, adapter.locations.grad)
+    assert torch.equal(adapters["forward"].delta_weight(), adapters["central"].delta_weight())
+    assert torch.equal(grads["forward"][0], grads["central"][0]) and torch.equal(grads["backward"][0], grads["central"][0])
+    indices = adapters["central"].location_indices()
+    sizes = torch.tensor([[shape[0] - 1], [shape[1] - 1]])
+    interior = (indices > 0) & (indices < sizes)
+    mean = (grads["forward"][1] + grads["backward"][1]) / 2
+    torch.testing.assert_close(grads["central"][1][interior], mean[interior], rtol=1e-9, atol=1e-12)
+
+
+def test_loca_rejects_an_unknown_difference():
+    with pytest.raises(ValueError, match="difference='sideways' is unknown: allowed central, forward, backward"):
+        sf.LoCA(nn.Linear(4, 4), n=2, difference="sideways")
+    assert sf.hyperparameters("loca")["difference"] == "central"
 
 
 @pytest.mark.parametrize("axis", [0, 1])
@@ -261,6 +322,52 @@ def test_loca_schedule_only_moves_the_phase_tensors_and_clamps_locations():
                 assert not changed
 
 
+def test_loca_schedule_joint_mode_trains_both_every_step_then_freezes_locations():
+    """LoCA Table 5, V3: coefficients and locations train together every step for the first T_s steps,
+    then the locations freeze for good (whatever B_a and B_l say)."""
+    model = loca_stack()
+    schedule = sf.LoCASchedule(model, B_a=2, B_l=3, T_s=4, mode="joint")
+    optimizer = torch.optim.SGD([p for n, p in model.named_parameters() if "base" not in n], lr=0.5)
+    x = torch.randn(16, 8)
+    with torch.no_grad():  # coefficients away from 0, so the location gradient is not zero
+        for _, adapter in sf.adapters(model):
+            adapter.coefficients.normal_()
+    phases = []
+    for step in range(7):
+        phases.append(schedule.phase)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        for _, adapter in sf.adapters(model):
+            assert adapter.coefficients.requires_grad
+            assert adapter.locations.requires_grad == (step < 4)
+        (model["query"](x) ** 2 + model["value"](x) ** 2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        schedule.step()
+        for name, p in model.named_parameters():
+            changed = not torch.equal(before[name], p)
+            if name.endswith("coefficients"):
+                assert changed
+            if name.endswith("locations"):
+                assert changed == (step < 4)
+                assert torch.all((p >= 0) & (p <= 1))
+    assert phases == ["joint"] * 4 + ["frozen"] * 3
+    assert sf.count_trainable(model) == 2 * 10
+
+
+def test_loca_schedule_t_s_zero_is_coefficients_only_and_t_s_total_alternates_throughout():
+    """Table 5's V1 (random locations, never searched) is T_s = 0; V2 (alternating for the whole run)
+    is T_s = the run's steps."""
+    model = loca_stack()
+    schedule = sf.LoCASchedule(model, B_a=1, B_l=1, T_s=0)
+    assert schedule.phase == "frozen" and not model["query"].locations.requires_grad
+    schedule = sf.LoCASchedule(model, B_a=1, B_l=1, T_s=6)
+    phases = []
+    for _ in range(6):
+        phases.append(schedule.phase)
+        schedule.step()
+    assert phases == ["coefficients", "locations"] * 3
+
+
 def test_loca_schedule_state_round_trip():
     model = loca_stack()
     schedule = sf.LoCASchedule(model, B_a=2, B_l=3, T_s=20)
@@ -278,6 +385,8 @@ def test_loca_schedule_rejects_bad_arguments():
         sf.LoCASchedule(loca_stack(), B_a=-1)
     with pytest.raises(ValueError, match="B_a \\+ B_l"):
         sf.LoCASchedule(loca_stack(), B_a=0, B_l=0)
+    with pytest.raises(ValueError, match="mode='both' is unknown: allowed alternating, joint"):
+        sf.LoCASchedule(loca_stack(), mode="both")
 
 
 # ----------------------------------------------------------------------------- Appendix M toy
