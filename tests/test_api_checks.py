@@ -68,13 +68,16 @@ def unchanged(model, before):
 
 @pytest.mark.parametrize("method", ALL)
 def test_default_targets_reach_bert_and_deberta_attention(method):
+    """q and v, unless the method's class names its own (BitFit: every linear layer, so k too)."""
+    own = spectral_ft.declared(method, "default_targets")
     bert = attention(("query", "key", "value"))
     assert inject(bert, method, **SMALL[method]) == [f"layer.{i}.attention.self.{n}" for i in (0, 1)
-                                                      for n in ("query", "value")]
+                                                      for n in ("query", "key", "value") if n in own]
     deberta = attention(("query_proj", "key_proj", "value_proj"))
     assert inject(deberta, method, **SMALL[method]) == [f"layer.{i}.attention.self.{n}" for i in (0, 1)
-                                                         for n in ("query_proj", "value_proj")]
+                                                         for n in ("query_proj", "key_proj", "value_proj") if n in own]
     assert spectral_ft.DEFAULT_TARGETS == ("query", "value", "query_proj", "value_proj")
+    assert own == spectral_ft.DEFAULT_TARGETS or method == "bitfit"
 
 
 def test_default_targets_match_whole_name_components_only():
