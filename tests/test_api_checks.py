@@ -68,14 +68,15 @@ def unchanged(model, before):
 
 @pytest.mark.parametrize("method", ALL)
 def test_default_targets_reach_bert_and_deberta_attention(method):
-    """q and v, unless the method's class names its own (BitFit: every linear layer, so k too)."""
+    """q and v, unless the method's class names its own (BitFit: every linear layer but the head)."""
     own = spectral_ft.declared(method, "default_targets")
-    bert = attention(("query", "key", "value"))
-    assert inject(bert, method, **SMALL[method]) == [f"layer.{i}.attention.self.{n}" for i in (0, 1)
-                                                      for n in ("query", "key", "value") if n in own]
-    deberta = attention(("query_proj", "key_proj", "value_proj"))
-    assert inject(deberta, method, **SMALL[method]) == [f"layer.{i}.attention.self.{n}" for i in (0, 1)
-                                                         for n in ("query_proj", "key_proj", "value_proj") if n in own]
+    for names in (("query", "key", "value"), ("query_proj", "key_proj", "value_proj")):
+        model = attention(names)
+        expected = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+                    and any(n == t or n.endswith("." + t) for t in own)]
+        assert inject(model, method, **SMALL[method]) == expected
+        assert method == "bitfit" or expected == [f"layer.{i}.attention.self.{n}" for i in (0, 1) for n in names
+                                                  if n != names[1]]  # q and v
     assert spectral_ft.DEFAULT_TARGETS == ("query", "value", "query_proj", "value_proj")
     assert own == spectral_ft.DEFAULT_TARGETS or method == "bitfit"
 
@@ -91,7 +92,8 @@ def test_default_targets_match_whole_name_components_only():
 # targets
 
 
-BAD_TARGETS = [None, 3, ("query", 3), ["query", None], (b"query",), ("",), ("query", "")]
+BAD_TARGETS = [3, ("query", 3),  # (None: the method's default targets)
+               ["query", None], (b"query",), ("",), ("query", "")]
 
 
 @pytest.mark.parametrize("targets", BAD_TARGETS, ids=repr)
