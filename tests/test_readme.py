@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Numbers in README that are facts, not measurements (each says why), so REPRODUCE.md need not hold them.
 NOT_MEASURED = {
-    "2021", "2023",  # the methods table: the LoRA and VeRA papers' years
+    "2021", "2022", "2023",  # the methods table: the papers' years (LoRA, BitFit, VeRA / OFT)
+    "3.1",  # the Spectral Adapter's Lemma 3.1, a name
     "0.999", "501", "767", "766",  # LoCA's authors clamp locations to [0, 0.999]: round(0.999 · 767) = 766
 }
 
