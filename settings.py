@@ -131,8 +131,8 @@ TABLE_1_DORA = dict(TABLE_1_LORA, source="Spectral Adapter Table 1, DoRA r=24 (c
                     f"the authors' {SCRIPTS}/dora_tune/glue_tune.py)")
 TABLE_1_OFT = dict(SCRIPT_SETTINGS, source="Spectral Adapter Table 1, OFT r=4 (cells: BOFT's GLUE table could not be "
                    f"read here, so the authors' {SCRIPTS}/oft_tune/glue_tune.py)", r=4, block_share=True,
-                   note="Table 1's 0.72% counts the (1, b, b) block PEFT 0.9 stores; the b(b-1)/2 entries its Cayley "
-                        "map uses are 0.36%, what --count-params prints")
+                   note="Table 1's 0.72% counts the (1, b, b) block PEFT <= 0.13 stores; the b(b-1)/2 entries "
+                        "its Cayley map uses are 0.36%, what --count-params prints")
 # The authors' script as it is (train.py --row script), with the numbers of the repository's figure
 # deberta_tune/figures/score.png, an earlier print of Table 1 (other numbers than the paper's Table 1 today).
 SCORE_PNG = "numbers: the repository's deberta_tune/figures/score.png, an earlier print of Table 1"

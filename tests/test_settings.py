@@ -342,8 +342,8 @@ def test_count_params_prints_table_1_s_shares_of_deberta_v3_base(method, share, 
     """Table 1's "# Param" column: the adapter's share of DeBERTaV3-base's own 184,423,682 parameters (head
     included, as transformers' DebertaV2ForSequenceClassification of 2 labels; tests/test_deberta checks that count),
     for each row's rank on q, k, v of 12 layers. OFT differs: Table 1's 0.72% counts the (1, b, b) block with
-    b = 768 / 4 that PEFT 0.9 (the authors' version) stores, of which only the b(b-1)/2 entries above the diagonal
-    reach the rotation (its Cayley map takes the skew part); this OFT trains those, 0.36%."""
+    b = 768 / 4 that PEFT 0.9 to 0.13 (vendored in the authors' repository) stores, of which only the b(b-1)/2
+    entries above the diagonal reach the rotation (its Cayley map takes the skew part); this OFT trains those, 0.36%."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     counts = train.main(["--count-params", "--model", "microsoft/deberta-v3-base", "--method", method])[
         "trainable_parameters"]
