@@ -361,8 +361,13 @@ def build_parser(description):
                    for family, tasks in by.items()) + ". Other combinations use generic defaults. Every flag overrides.")
     a, row = p.add_argument, "(default: the paper's row, see --print-config)"
     a("--method", choices=METHODS, help="default loca; full: every weight trains, head: classifier only")
-    a("--row", help="a named variant of the paper's row for this method, model and task: " + "; ".join(
-        f"{' '.join(str(k) for k in key[:3])}: {key[3]}" for key in named_rows()) if named_rows() else "none yet")
+    named = {}  # name -> (method, family) -> tasks with a row of that name
+    for m, family, t, name in named_rows():
+        named.setdefault(name, {}).setdefault((m, family), []).append(t)
+    a("--row", help="a named variant of the paper's row for this method, model and task (default: the paper's row; "
+      "--print-config says which is in force): " + ("; ".join(
+          f"{name} for " + ", ".join(f"{m} on {family} ({' '.join(tasks)})" for (m, family), tasks in by.items())
+          for name, by in named.items()) or "none yet"))
     a("--targets", help="comma-separated suffixes of the linear layers to adapt "
                         "(default query,value; DeBERTa: query_proj,value_proj; or the paper row's)")
     for dest in HYPERPARAMETER_FLAGS:  # the methods' keywords, named as in spectral_ft, typed by their defaults
