@@ -136,8 +136,8 @@ TABLE_1_OFT = dict(SCRIPT_SETTINGS, source="Spectral Adapter Table 1, OFT r=4 (c
 # The authors' script as it is (train.py --row script), with the numbers of the repository's figure
 # deberta_tune/figures/score.png, an earlier print of Table 1 (other numbers than the paper's Table 1 today).
 SCORE_PNG = "numbers: the repository's deberta_tune/figures/score.png, an earlier print of Table 1"
-SPECTRAL = dict(source=f"Spectral Adapter, {SCRIPTS}/spectral_lora_tune/glue_tune.py --model spectral",
-                targets=QKV, batch_size=32, weight_decay=0.01, warmup_ratio=0.0, max_length=512, r=24, note=SCORE_PNG)
+SPECTRAL = dict(SCRIPT_SETTINGS, source=f"Spectral Adapter, {SCRIPTS}/spectral_lora_tune/glue_tune.py --model spectral",
+                r=24, note=SCORE_PNG)
 SPECTRAL_LORA = dict(SPECTRAL, source=f"Spectral Adapter, {SCRIPTS}/spectral_lora_tune/glue_tune.py --model lora",
                      alpha=32.0, dropout=0.01)
 
