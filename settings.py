@@ -114,7 +114,8 @@ RANK_NOTE = ("the paper contradicts itself on the rank: Table 1 prints r = 24 at
 # numbers. One learning rate for adapter and head, as the authors' HF Trainer. Table 4 gives no warmup and no max
 # length: generic fallback, named (the authors' script uses the Trainer's 0 warmup and the tokenizer's 512).
 TABLE_4 = dict(source="Spectral Adapter (arXiv 2405.13952) Appendix F.2 Table 4 (numbers: Table 1)",
-               targets=QKV, batch_size=32, weight_decay=0.01, r=24, missing=("warmup_ratio", "max_length"), note=RANK_NOTE)
+               targets=QKV, batch_size=32, weight_decay=0.01, r=24, missing=("warmup_ratio", "max_length"),
+               note=RANK_NOTE)
 # Table 1's baselines, run with PEFT; its caption: LoRA with LoRA's original report's hyper-parameters, DoRA as LoRA,
 # OFT as in BOFT. LoRA's report has no DeBERTaV3-base setting (its GLUE rows are RoBERTa and DeBERTa-V2 XXLarge) and
 # BOFT's GLUE table could not be read here, so the cells are the closest documented ones: the authors' baseline
