@@ -364,8 +364,13 @@ def build_parser(description):
                    for family, tasks in by.items()) + ". Other combinations use generic defaults. Every flag overrides.")
     a, row = p.add_argument, "(default: the paper's row, see --print-config)"
     a("--method", choices=METHODS, help=f"default {HEADLINE['method']}; full: every weight trains, head: classifier only")
-    a("--row", help="a named variant of the paper's row for this method, model and task: " + "; ".join(
-        f"{' '.join(str(k) for k in key[:3])}: {key[3]}" for key in named_rows()) if named_rows() else "none yet")
+    named = {}  # name -> (method, family) -> tasks with a row of that name
+    for m, family, t, name in named_rows():
+        named.setdefault(name, {}).setdefault((m, family), []).append(t)
+    a("--row", help="a named variant of the paper's row for this method, model and task (default: the paper's row; "
+      "--print-config says which is in force): " + ("; ".join(
+          f"{name} for " + ", ".join(f"{m} on {family} ({' '.join(tasks)})" for (m, family), tasks in by.items())
+          for name, by in named.items()) or "none yet"))
     a("--targets", help="comma-separated suffixes of the linear layers to adapt "
                         "(default query,value; DeBERTa: query_proj,value_proj; or the paper row's)")
     for dest in HYPERPARAMETER_FLAGS:  # the methods' keywords, named as in spectral_ft, typed by their defaults
@@ -499,15 +504,17 @@ def check_targets_outside_head(model, targets):
 def dry_inject(config):
     """The method on the model's shapes without its weights: built on the meta device, but for the adapted
     layers (random CPU weights: some methods read them). Bad targets and hyperparameters fail here, before
-    any download of weights; and parameters are counted without one (--count-params)."""
+    any download of weights; and parameters are counted without one (--count-params): count_parameters's, and
+    `model`: the model's own parameters (head included, no adapter), which the papers' percentages divide by."""
     with torch.device("meta"):
         model = classifier_for(model_config_without_weights(config.model), TASKS[config.task].num_labels)
+    own = sum(p.numel() for p in model.parameters())
     if config.method not in NO_ADAPTER:
         check_targets_outside_head(model, config.targets)
         check_adapter_size(model, config)
     for _, module in adapted_layers(model, config.targets):
         model._init_weights(module.to_empty(device="cpu"))
-    return count_parameters(prepare_model(model, config.method, config.targets, config.hyperparameters))
+    return dict(count_parameters(prepare_model(model, config.method, config.targets, config.hyperparameters)), model=own)
 
 
 def describe(config, world, n_train, steps_per_epoch, total_steps):
@@ -529,9 +536,11 @@ def describe(config, world, n_train, steps_per_epoch, total_steps):
 
 
 def print_counts(config, counts):
-    """--count-params: the trainable parameters as the papers count them (outside the head)."""
+    """--count-params: the trainable parameters as the papers count them (outside the head), and their share of
+    the model's own parameters (dry_inject's `model`), as the papers' percentages."""
+    share = f"{100 * counts['adapter'] / counts['model']:.2f}% of the model's {counts['model']:,}"
     print(f"{config.method} on {config.model} ({config.task}, targets {config.targets}, "
-          f"{config.hyperparameters}):\n  trainable outside the head: {counts['adapter']:,}")
+          f"{config.hyperparameters}):\n  trainable outside the head: {counts['adapter']:,} ({share})")
     if "adapter_while_searching" in counts:
         print(f"  while tensors of a group of their own also train (LoCA's location search): "
               f"{counts['adapter_while_searching']:,}")

@@ -401,7 +401,7 @@ def test_count_params_for_deberta_v3_base_offline(targets, adapter, monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     counts = train.main(["--count-params", "--model", "microsoft/deberta-v3-base", "--method", "lora",
                          "--r", "24", "--targets", targets])["trainable_parameters"]
-    assert counts == {"adapter": adapter, "head": 592_130}
+    assert counts == {"adapter": adapter, "head": 592_130, "model": 184_423_682}
     assert adapter == len(targets.split(",")) * 12 * 24 * (768 + 768)
     if len(targets.split(",")) == 3:
         assert round(100 * adapter / 184_423_682, 2) == 0.72
