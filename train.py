@@ -72,9 +72,9 @@ def main(argv=None):
         counts = dry_inject(config)
         print_counts(config, counts)
         return {"config": config.to_json(), "trainable_parameters": counts}
-    data = load_task(config.task, config.data_dir)  # cheap checks first: the data is here (or downloads) ...
-    dry_inject(config)  # ... then the method on the model's shapes, before any weights are read
     try:
+        data = load_task(config.task, config.data_dir)  # cheap checks first: the data is here (or downloads) ...
+        dry_inject(config)  # ... then the method on the model's shapes, before any weights are read
         with process_group(config.device) as (rank, world, device):
             return fine_tune(config, data, checkpoint, started, rank, world, device)
     except Interrupted:  # in the loop: the step reached was saved

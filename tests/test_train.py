@@ -400,7 +400,7 @@ BAD_INPUTS = [  # (argv, what the one error line must say)
     ([*SAMPLE, "--method", "lora", "--r", "0"], "r=0 is out of range"),
     ([*SAMPLE, "--method", "lora", "--dropout", "1.5"], "dropout=1.5 is out of range"),
     ([*SAMPLE, "--method", "loca", "--n", "5000"], "n=5000 spectral coefficients do not fit a 32x32 weight matrix"),
-    ([*SAMPLE, "--method", "foura", "--transform", "wavelet"], "transform='wavelet' is unknown"),
+    ([*SAMPLE, "--method", "foura", "--transform", "wavelet"], "transform must be 'dct' or 'dft'"),
     ([*SAMPLE, "--targets", "nothing_here"], "no nn.Linear's name ends with any of targets"),
     ([*SAMPLE, "--max-length", "1000"], "--max-length 1000 is more than tiny takes: allowed at most 128"),
     (["--model", "./no/such/checkpoint", "--data-dir", str(RTE_SAMPLE_DIR)], "is not a directory"),
