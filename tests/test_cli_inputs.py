@@ -155,3 +155,32 @@ def test_bad_bench_flags_and_no_gpu_are_one_line(cli, tmp_path):
                          kind="bench")
     assert code == 0, err
     assert out.splitlines()[0].startswith("# roberta-base shape (hidden 16, 1 layers")
+
+
+# -----------------------------------------------------------------------------
+# cheap checks before expensive ones, and where the defaults come from
+
+
+def test_missing_data_is_found_before_the_method_is_built_on_the_model_s_shapes(monkeypatch, tmp_path):
+    """A dry run of an expensive method (Spectral Adapter A computes every layer's SVD) waits until the data is
+    known to be there: the "no data" line comes first, and the dry inject never starts."""
+    import train
+
+    def never(config):
+        raise AssertionError("the dry inject ran before the data was checked")
+    monkeypatch.setattr(train, "dry_inject", never)
+    with pytest.raises(ValueError, match="--data-dir .* lacks"):
+        train.main(["--method", "spectral_a", "--model", "tiny", "--task", "rte", "--data-dir", str(tmp_path),
+                    "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_says_which_defaults_come_from_the_paper_s_row():
+    import train
+
+    helps = {a.dest: a.help or "" for a in train.build_parser("")._actions}
+    for dest in ("epochs", "batch_size", "max_length", "lr", "lr_head", "weight_decay", "warmup_ratio", "r", "n",
+                 "alpha", "lr_locations", "T_s"):
+        assert "the paper's row" in helps[dest], dest
+    for dest in ("seed", "log_every", "save_minutes"):  # not from a row: their own default, said
+        assert "default" in helps[dest] and "paper's row" not in helps[dest], dest
