@@ -20,10 +20,8 @@ its folder while it runs, so two runs never share one. Several processes: run/di
 Exit status: 0 done; 1 stopped (non-finite loss, network); 2 bad input or a failed write (a full disk), named
 in one line; 130 interrupted by Ctrl-C, 143 by SIGTERM (both save the step reached first).
 """
-import inspect
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -37,21 +35,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import spectral_ft
-from run.config import (RunConfig, build_parser, count_parameters, decide_config, describe, dry_inject, in_own_group,
-                    prepare_model, print_counts)
 from data import TASKS, compute_metrics, load_task, main_metric, pad_batch, tokenize
-from run.errors import UsageError
-from run.distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
 from encoder.model import build_tiny_model, load_pretrained
-from run.folder import (BEST_ADAPTER, LATER_PROGRESS, PROGRESS_TYPES, DiskError, Interrupted, NonFiniteError, StopRequests,
-                  append_log, check_finite, check_same_data, data_fingerprint, hold_folder, intact,
-                  interrupted_outside_the_loop, read_run_checkpoint, release_folders, restore, results_of,
-                  save_checkpoint, start_log, trainable_state, write_adapter, write_results)
-from run.step import Speed, float_dtype, step_mode
+from run.config import (RunConfig, build_parser, count_parameters, decide_config, describe, dry_inject, in_own_group,
+                        method_schedule, prepare_model, print_counts)
+from run.distributed import batch_share, epoch_shard, gather_interleaved, process_group, rank0_first
+from run.errors import Interrupted, NonFiniteError, UsageError, command_line
+from run.folder import (BEST_ADAPTER, LATER_PROGRESS, PROGRESS_TYPES, StopRequests, append_log, check_finite,
+                        check_same_data, data_fingerprint, hold_folder, intact, interrupted_outside_the_loop,
+                        read_run_checkpoint, release_folders, restore, results_of, save_checkpoint, start_log,
+                        trainable_state, write_adapter, write_results)
+from run.step import Speed, float_dtype
 
 READ_EVERY = 10  # steps between reading the loss back from a GPU (progress bar, non-finite checks)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
 
 
 # -----------------------------------------------------------------------------
@@ -172,7 +168,8 @@ def fine_tune(config, data, checkpoint, started, rank=0, world=1, device=torch.d
             for split, examples in [("train", train_examples), *dev_examples.items()]}
     if rank == 0:
         start_log(out, state.step if checkpoint else None)
-    speed = make_speed(run, model, tokenizer.pad_token_id)
+    speed, said = Speed.for_run(config, model, device, world, tokenizer.pad_token_id, TASKS[config.task].num_labels == 1)
+    run.say(said)
     train_loop(run, state, model, training, speed, data)
     return finish(run, state, model, counts)
 
@@ -218,15 +215,6 @@ def build_optimizer(model, config, total_steps, device):
                     method_schedule(model, config))
 
 
-def method_schedule(model, config):
-    """The method's own schedule (its class's `schedule`, given the settings it takes), or None."""
-    schedule = spectral_ft.declared(config.method, "schedule") if config.method in spectral_ft.METHODS else None
-    if schedule is None:
-        return None
-    takes = inspect.signature(schedule).parameters
-    return schedule(model, **{k: v for k, v in config.method_settings.items() if k in takes})
-
-
 def linear_warmup_decay(total_steps, warmup_steps):
     """LambdaLR factor: 0 -> 1 linearly over warmup_steps, then linearly to 0 at total_steps."""
     def factor(step):
@@ -234,21 +222,6 @@ def linear_warmup_decay(total_steps, warmup_steps):
             return step / warmup_steps
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
     return factor
-
-
-def make_speed(run, model, pad_id):
-    """step.Speed: on a GPU, unless --eager or fp16, each micro-batch padded to a length bucket and run through
-    the model's CUDA graphs for that shape (the adapted layers torch.compiled first, --compile); else eager."""
-    config, scope = run.config, run.config.compile or "adapters"
-    micro_batch = config.micro_batch_size or math.ceil(config.batch_size / run.world)
-    mode = step_mode(run.device, config.precision, config.eager)
-    speed = Speed(model, device=run.device, dtype=DTYPES[config.precision], mode=mode,
-                  rows=min(micro_batch, math.ceil(config.batch_size / run.world)), max_length=config.max_length,
-                  pad_id=pad_id, regression=TASKS[config.task].num_labels == 1, world=run.world, compile=scope)
-    compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[scope]
-    run.say(f"  step            {'CUDA graphs per length bucket' + compiled if mode == 'graph' else 'eager'}"
-            + (" (fp16's GradScaler step is eager)" if config.precision == "fp16" and not config.eager else ""))
-    return speed
 
 
 def weighted_loss(logits, y, weight, regression):
@@ -462,23 +435,8 @@ def finish(run, state, model, counts):
 
 
 def cli(argv=None):
-    """The command line: main() with errors turned into one line and an exit status."""
-    try:
-        main(argv)
-        return 0
-    except (UsageError, DiskError, ValueError, FileNotFoundError, NotADirectoryError) as e:  # DiskError: a full disk
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every process finds the same bad input
-            print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except NonFiniteError as e:
-        print(f"train.py: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # the network (hub.HubOfflineError, DownloadError)
-        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as e:
-        print(f"train.py: interrupted; {e or 'nothing was written, so nothing can be resumed'}", file=sys.stderr)
-        return 128 + getattr(e, "signum", signal.SIGINT)
+    """The command line: main() with its errors as one line and an exit status (run/errors.py)."""
+    return command_line(main, argv, "train.py")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ and output folder, and the dry inject (the method on the model's shapes, on the 
 import argparse
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import typing
@@ -443,6 +444,15 @@ def prepare_model(model, method, targets=None, hyperparameters=None):
         if name in head:
             p.requires_grad_(True)
     return model
+
+
+def method_schedule(model, config):
+    """The method's own schedule (its class's `schedule`, given the settings it takes), or None."""
+    schedule = spectral_ft.declared(config.method, "schedule") if config.method in spectral_ft.METHODS else None
+    if schedule is None:
+        return None
+    takes = inspect.signature(schedule).parameters
+    return schedule(model, **{k: v for k, v in config.method_settings.items() if k in takes})
 
 
 def in_own_group(model):

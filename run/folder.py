@@ -27,21 +27,8 @@ import torch
 
 import spectral_ft
 from data import TASKS, main_metric
-from run.errors import TYPE_NAMES, UsageError, fits
+from run.errors import TYPE_NAMES, DiskError, Interrupted, NonFiniteError, UsageError, fits
 from encoder.hub import atomic_write, write_safetensors
-
-
-class NonFiniteError(RuntimeError):
-    """The loss or a weight stopped being finite; exit status 1, last good checkpoint untouched."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM; its message says whether, and how, the run can be continued. Exit status 128 + the
-    signal's number: 130 for Ctrl-C, 143 for SIGTERM."""
-
-    def __init__(self, message, signum=signal.SIGINT):
-        super().__init__(message)
-        self.signum = signum
 
 
 def interrupted_outside_the_loop(out, resumed):
@@ -51,10 +38,6 @@ def interrupted_outside_the_loop(out, resumed):
         return Interrupted(f"continue with --resume {out} (from its last checkpoint)")
     return Interrupted("no checkpoint was written yet, so nothing can be resumed; run again to start over "
                        "(--save-every N or --save-minutes M save sooner)")
-
-
-class DiskError(OSError):
-    """Writing an output file failed (a full disk, ...); exit status 2, last good checkpoint untouched."""
 
 
 # -----------------------------------------------------------------------------

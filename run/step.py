@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 import spectral_ft
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}  # --precision
 LENGTH_BUCKET = 32  # padded lengths are multiples of 32 (at most --max-length)
 CAPTURE_WARMUP = 3  # eager passes on the capture stream before a capture, as torch.cuda.graphs requires
 COMPILE_SCOPES = ("adapters", "model", "none")  # what mode 'graph' torch.compiles before it captures
@@ -145,6 +146,18 @@ class Speed:
                     dist.broadcast(t.data, 0)
         self.graphed, self.inputs, self.graphs, self.pool = {}, {}, {}, None  # train graphs; eval buffers, graphs
         self.compiled = compile_in_place(model, compile) if mode == "graph" else []
+
+    @classmethod
+    def for_run(cls, config, model, device, world, pad_id, regression):
+        """(Speed, the line saying what it does) for a run's configuration: on a GPU, unless --eager or fp16, each
+        micro-batch padded to a length bucket through the model's CUDA graphs (--compile's scope compiled first)."""
+        scope, mode = config.compile or "adapters", step_mode(device, config.precision, config.eager)
+        rows = min(config.micro_batch_size or math.ceil(config.batch_size / world), math.ceil(config.batch_size / world))
+        speed = cls(model, device=device, dtype=DTYPES[config.precision], mode=mode, rows=rows,
+                    max_length=config.max_length, pad_id=pad_id, regression=regression, world=world, compile=scope)
+        compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[scope]
+        return speed, (f"  step            {'CUDA graphs per length bucket' + compiled if mode == 'graph' else 'eager'}"
+                       + (" (fp16's GradScaler step is eager)" if config.precision == "fp16" and not config.eager else ""))
 
     def micro_batches(self, parts):
         """(network, (input_ids, mask, types, y, weight) on the device) for each micro-batch of `parts` (CPU

@@ -30,7 +30,8 @@ from run.distributed import epoch_permutation
 from run.config import prepare_model
 from encoder.model import TINY_SPECIAL_TOKENS as SPECIAL_TOKENS
 from data import RTE_SAMPLE_DIR
-from run.folder import NonFiniteError, load_trainable_state, rng_state, set_rng_state
+from run.errors import NonFiniteError
+from run.folder import load_trainable_state, rng_state, set_rng_state
 from encoder.hub import read_safetensors
 from encoder.model import SequenceClassifier, save_pretrained, tiny_config
 
