@@ -385,7 +385,7 @@ def epoch_table(rows, against="reduce-overhead"):
 
 
 def verdict(bench_ratios, epoch_ratio):
-    """Issue 17's rule: keep ours only if it is at least 5% faster (ours / reduce-overhead <= 0.95) on every bench
+    """The rule: keep ours only if it is at least 5% faster (ours / reduce-overhead <= 0.95) on every bench
     row and on the real run, in this call. Either half failing decides (replace); both passing keeps ours; a half
     not measured (or with a failed row) leaves it open, so the halves can run in separate calls."""
     ratios = bench_ratios.get("ours", [])
