@@ -47,7 +47,8 @@ SETTINGS = {  # small hyperparameters for a 32-wide model
     "fourierft": dict(n=64, scaling=150.0, seed=5), "fora": dict(n=40, r=4, alpha=None, seed=1),
     "dfora": dict(n=40, r=4, alpha=None, seed=1), "loca": dict(n=50, alpha=1.0, seed=2),
     "foura": dict(r=4, alpha=8.0, transform="dct", gate=False), "spectral_a": dict(r=4), "spectral_r": dict(r=4),
-    "full": {}, "head": {},
+    "dora": dict(r=4, alpha=8.0, dropout=0.1), "oft": dict(r=4, block_share=False), "bitfit": {},
+    "masked_lora": dict(n=40, r=4, alpha=None, seed=1), "full": {}, "head": {},
 }
 
 
