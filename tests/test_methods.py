@@ -599,11 +599,16 @@ def test_vera_projections_are_pefts_for_the_same_seed(seed, r):
     A, B = model.query.projections.A, model.query.projections.B  # the shared pair, (r, 7) and (9, r)
     assert A.shape == (r, 7) and B.shape == (9, r) and A.dtype == B.dtype == torch.float32
     first_A, last_A, sum_A, abs_A, first_B, last_B, sum_B, abs_B = PEFT_VERA[(seed, r)]
-    assert A.flatten()[:4].tolist() == first_A and A.flatten()[-2:].tolist() == last_A
-    assert B.flatten()[:4].tolist() == first_B and B.flatten()[-2:].tolist() == last_B
+    # The draws are the generator's, the same on every CPU; uniform_'s a + (b - a) u is one float32 rounding apart
+    # between vectorized (fused multiply-add) and scalar kernels, so the values match to float32 rounding: another
+    # seed or order of draws moves them by O(1).
+    assert A.flatten()[:4].tolist() == pytest.approx(first_A, rel=1e-6, abs=1e-7)
+    assert A.flatten()[-2:].tolist() == pytest.approx(last_A, rel=1e-6, abs=1e-7)
+    assert B.flatten()[:4].tolist() == pytest.approx(first_B, rel=1e-6, abs=1e-7)
+    assert B.flatten()[-2:].tolist() == pytest.approx(last_B, rel=1e-6, abs=1e-7)
     for tensor, total, absolute in ((A, sum_A, abs_A), (B, sum_B, abs_B)):
-        assert math.isclose(tensor.double().sum().item(), total, rel_tol=1e-12)
-        assert math.isclose(tensor.double().abs().sum().item(), absolute, rel_tol=1e-12)
+        assert math.isclose(tensor.double().sum().item(), total, rel_tol=1e-6, abs_tol=1e-6)
+        assert math.isclose(tensor.double().abs().sum().item(), absolute, rel_tol=1e-6)
     assert torch.equal(model.query.vera_A, A[:, :7]) and torch.equal(model.value.vera_A, A[:, :6])
     assert torch.equal(model.query.vera_B, B[:5]) and torch.equal(model.value.vera_B, B)
 
