@@ -17,8 +17,8 @@ Rounding: the largest deviation of any compared quantity, over every method and 
 OPENBLAS_CORETYPE unset, Haswell, SkylakeX, Zen and Prescott; OpenBLAS serves only numpy's metrics here and never
 moved a value):
     ATEN_CPU_CAPABILITY avx2                           1.1e-13  (2.2e-16 when recorded; since then the step
-                                                                  moved into train.py's loop and DoRA's forward
-                                                                  became DFoRA's: sums in another order)
+                                                                  moved into train.py's loop and DFoRA's forward
+                                                                  became DoRA's: sums in another order)
     the machine's default (AVX-512)                    1.8e-09
     default (no vector extensions, scalar kernels)     2.9e-06  (worst: Spectral Adapter R's P_V, FouRA's gate_shift)
 A changed computation: the smallest deviation over every method and task, as `python tests/test_golden.py --perturb`
