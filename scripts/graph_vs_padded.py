@@ -13,33 +13,47 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-import torch
-import spectral_ft, train
-from bench import TrainStep
-from test_step import batches, nn_model, optimizer_of
+import torch  # noqa: E402
 
-def run(model, method, mode, data, micro, schedule_args):
+import spectral_ft  # noqa: E402
+import train  # noqa: E402
+from bench import TrainStep  # noqa: E402
+from test_step import batches, nn_model, optimizer_of  # noqa: E402
+
+ROWS = [("lora", {}, None), ("dora", {}, None), ("oft", {}, None), ("full", {}, None),
+        ("loca", {"n": 64}, (2, 2, 6))]  # LoCA: coefficients 0-1, locations 2-3, coefficients 4-5, frozen 6-
+
+
+def losses_of(model, method, mode, data, micro, schedule_args):
+    """The step's losses over `data` in `mode`, and the mode it ended in."""
     optimizer = optimizer_of(model, method)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, train.linear_warmup_decay(len(data), 1))
     schedule = spectral_ft.LoCASchedule(model, *schedule_args) if schedule_args else None
     step = TrainStep(model, optimizer, scheduler, None, schedule, device=torch.device("cuda"), mode=mode,
                      rows=micro, max_length=32, compile="none")
-    losses = [step(parts, n).item() for parts, n in data]
-    return losses, step.mode
+    return [step(parts, n).item() for parts, n in data], step.mode
 
-rows = [("lora", {}, None), ("dora", {}, None), ("oft", {}, None), ("full", {}, None), ("loca", {"n": 64}, (2, 2, 6))]
-report = {}
-for method, hp, sched in rows:
-    try:
-        data = batches(seed=1, steps=9, batch=7, micro=3)
-        base = nn_model(method, **hp).float().cuda()
-        padded_model, graph_model = copy.deepcopy(base), copy.deepcopy(base)
-        l_pad, _ = run(padded_model, method, "padded", data, 3, sched)
-        l_graph, mode = run(graph_model, method, "graph", data, 3, sched)
-        wdiff = max((a - b).abs().max().item() for a, b in zip(padded_model.parameters(), graph_model.parameters()))
-        ldiff = max(abs(a - b) for a, b in zip(l_pad, l_graph))
-        report[method] = dict(mode=mode, loss_diff=ldiff, weight_diff=wdiff)
-    except Exception as e:
-        report[method] = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
-    print(method, report[method], flush=True)
-print(json.dumps(report))
+
+def compare(method, hyperparameters, schedule_args):
+    data = batches(seed=1, steps=9, batch=7, micro=3)
+    base = nn_model(method, **hyperparameters).float().cuda()
+    padded, graphed = copy.deepcopy(base), copy.deepcopy(base)
+    padded_losses, _ = losses_of(padded, method, "padded", data, 3, schedule_args)
+    graph_losses, mode = losses_of(graphed, method, "graph", data, 3, schedule_args)
+    return dict(mode=mode, loss_diff=max(abs(a - b) for a, b in zip(padded_losses, graph_losses)),
+                weight_diff=max((a - b).abs().max().item() for a, b in zip(padded.parameters(), graphed.parameters())))
+
+
+def main():
+    report = {}
+    for method, hyperparameters, schedule_args in ROWS:
+        try:
+            report[method] = compare(method, hyperparameters, schedule_args)
+        except Exception as e:  # one method's failure is reported, the others still run
+            report[method] = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
+        print(method, report[method], flush=True)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
