@@ -105,6 +105,16 @@ def step_mode(device, precision, eager=False):
     return "graph" if device.type == "cuda" and not eager and precision != "fp16" else "eager"
 
 
+def own_gradients(model):
+    """A zero .grad for every parameter that trains and has none. A graphed backward returns its gradients as views
+    of static buffers that its next replay overwrites; autograd adopts such a view as a parameter's .grad when it
+    has none, so a second micro-batch of the same shape would overwrite the first's gradient before adding to it
+    (2 g2 instead of g1 + g2). Into a .grad of its own, autograd adds in place."""
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
 class _Forward(nn.Module):
     """The model's forward as a module of its own: make_graphed_callables replaces the forward of the module
     it graphs, so each shape's graph wraps its own _Forward around the one model."""
@@ -163,6 +173,8 @@ class Speed:
         """(network, (input_ids, mask, types, y, weight) on the device) for each micro-batch of `parts` (CPU
         tensors): the model on the batch's own shape (eager), or padded to (rows, length bucket) with the model's
         graphed passes for that shape (graph; the model itself in mode 'padded')."""
+        if self.mode == "graph":
+            own_gradients(self.model)
         for part in parts:
             if self.mode == "eager":
                 yield self.model, [t.to(self.device, non_blocking=True) for t in part]

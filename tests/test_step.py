@@ -245,3 +245,35 @@ def test_eager_flag_is_accepted_and_the_cpu_runs_eager_either_way(tmp_path):
     assert plain["config"]["compile"] == "adapters"  # the default, for graph steps; the CPU compiles nothing
     other = train.main([*flags, "--compile", "model", "--out", str(tmp_path / "model")])
     assert other["config"]["compile"] == "model" and other["final"] == plain["final"]
+
+
+def test_own_gradients_keep_a_graphed_backward_s_static_buffer_from_becoming_the_gradient():
+    """What torch.cuda.make_graphed_callables' backward does, on the CPU: it returns a view of a static buffer that its
+    next replay overwrites. Adopted as .grad (grads set to None), two micro-batches give 2 g2; with own_gradients,
+    g1 + g2."""
+    from run.step import own_gradients
+
+    weight, static_grad = torch.nn.Parameter(torch.zeros(3)), torch.zeros(3)
+
+    class Replayed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.x = x
+            return (x * w).sum()
+
+        @staticmethod
+        def backward(ctx, g):
+            static_grad.copy_(ctx.x * g)  # the replay writes its output buffer
+            return None, static_grad.detach()
+
+    def accumulate(prepare):
+        weight.grad = None
+        prepare(weight)
+        for x in (torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])):
+            Replayed.apply(x, weight).backward()
+        return weight.grad.clone()
+
+    assert torch.equal(accumulate(lambda w: None), torch.tensor([20.0, 40.0, 60.0]))  # the failure, reproduced
+    module = torch.nn.Module()
+    module.weight = weight
+    assert torch.equal(accumulate(lambda w: own_gradients(module)), torch.tensor([11.0, 22.0, 33.0]))
