@@ -325,7 +325,7 @@ PAPER_SETTINGS = {
 # (T_s 0), V2 the alternating search for the whole run (a T_s past the run's end: --print-config shows the run's
 # length), V3 coefficients and locations jointly every step for the first T_s steps, V4 / V5 the forward / backward
 # one-sided difference as the location gradient. Table 5's own numbers are not transcribed here (the table could
-# not be read: shared/PAPER_TABLES.md has no Table 5), so these rows report none and say so.
+# not be read where these rows were written), so these rows report none and say so.
 LOCA_TABLE_5 = dict(v1=("V1, coefficients only", dict(T_s=0)),
                     v2=("V2, alternating for the whole run", dict(T_s=2**31 - 1)),
                     v3=("V3, coefficients and locations jointly for T_s steps", dict(mode="joint")),
