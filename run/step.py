@@ -11,13 +11,15 @@ through:
 mode "eager": the model itself on each batch's own shape (the CPU always, a GPU with --eager or fp16).
 mode "graph" (a GPU): each micro-batch padded to a fixed row count (copies of its first row, at loss weight 0)
 and to a length bucket (padding tokens, masked out: the model never attends to them and the loss never reads
-them), and the network for its shape the model's forward and backward captured as CUDA graphs
-(torch.cuda.make_graphed_callables) and replayed: one launch for ~1000 kernels, where an eager step is bound by
-~30 µs of Python and launch time per kernel. One graph per (rows, length, which tensors train), captured on
-first use, all in one memory pool; LoCA's phases train different tensors, so each gets its own. The loss,
-the optimizer and the schedules stay eager. Before capturing, the adapted layers (or the whole model) are
-torch.compiled in place (compile_in_place): Inductor fuses what a method adds around its matrix products.
-mode "padded": "graph"'s padding without the graphs, so that the CPU checks it.
+them) in that shape's static input buffers, and the network for its shape the model's forward and backward,
+each captured once as a CUDA graph and replayed (GraphedPasses): one launch for ~1000 kernels, where an eager
+step is bound by ~30 µs of Python and launch time per kernel. The backward graph adds each gradient into the
+parameter's static .grad (attach_gradients), as an eager backward would. One pair of graphs per (rows, length,
+which tensors train), captured on first use, all in one memory pool; LoCA's phases train different tensors, so
+each gets its own. The loss, the optimizer and the schedules stay eager. Before capturing, the adapted layers
+(or the whole model) are torch.compiled in place (compile_in_place): Inductor fuses what a method adds around
+its matrix products.
+mode "padded": "graph"'s padding and static gradients without the graphs, so that the CPU checks them.
 Evaluation (`logits`) pads the same way and replays a forward-only graph per shape. Several processes: every
 one starts from process 0's weights and `reduce_gradients` averages the gradients after the passes, one flat
 all-reduce per dtype. REPRODUCE.md §3 has the measurements behind these choices.
@@ -28,7 +30,6 @@ import sys
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
 
 import spectral_ft
@@ -105,26 +106,73 @@ def step_mode(device, precision, eager=False):
     return "graph" if device.type == "cuda" and not eager and precision != "fp16" else "eager"
 
 
-def own_gradients(model):
-    """A zero .grad for every parameter that trains and has none. A graphed backward returns its gradients as views
-    of static buffers that its next replay overwrites; autograd adopts such a view as a parameter's .grad when it
-    has none, so a second micro-batch of the same shape would overwrite the first's gradient before adding to it
-    (2 g2 instead of g1 + g2). Into a .grad of its own, autograd adds in place."""
-    for p in model.parameters():
-        if p.requires_grad and p.grad is None:
-            p.grad = torch.zeros_like(p)
+class GraphedPasses:
+    """The model's forward and backward for inputs of one shape, each captured once as a CUDA graph and replayed.
+    Called, it is the model's forward: `passes(input_ids, mask, types)` -> logits that train.py's eager loss and
+    `loss.backward()` go through; that backward replays the captured one, which adds every trained parameter's
+    gradient into the static .grad it was captured with (Speed.attach_gradients). Two graphs, not one, so that
+    the loss between them stays train.py's own line; per micro-batch only the loss's few kernels run eagerly.
+    inputs: the static (rows, length) buffers (input_ids, mask, types) the graphs read; grads: the static
+    gradient buffers, restored after the warm-up passes (which add into them)."""
+
+    def __init__(self, model, inputs, *, autocast, pool, stream, grads):
+        self.inputs = inputs
+        saved = [g.clone() for g in grads]  # the gradients of the micro-batches already through this step
+        try:
+            self.capture(model, autocast, pool, stream)
+        finally:
+            for g, before in zip(grads, saved):
+                g.copy_(before)
+        self.anchor = torch.empty(0, device=self.logits.device, requires_grad=True)  # the replay's logits require grad
+
+    def capture(self, model, autocast, pool, stream):
+        """Warm-up passes on the capture stream (as torch.cuda.graphs requires), then the two captures."""
+        current = torch.cuda.current_stream(stream.device)
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            for _ in range(CAPTURE_WARMUP):
+                with autocast:
+                    logits = model(*self.inputs)
+                if logits.requires_grad:
+                    logits.backward(torch.ones_like(logits))
+        current.wait_stream(stream)
+        self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward_graph, pool=pool, stream=stream):
+            with autocast:
+                logits = model(*self.inputs)  # (rows, num_labels)
+        self.trains, self.grad_logits = logits.requires_grad, torch.zeros_like(logits)  # backward's static input
+        if self.trains:
+            with torch.cuda.graph(self.backward_graph, pool=pool, stream=stream):
+                logits.backward(self.grad_logits)
+        self.logits = logits.detach()  # forward's static output
+
+    def __call__(self, input_ids, mask, types):
+        for buffer, t in zip(self.inputs, (input_ids, mask, types)):
+            if t.data_ptr() != buffer.data_ptr():
+                buffer.copy_(t)
+        if self.trains:
+            return _Replay.apply(self, self.anchor)
+        self.forward_graph.replay()
+        return self.logits.clone()
+
+    def backward(self, grad_logits):
+        self.grad_logits.copy_(grad_logits)
+        self.backward_graph.replay()
 
 
-class _Forward(nn.Module):
-    """The model's forward as a module of its own: make_graphed_callables replaces the forward of the module
-    it graphs, so each shape's graph wraps its own _Forward around the one model."""
+class _Replay(torch.autograd.Function):
+    """GraphedPasses' node in the autograd graph: forward replays the forward graph, backward the backward graph."""
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
+    @staticmethod
+    def forward(ctx, passes, anchor):
+        ctx.passes = passes
+        passes.forward_graph.replay()
+        return passes.logits.clone()  # the next replay overwrites the static output
 
-    def forward(self, input_ids, mask, types):
-        return self.model(input_ids, mask, types)
+    @staticmethod
+    def backward(ctx, grad_logits):
+        ctx.passes.backward(grad_logits)
+        return None, None
 
 
 class Speed:
@@ -154,7 +202,9 @@ class Speed:
             with torch.no_grad():
                 for t in [*model.parameters(), *model.buffers()]:
                     dist.broadcast(t.data, 0)
-        self.graphed, self.inputs, self.graphs, self.pool = {}, {}, {}, None  # train graphs; eval buffers, graphs
+        self.graphed, self.graphs, self.pool = {}, {}, None  # training passes, evaluation graphs: per shape
+        self.inputs = {}  # static input buffers per (rows, length), shared by training and evaluation
+        self.grads, self.flat = {}, []  # static gradients (modes 'padded', 'graph'): per parameter, and the buffers
         self.compiled = compile_in_place(model, compile) if mode == "graph" else []
 
     @classmethod
@@ -171,31 +221,56 @@ class Speed:
 
     def micro_batches(self, parts):
         """(network, (input_ids, mask, types, y, weight) on the device) for each micro-batch of `parts` (CPU
-        tensors): the model on the batch's own shape (eager), or padded to (rows, length bucket) with the model's
-        graphed passes for that shape (graph; the model itself in mode 'padded')."""
-        if self.mode == "graph":
-            own_gradients(self.model)
+        tensors): the model on the batch's own shape (eager), or padded to (rows, length bucket) in that shape's
+        static buffers, with the model's graphed passes for that shape (graph; the model itself in mode 'padded',
+        into the same static gradients)."""
+        if self.mode != "eager":
+            self.attach_gradients()
         for part in parts:
             if self.mode == "eager":
                 yield self.model, [t.to(self.device, non_blocking=True) for t in part]
                 continue
             rows, length = max(self.rows, len(part[0])), bucket_length(part[0].shape[1], self.max_length)
-            tensors = [t.to(self.device, non_blocking=True) for t in pad_to_shape(*part, rows, length, self.pad_id)]
-            yield (self.graphed_passes(rows, length, tensors) if self.mode == "graph" else self.model), tensors
+            input_ids, mask, types, y, weight = pad_to_shape(*part, rows, length, self.pad_id)
+            inputs = self.fill(rows, length, (input_ids, mask, types))
+            y, weight = (t.to(self.device, non_blocking=True) for t in (y, weight))
+            yield (self.graphed_passes(rows, length) if self.mode == "graph" else self.model), (*inputs, y, weight)
 
-    def graphed_passes(self, rows, length, tensors):
-        """The model's forward and backward for inputs of shape (rows, length), captured once (for the tensors
-        that train now) and replayed; the model itself where the capture fails (said once)."""
+    def attach_gradients(self):
+        """Every parameter that trains now gets its static gradient, zeroed, and every other none (so that the
+        optimizer skips it): a graph adds into the addresses it was captured with. One flat buffer per dtype for
+        the parameters that train when the first step starts (one kernel zeroes it), one of its own for a
+        parameter that starts training later (LoCA's locations)."""
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.grads:
+            for dtype in dict.fromkeys(p.dtype for p in trained):
+                same = [p for p in trained if p.dtype == dtype]
+                flat = torch.zeros(sum(p.numel() for p in same), dtype=dtype, device=self.device)
+                self.flat.append(flat)
+                for p, part in zip(same, flat.split([p.numel() for p in same])):
+                    self.grads[p] = part.view_as(p)
+        for p in trained:
+            if p not in self.grads:
+                self.grads[p] = torch.zeros_like(p)
+                self.flat.append(self.grads[p].view(-1))
+        for flat in self.flat:
+            flat.zero_()
+        for p in self.model.parameters():
+            p.grad = self.grads[p] if p.requires_grad else None
+
+    def graphed_passes(self, rows, length):
+        """The model's forward and backward on (rows, length)'s static buffers, captured once for the tensors that
+        train now, and replayed; the model itself where the capture fails (said once)."""
         key = (rows, length, tuple(p.requires_grad for p in self.model.parameters()))
         if key not in self.graphed:
             try:
-                with self.autocast:
-                    self.graphed[key] = torch.cuda.make_graphed_callables(
-                        _Forward(self.model), tuple(tensors[:3]), num_warmup_iters=CAPTURE_WARMUP,
-                        allow_unused_input=True, pool=self.graph_pool())
+                self.graphed[key] = GraphedPasses(self.model, self.inputs[rows, length], autocast=self.autocast,
+                                                  pool=self.graph_pool(), stream=capture_stream(self.device),
+                                                  grads=self.flat)
             except Exception as error:
+                torch.cuda.current_stream(self.device).wait_stream(capture_stream(self.device))
                 self.capture_failed(error)
-                return self.model if self.mode != "graph" else self.graphed_passes(rows, length, tensors)
+                return self.model if self.mode != "graph" else self.graphed_passes(rows, length)
         return self.graphed[key]
 
     def graph_pool(self):

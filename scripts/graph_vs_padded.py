@@ -1,5 +1,5 @@
 """
-On a GPU: run/step.py's graphed passes (mode 'graph', torch.cuda.make_graphed_callables) against the same steps in
+On a GPU: run/step.py's graphed passes (mode 'graph', GraphedPasses) against the same steps in
 mode 'padded' (no graphs), through bench.TrainStep (train.py's loop body), on a tiny float32 BERT without dropout:
 LoRA, DoRA, OFT, full and LoCA through its phases. Prints, per method, the mode the step ended in (a failed
 capture falls back to 'padded'), the largest loss and weight differences over 9 steps, then all of it as JSON.

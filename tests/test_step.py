@@ -247,33 +247,33 @@ def test_eager_flag_is_accepted_and_the_cpu_runs_eager_either_way(tmp_path):
     assert other["config"]["compile"] == "model" and other["final"] == plain["final"]
 
 
-def test_own_gradients_keep_a_graphed_backward_s_static_buffer_from_becoming_the_gradient():
-    """What torch.cuda.make_graphed_callables' backward does, on the CPU: it returns a view of a static buffer that its
-    next replay overwrites. Adopted as .grad (grads set to None), two micro-batches give 2 g2; with own_gradients,
-    g1 + g2."""
-    from run.step import own_gradients
+def test_padded_micro_batches_add_their_gradients_into_static_buffers_that_stay_put():
+    """What a graphed backward relies on: every trained parameter's .grad is the same static buffer at every step
+    (the addresses the graph was captured with), zeroed when a step starts, and two micro-batches of one shape add
+    up in it (g1 + g2, not 2 g2); a tensor that does not train in a phase has no gradient (AdamW skips it)."""
+    from run.step import Speed
 
-    weight, static_grad = torch.nn.Parameter(torch.zeros(3)), torch.zeros(3)
-
-    class Replayed(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, w):
-            ctx.x = x
-            return (x * w).sum()
-
-        @staticmethod
-        def backward(ctx, g):
-            static_grad.copy_(ctx.x * g)  # the replay writes its output buffer
-            return None, static_grad.detach()
-
-    def accumulate(prepare):
-        weight.grad = None
-        prepare(weight)
-        for x in (torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])):
-            Replayed.apply(x, weight).backward()
-        return weight.grad.clone()
-
-    assert torch.equal(accumulate(lambda w: None), torch.tensor([20.0, 40.0, 60.0]))  # the failure, reproduced
-    module = torch.nn.Module()
-    module.weight = weight
-    assert torch.equal(accumulate(lambda w: own_gradients(module)), torch.tensor([11.0, 22.0, 33.0]))
+    model = nn_model("loca", n=64)
+    eager_model = copy.deepcopy(model)
+    speed = Speed(model, device=torch.device("cpu"), mode="padded", rows=3, max_length=32)
+    (parts, _), (later, _) = batches(seed=5, steps=2, batch=6, micro=3)  # two micro-batches of 3 per step
+    addresses = None
+    for step_parts in (parts, later):
+        for network, (input_ids, mask, types, y, weight) in speed.micro_batches(step_parts):
+            train.weighted_loss(network(input_ids, mask, types), y, weight, False).backward()
+        trained = [p for p in model.parameters() if p.requires_grad]
+        now = [p.grad.data_ptr() for p in trained]
+        assert addresses in (None, now)
+        addresses = now
+        expected = [0.0 * p for p in eager_model.parameters() if p.requires_grad]
+        for input_ids, mask, types, y, weight in step_parts:
+            losses = train.weighted_loss(eager_model(input_ids, mask, types), y, weight, False)
+            for e, g in zip(expected, torch.autograd.grad(losses, [p for p in eager_model.parameters() if p.requires_grad])):
+                e += g
+        for p, e in zip(trained, expected):
+            torch.testing.assert_close(p.grad, e, rtol=1e-12, atol=1e-14)
+    assert any(not p.requires_grad for p in model.parameters())  # the frozen backbone, LoCA's locations
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    model.requires_grad_(False)  # a phase that trains nothing of these: the next step detaches them all
+    list(speed.micro_batches(later))
+    assert all(p.grad is None for p in model.parameters())
