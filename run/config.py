@@ -261,8 +261,6 @@ def decide_method_settings(config, download=True):
     decide = getattr(spectral_ft.declared(cls, "schedule"), "decide", None) if cls else None
     if decide is None:
         return settings
-    if None not in settings.values():  # nothing left to decide (the row or the flags gave it)
-        return settings
     n_train = count_training_examples(config["task"], config["data_dir"], download)
     if config["max_steps"] is None and n_train is None:
         return settings

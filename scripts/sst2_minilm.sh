@@ -7,7 +7,7 @@
 set -uo pipefail
 model=$1 data=$2 out=$3 parallel=${4:-8}
 shift $(( $# < 4 ? $# : 4 ))
-methods=${*:-full head lora vera fourierft fora dfora loca foura spectral_a spectral_r}
+methods=${*:-full head $(python -c 'import spectral_ft; print(*spectral_ft.METHODS)')}
 train=${TRAIN:-train.py}
 mkdir -p "$out"
 run() {  # method seed

@@ -88,6 +88,9 @@ def test_print_config_is_the_configuration_the_run_records(tmp_path, capsys):
     train.main(flags)
     recorded = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
     assert recorded == printed
+    past_the_end = train.main([*flags, "--T-s", "1000", "--print-config"])["config"]  # Table 5's V2
+    capsys.readouterr()
+    assert past_the_end["method_settings"]["T_s"] == 3 * 5  # capped at the run's length, as the run uses it
 
 
 def test_a_row_s_max_length_is_cut_to_the_model_s_positions_and_a_flag_beyond_them_refused():
