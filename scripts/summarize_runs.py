@@ -1,6 +1,6 @@
-"""Markdown table of a sweep's runs: one row per method, mean ± std over seeds of the best and final
-dev metric (×100), trainable parameters outside the head, and wall seconds per run.
-    python scripts/summarize_runs.py OUT_DIR [OUT_DIR ...]     (OUT_DIR/<method>-<seed>/results.json)
+"""Markdown table of a sweep's runs: one row per method (or variant: the run folder's name without its seed), mean ±
+std over seeds of the best and final dev metric (×100), trainable parameters outside the head, and wall seconds per run.
+    python scripts/summarize_runs.py OUT_DIR [OUT_DIR ...]     (OUT_DIR/<method or variant>-<seed>/results.json)
 """
 import json
 import statistics
@@ -11,7 +11,7 @@ rows = {}
 for folder in sys.argv[1:]:
     for path in sorted(Path(folder).glob("*/results.json")):
         r = json.loads(path.read_text())
-        method = r["config"]["method"]
+        method = path.parent.name.rsplit("-", 1)[0]  # sst2_minilm.sh's <method>, sst2_variants.sh's <variant>
         metric = r["main_metric"]
         rows.setdefault((folder, method), []).append((100 * r["best"]["value"], 100 * r["final"]["metrics"]["dev"][metric],
                                                       r["trainable_parameters"]["adapter"], r["wall_time_s"]))
