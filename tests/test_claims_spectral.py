@@ -3,7 +3,8 @@ The Spectral Adapter's and FoRA's claims as properties (docs/claims.md lists eac
 
 Spectral Adapter (Zhang & Pilanci 2024, arXiv 2405.13952): which singular vectors are tuned (`columns`: top,
 bottom as in Appendix F.3/F.5.1, or §4.2's block of columns), §4.2's multi-adapter fusion, Lemma 3.1's rank range
-of the adapted weight. FoRA ("LoRA Unleashed"): Ã reaches rank r at a fixed coefficient count n.
+of the adapted weight. FoRA ("LoRA Unleashed"): Ã reaches rank r at a fixed coefficient count n; §4.5's sweep
+over ranks (scripts/fora_ranks.py) runs end to end on a tiny model.
 
 Every pretrained weight here is built with a known spectrum, W0 = Q_U diag(s) Q_Vᵀ with s = k, k-1, ..., 1 (gap 1),
 so its singular vectors are unique up to sign and the references below are computed from Q_U, s, Q_V in float64
@@ -13,6 +14,8 @@ above that, while choosing a wrong singular vector moves entries by O(1) (the sp
 """
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from hypothesis import strategies as st
 from spectral_ft import (FoRA, LoRA, SpectralAdapterA, SpectralAdapterR, count_trainable, fuse_spectral,
                          sparse_idft2_real)
 
+REPO = Path(__file__).resolve().parent.parent
 F64 = torch.float64
 TOL = 1e-10
 
@@ -343,3 +347,25 @@ def test_fora_rank_is_bounded_by_the_row_frequencies_it_draws(r, d, data):
     fora = FoRA(nn.Linear(d, r, dtype=F64), n=min(n, r * min(d, r)), r=r, seed=seed)
     A = numpy64(sparse_idft2_real(fora.spectrum_A.detach(), fora.indices_A, (r, d)))  # Ã as FoRA computes it
     assert rank(A) <= min(row_frequency_bound(numpy64(fora.indices_A).astype(int), r), r, d)
+
+
+def test_fora_ranks_sweep_tabulates_every_method_at_every_rank_with_masking_at_foras_count(kit, tmp_path):
+    """scripts/fora_ranks.py end to end (§4.5's sweep, one seed, two ranks, two steps a run on the kit's tiny BERT):
+    its table has a cell for every method at every rank, and masked_lora's count (read from results.json) is
+    FoRA's at each r; with n <= r·d FoRA's count is the same at both ranks."""
+    spec = importlib.util.spec_from_file_location("fora_ranks", REPO / "scripts" / "fora_ranks.py")
+    fora_ranks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fora_ranks)
+    out = tmp_path / "sweep"
+    code = fora_ranks.main([str(kit["model"]), str(kit["data"]), str(out), "2", "--task", "rte", "--ranks", "2", "4",
+                            "--seeds", "0", "--n", "40", "--max-steps", "2", "--batch-size", "8"])
+    assert code == 0, [log.read_text()[-2000:] for log in out.glob("*.log")]
+    text = (out / "table.md").read_text()
+    assert fora_ranks.table(out) == text.rstrip("\n")
+    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    header, body = rows[0], {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows[1:]}
+    assert [h.strip() for h in header[1:]] == ["r = 2", "r = 4"]
+    assert set(body) == {"fora", "masked_lora", "lora", "vera"}
+    counts = {method: [int(cell.split(" · ")[0].replace(",", "")) for cell in cells] for method, cells in body.items()}
+    assert all(cell.endswith("(1)") for cells in body.values() for cell in cells)
+    assert counts["masked_lora"] == counts["fora"] and counts["fora"][0] == counts["fora"][1]
