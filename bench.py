@@ -120,26 +120,37 @@ def build(args, row, device):
     return model.to(device)
 
 
+def adamw(model, device):
+    """AdamW over the model's trainable tensors, fused on a GPU, as train.py's."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                             **({"fused": True} if device.type == "cuda" else {}))
+
+
+def random_batches(args, vocab, rank=0):
+    """Four batches of random token ids (never zeros) and labels, made on the CPU as train.py's are -> the
+    (ids, labels) pairs, and the same as TrainStep's parts: one micro-batch each, (ids, mask, types, y, weight)."""
+    generator = torch.Generator(device="cpu").manual_seed(1 + rank)
+    batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator),
+                torch.randint(0, 2, (args.batch,), generator=generator)) for _ in range(4)]
+    ones = torch.ones(args.batch, args.seq, dtype=torch.long)
+    parts = [[(ids, ones, torch.zeros_like(ids), labels, torch.ones(args.batch))] for ids, labels in batches]
+    return batches, parts
+
+
 def time_steps(args, row, device):
     cuda = device.type == "cuda"
     if cuda:  # this row's memory is what it allocates beyond what is held before it starts
         torch.cuda.synchronize()
         held_before = torch.cuda.memory_allocated()
     model = build(args, row, device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     head = set(model.head_parameter_names())
     adapter_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4, **({"fused": True} if cuda else {}))  # as train.py's
+    optimizer = adamw(model, device)
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
-    generator = torch.Generator(device="cpu").manual_seed(1 + rank)
-    vocab = model.config.vocab_size
-    batches = [(torch.randint(3, vocab, (args.batch, args.seq), generator=generator),
-                torch.randint(0, 2, (args.batch,), generator=generator)) for _ in range(4)]  # on the CPU, as train.py's
-    ones = torch.ones(args.batch, args.seq, dtype=torch.long)
-    parts = [[(ids, ones, torch.zeros_like(ids), labels, torch.ones(args.batch))] for ids, labels in batches]
+    batches, parts = random_batches(args, model.config.vocab_size, rank)
     batches = [(ids.to(device), labels.to(device)) for ids, labels in batches]
-    mask = ones.to(device)
+    mask = torch.ones(args.batch, args.seq, dtype=torch.long, device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
     # train.py's own step, eager; under torchrun its gradients all-reduced every step
     train_step = TrainStep(model, optimizer, device=device, dtype=dtype, mode="eager", world=world)
@@ -293,6 +304,16 @@ def current_capture_stream():
     return capture_stream(torch.device("cuda", torch.cuda.current_device()))
 
 
+def prepare_cuda(device):
+    """What every row runs under on a GPU: TF32 matrix products, cuBLAS's workspaces allocated up front
+    (warm_cuda), Inductor compiling in this process (no workers starting beside the timed steps)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    warm_cuda(device)
+    import torch._inductor.config as inductor
+    inductor.compile_threads = 1
+
+
 def warm_cuda(device):
     """Allocate what the first matrix products allocate once per process and stream (cuBLAS
     and cuBLASLt workspaces), so that no row's peak memory counts them."""
@@ -443,45 +464,40 @@ def int_list(low, high):
     return parse
 
 
-def main(argv=None):
-    parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_arguments(parser):
+    """The flags that say which step is measured: the model's shape, the batch, precision, device, compile scope
+    (shared with scripts/profile_step.py; device_of checks them)."""
     parser.add_argument("--model", default="roberta-base", choices=sorted(KNOWN_CONFIGS))
     parser.add_argument("--batch", type=bounded(int, 1), default=32)
     parser.add_argument("--seq", type=bounded(int, 1), default=128, help="tokens per example (at most the model's 512)")
     parser.add_argument("--layers", type=bounded(int, 0, 1000), default=0, help="override the layer count (0: the model's)")
-    parser.add_argument("--methods", default=",".join(ROWS), help=f"comma-separated rows among {','.join(ROWS)}")
     parser.add_argument("--hidden", type=bounded(int, 0, 65537), default=0,
                         help="override the width (0: the model's; else even, 2 heads); for smoke tests")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
     parser.add_argument("--device", help="cuda (default), cuda:N, or cpu for a smoke test")
-    parser.add_argument("--steps", type=bounded(int, 1), default=30)
-    parser.add_argument("--warmup", type=bounded(int, 0), default=10)
-    parser.add_argument("--delta-sizes", type=int_list(1, 16384), default=None,
-                        help=f"d for the ΔW table ('' to skip; default {DELTA_SIZES}, or --hidden alone where given)")
-    parser.add_argument("--delta-n", type=int_list(1, 2**28), default="100,1000,10000")
-    parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
-    parser.add_argument("--graph", action="store_true", help="also time the whole step (AdamW too) captured as one CUDA graph")
     parser.add_argument("--compile", choices=COMPILE_SCOPES, default="adapters",
                         help="what train.py's graph step compiles before capturing (as train.py --compile)")
-    parser.add_argument("--per-layer", action="store_true",
-                        help="instead of whole steps: one adapted layer alone, forward + backward, per row")
-    parser.add_argument("--json", help="also write every number to this file")
-    args = parser.parse_args(argv)
-    rows = [r.strip() for r in args.methods.split(",") if r.strip()]
+
+
+def rows_of(parser, methods):
+    """--methods' comma-separated rows, each one of ROWS."""
+    rows = [r.strip() for r in methods.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)}; allowed {', '.join(ROWS)}")
-    rows = ["floor", "lora"] + [r for r in rows if r not in ("floor", "lora")]  # the baselines come first
-    if args.delta_sizes is None:  # a narrowed model's table stays at its width
-        args.delta_sizes = [args.hidden] if args.hidden else int_list(1, 16384)(DELTA_SIZES)
+    return rows
+
+
+def device_of(parser, args, program="bench.py"):
+    """step_arguments' checks that need more than one flag or the machine -> the device."""
     if args.hidden % 2:
         parser.error(f"--hidden {args.hidden}: must be even (the narrow model has 2 attention heads)")
     limit = KNOWN_CONFIGS[args.model]["max_position_embeddings"] - 2  # RoBERTa's positions start at 2
     if args.seq > limit:
         parser.error(f"--seq {args.seq}: {args.model} takes at most {limit} tokens")
     if args.device is None and not torch.cuda.is_available():
-        parser.error(f"no CUDA GPU on this machine: bench.py times training steps on a GPU; for a CPU smoke test "
-                     f"(seconds) pass --device cpu with a small shape: python bench.py {SMOKE_TEST}")
+        parser.error(f"no CUDA GPU on this machine: {program} times training steps on a GPU; for a CPU smoke test "
+                     f"(seconds) pass --device cpu with a small shape: python {program} {SMOKE_TEST}")
     try:
         device = torch.device(args.device or "cuda")
     except (RuntimeError, ValueError):
@@ -490,6 +506,29 @@ def main(argv=None):
         parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     if device.type not in ("cpu", "cuda"):
         parser.error(f"--device {args.device}: only cuda and cpu are supported")
+    return device
+
+
+def main(argv=None):
+    parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    step_arguments(parser)
+    parser.add_argument("--methods", default=",".join(ROWS), help=f"comma-separated rows among {','.join(ROWS)}")
+    parser.add_argument("--steps", type=bounded(int, 1), default=30)
+    parser.add_argument("--warmup", type=bounded(int, 0), default=10)
+    parser.add_argument("--delta-sizes", type=int_list(1, 16384), default=None,
+                        help=f"d for the ΔW table ('' to skip; default {DELTA_SIZES}, or --hidden alone where given)")
+    parser.add_argument("--delta-n", type=int_list(1, 2**28), default="100,1000,10000")
+    parser.add_argument("--profile", action="store_true", help="add kernels, GPU-busy time and syncs per step")
+    parser.add_argument("--graph", action="store_true", help="also time the whole step (AdamW too) captured as one CUDA graph")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="instead of whole steps: one adapted layer alone, forward + backward, per row")
+    parser.add_argument("--json", help="also write every number to this file")
+    args = parser.parse_args(argv)
+    rows = rows_of(parser, args.methods)
+    rows = ["floor", "lora"] + [r for r in rows if r not in ("floor", "lora")]  # the baselines come first
+    if args.delta_sizes is None:  # a narrowed model's table stays at its width
+        args.delta_sizes = [args.hidden] if args.hidden else int_list(1, 16384)(DELTA_SIZES)
+    device = device_of(parser, args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if "WORLD_SIZE" in os.environ:  # torchrun: one process per GPU, each with --batch examples
         if args.graph or args.profile or args.per_layer:
@@ -512,14 +551,9 @@ def main(argv=None):
 
 def run(args, rows, device, world):
     """Time every row (or one layer per row, --per-layer), print the tables, write --json."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     if device.type == "cuda":
-        warm_cuda(device)
-        import torch._inductor.config as inductor
-        inductor.compile_threads = 1  # compile in this process: no workers starting beside the timed steps
+        prepare_cuda(device)
     config = KNOWN_CONFIGS[args.model]
     shape = (f"hidden {args.hidden or config['hidden_size']}, {args.layers or config['num_hidden_layers']} layers"
              + (" (narrowed: 2 heads, vocabulary 1000)" if args.hidden else ""))

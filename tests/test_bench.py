@@ -121,3 +121,194 @@ def test_the_delta_table_keeps_its_default_sizes_at_full_width_and_takes_explici
     for argv in (narrow, narrow + ["--delta-sizes", ""], narrow + ["--delta-sizes", "64,128"], ["--device", "cpu"]):
         bench.main(argv)
     assert seen == [[8], [], [64, 128], [256, 512, 1024, 2048, 4096]]
+
+
+# -----------------------------------------------------------------------------
+# scripts/profile_step.py: where the step's time goes
+
+import importlib.util  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("profile_step", Path(bench.__file__).parent / "scripts" / "profile_step.py")
+profile_step = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(profile_step)
+
+KERNELS = [  # names as torch.profiler reports them on H100s (cuBLAS, CUTLASS, ATen, Inductor), and ATen ops on the CPU
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel"
+     "__5x_cublas", "matmul"),
+    ("nvjet_tst_128x64_64x8_1x1_v_bz_coopB_NNT", "matmul"),
+    ("nvjet_tst_64x32_64x16_2x2_2cta_h_bz_splitK_TNT", "matmul"),
+    ("ampere_bf16_s16816gemm_bf16_128x64_ldg8_f2f_stages_64x3_tn", "matmul"),
+    ("void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm_bf16_32x32_128x1_tn_align8>(cutlass_80_wmma_"
+     "tensorop_bf16_s161616gemm_bf16_32x32_128x1_tn_align8::Params)", "matmul"),
+    ("void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __nv_bfloat16, true, false, false>"
+     "(cublasLt::cublasSplitKParams<float>, float const*, __nv_bfloat16 const*, __nv_bfloat16*, float const*, "
+     "float const*, __nv_bfloat16 const*, float const*, __nv_bfloat16*, void*, long, float*, int*)", "matmul"),
+    ("gemv2T_kernel_val<int, int, __nv_bfloat16, __nv_bfloat16, float, 128, 16, 4, 4, false, false>", "matmul"),
+    ("triton_tem_fused_mm_0", "matmul"),
+    ("aten::addmm", "matmul"), ("aten::mm", "matmul"), ("aten::bmm", "matmul"),
+    ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<cutlass::bfloat16_t, "
+     "cutlass::arch::Sm80, true, 64, 64, 64, true, true>::Params)", "attention"),
+    ("fmha_cutlassB_bf16_aligned_64x64_k64_seqaligned_sm80(PyTorchMemEffAttention::AttentionBackwardKernel<"
+     "cutlass::arch::Sm80, cutlass::bfloat16_t, true, false, true, 64, 64, 64, true>::Params)", "attention"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4, false, false, cutlass::"
+     "bfloat16_t, Flash_kernel_traits<64, 128, 128, 4, cutlass::bfloat16_t> >, false, false, false, false, true, "
+     "true, false>(pytorch_flash::Flash_fwd_params)", "attention"),
+    ("void pytorch_flash::flash_bwd_dot_do_o_kernel<true, Flash_bwd_kernel_traits<64, 128, 128, 8, 2, 4, 2, false, "
+     "false, cutlass::bfloat16_t, Flash_kernel_traits<64, 128, 128, 8, cutlass::bfloat16_t> > >"
+     "(pytorch_flash::Flash_bwd_params)", "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x64_4x1x1_kernel0_0", "attention"),
+    ("aten::scaled_dot_product_attention / aten::bmm", "attention"),
+    ("triton_per_fused_native_layer_norm_0", "norm_act_elementwise"),
+    ("triton_poi_fused_gelu_1", "norm_act_elementwise"),
+    ("triton_red_fused__to_copy_add_native_layer_norm_native_layer_norm_backward_2", "norm_act_elementwise"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>(int, float, "
+     "c10::BFloat16 const*, c10::BFloat16 const*, c10::BFloat16 const*, float*, float*, c10::BFloat16*)",
+     "norm_act_elementwise"),
+    ("void at::native::(anonymous namespace)::GammaBetaBackwardCUDAKernel_32x32<float, float>(long, long, float "
+     "const*, float const*, float const*, float const*, float*, float*)", "norm_act_elementwise"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl(at::TensorIteratorBase&, "
+     "at::native::GeluType)::{lambda()#2}::operator()() const::{lambda()#4}::operator()() const::{lambda(c10::"
+     "BFloat16)#1}, std::array<char*, 2ul> >(int, at::native::GeluCUDAKernelImpl(at::TensorIteratorBase&, "
+     "at::native::GeluType)::{lambda()#2}::operator()() const::{lambda()#4}::operator()() const::{lambda(c10::"
+     "BFloat16)#1}, std::array<char*, 2ul>)", "norm_act_elementwise"),
+    ("void at::native::(anonymous namespace)::fused_dropout_kernel_vec<c10::BFloat16, float, unsigned int, 1, 8, "
+     "bool>(at::cuda::detail::TensorInfo<c10::BFloat16 const, unsigned int>, at::cuda::detail::TensorInfo<c10::"
+     "BFloat16, unsigned int>, at::cuda::detail::TensorInfo<bool, unsigned int>, unsigned int, float, "
+     "at::PhiloxCudaState)", "norm_act_elementwise"),
+    ("void at::native::(anonymous namespace)::philox_kernel<float>", "norm_act_elementwise"),
+    ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float, at::native::(anonymous "
+     "namespace)::LogSoftMaxForwardEpilogue>(float*, float const*, int)", "norm_act_elementwise"),
+    ("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::BinaryFunctor<"
+     "float, float, float, at::native::binary_internal::MulFunctor<float> > >(at::TensorIteratorBase&, at::native::"
+     "BinaryFunctor<float, float, float, at::native::binary_internal::MulFunctor<float> > const&)::{lambda(int)#1}>"
+     "(int, at::native::gpu_kernel_impl_nocast<at::native::BinaryFunctor<float, float, float, at::native::"
+     "binary_internal::MulFunctor<float> > >(at::TensorIteratorBase&, at::native::BinaryFunctor<float, float, "
+     "float, at::native::binary_internal::MulFunctor<float> > const&)::{lambda(int)#1})", "norm_act_elementwise"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper_t<float, "
+     "at::native::sum_functor<float, float, float>::operator()(at::TensorIterator&)::{lambda(float, float)#1}>, "
+     "unsigned int, float, 4> >(at::native::ReduceOp<float, at::native::func_wrapper_t<float, at::native::"
+     "sum_functor<float, float, float>::operator()(at::TensorIterator&)::{lambda(float, float)#1}>, unsigned int, "
+     "float, 4>)", "norm_act_elementwise"),
+    ("aten::native_layer_norm", "norm_act_elementwise"), ("aten::gelu_backward", "norm_act_elementwise"),
+    ("aten::add_", "norm_act_elementwise"),
+    ("void at::native::(anonymous namespace)::fused_adam_kernel", "optimizer"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
+     "FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::FusedAdamMathFunctor<float, 4, "
+     "(at::native::ADAM_MODE)1, false>, double*, double, double, double, double, double, bool, double*, double*>"
+     "(at::native::(anonymous namespace)::FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::"
+     "FusedAdamMathFunctor<float, 4, (at::native::ADAM_MODE)1, false>, double*, double, double, double, double, "
+     "double, bool, double*, double*)", "optimizer"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
+     "TensorListMetadata<2>, at::native::(anonymous namespace)::BinaryOpListAlphaFunctor<float, 2, 2, 0>, "
+     "std::plus<float>, float>(at::native::(anonymous namespace)::TensorListMetadata<2>, at::native::(anonymous "
+     "namespace)::BinaryOpListAlphaFunctor<float, 2, 2, 0>, std::plus<float>, float)", "optimizer"),
+    ("aten::_fused_adamw_", "optimizer"), ("Optimizer.step#AdamW.step / aten::addcdiv_", "optimizer"),
+    ("Memcpy HtoD (Pageable -> Device)", "copy_memset"), ("Memcpy DtoD (Device -> Device)", "copy_memset"),
+    ("Memset (Device)", "copy_memset"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, std::array<char*, 1ul> >"
+     "(int, at::native::FillFunctor<float>, std::array<char*, 1ul>)", "copy_memset"),
+    ("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::"
+     "{lambda()#3}::operator()() const::{lambda()#7}::operator()() const::{lambda(float)#1}, std::array<char*, 2ul>, "
+     "4, TrivialOffsetCalculator<1, unsigned int>, TrivialOffsetCalculator<1, unsigned int>, at::native::memory::"
+     "LoadWithCast<1>, at::native::memory::StoreWithCast<1> >(int, at::native::direct_copy_kernel_cuda(at::"
+     "TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda()#7}::operator()() const::{lambda(float)#1}, "
+     "std::array<char*, 2ul>, TrivialOffsetCalculator<1, unsigned int>, TrivialOffsetCalculator<1, unsigned int>, "
+     "at::native::memory::LoadWithCast<1>, at::native::memory::StoreWithCast<1>)", "copy_memset"),
+    ("void at::native::(anonymous namespace)::CatArrayBatchedCopy<at::native::(anonymous namespace)::OpaqueType<2>, "
+     "unsigned int, 2, 64, 64>(at::native::(anonymous namespace)::OpaqueType<2>*, at::native::(anonymous namespace)::"
+     "CatArrInputTensorMetadata<at::native::(anonymous namespace)::OpaqueType<2>, unsigned int, 64, 64>, at::native::"
+     "(anonymous namespace)::TensorSizeStride<unsigned int, 4u>, int, unsigned int)", "copy_memset"),
+    ("aten::copy_", "copy_memset"),
+    ("void at::native::(anonymous namespace)::indexSelectLargeIndex<c10::BFloat16, long, unsigned int, 2, 2, -2, true>"
+     "(at::cuda::detail::TensorInfo<c10::BFloat16, unsigned int>, at::cuda::detail::TensorInfo<c10::BFloat16 const, "
+     "unsigned int>, at::cuda::detail::TensorInfo<long const, unsigned int>, int, int, unsigned int, unsigned int, "
+     "long)", "other"),
+    ("void at::native::(anonymous namespace)::nll_loss_forward_reduce_cuda_kernel_2d<float, float, long>(float*, "
+     "float*, float const*, long const*, float const*, bool, long, long, long, long)", "other"),
+    ("aten::empty_strided", "other"),
+]
+
+
+@pytest.mark.parametrize("name, expected", KERNELS)
+def test_profile_step_puts_each_real_kernel_name_in_its_category(name, expected):
+    assert profile_step.category(name) == expected
+    assert expected in profile_step.CATEGORIES
+
+
+intervals = st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 200)).map(lambda t: (t[0], t[0] + t[1])),
+                     max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(intervals)
+def test_busy_time_is_at_most_the_summed_durations_and_the_span(spans):
+    busy = profile_step.union_length(spans)
+    assert 0 <= busy <= sum(b - a for a, b in spans)
+    assert busy <= (max(b for _, b in spans) - min(a for a, _ in spans) if spans else 0)
+    covered = {t for a, b in spans for t in range(a, b)}  # unit steps: the union counted directly
+    assert busy == len(covered)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), max_size=30), st.randoms())
+def test_busy_time_of_disjoint_kernels_is_their_summed_durations(gaps_and_lengths, rng):
+    spans, at = [], 0
+    for gap, length in gaps_and_lengths:
+        spans.append((at + gap, at + gap + length))
+        at += gap + length
+    rng.shuffle(spans)
+    assert profile_step.union_length(spans) == sum(b - a for a, b in spans)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 200), st.sampled_from("abc")), max_size=30))
+def test_busy_shares_of_the_categories_add_up_to_the_busy_time(kernels):
+    labelled = [(a, a + length, label) for a, length, label in kernels]
+    shares = profile_step.share_busy(labelled)
+    assert sum(shares.values()) == pytest.approx(profile_step.union_length([(a, b) for a, b, _ in labelled]))
+    for label, share in shares.items():  # a label gets at most the union of its own kernels
+        own = [(a, b) for a, b, other in labelled if other == label]
+        assert share <= profile_step.union_length(own) + 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.tuples(st.integers(0, 100), st.integers(0, 100)).map(sorted), intervals)
+def test_an_op_s_own_time_is_its_interval_outside_its_children(interval, holes):
+    pieces = profile_step.minus(tuple(interval), holes)
+    inside = set(range(*interval)) - {t for a, b in holes for t in range(a, b)}
+    assert {t for a, b in pieces for t in range(a, b)} == inside
+    assert sum(b - a for a, b in pieces) == len(inside)  # the pieces do not overlap
+
+
+def test_profile_step_on_the_cpu_prints_every_row_with_categories_that_add_up_to_busy(tmp_path, capsys):
+    """bench.py's smoke-test shape: each row's line, its categories adding up to its busy time (within the printed
+    rounding), gaps = wall - busy, the JSON with the same numbers and a Chrome trace per row."""
+    flags = "--device cpu --layers 1 --hidden 32 --batch 2 --seq 16 --steps 2 --warmup 1".split()
+    results = profile_step.main(flags + ["--methods", "floor,lora,loca", "--top", "3", "--json",
+                                         str(tmp_path / "p.json"), "--trace", str(tmp_path / "t.json")])
+    lines = capsys.readouterr().out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("row ")))
+    columns = lines[header].split()
+    for row in ("floor", "lora", "loca"):
+        fields = next(line for line in lines[header:] if line.split()[0] == row).split()
+        number = {c: float(v) for c, v in zip(columns[2:], fields[2:])}
+        assert fields[1] == "eager"
+        parts = [number[profile_step.HEADERS[c]] for c in profile_step.CATEGORIES]
+        assert sum(parts) == pytest.approx(number["busy"], abs=0.004)
+        assert number["gaps"] == pytest.approx(number["wall"] - number["busy"], abs=0.002)
+        assert number["busy"] > 0 and number["kernels"] > 0 and number["matmul"] > 0
+        assert (tmp_path / f"t.{row}.json").exists()
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert [r["row"] for r in report["rows"]] == [r["row"] for r in results] == ["floor", "lora", "loca"]
+    for r in report["rows"]:
+        assert sum(r[c] for c in profile_step.CATEGORIES) == pytest.approx(r["busy_ms"])
+        assert r["busy_ms"] <= r["summed_ms"] + 1e-9 and r["optimizer"] > 0  # AdamW's ops are the optimizer's
+
+
+def test_profile_step_refuses_cuda_graphs_on_the_cpu_in_one_line(capsys):
+    assert profile_step.cli(["--device", "cpu", "--mode", "graph"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("profile_step.py: error: --mode graph")
