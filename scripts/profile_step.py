@@ -201,7 +201,7 @@ def profile_row(args, row, device, mode):
         prof.export_chrome_trace(str(Path(args.trace).with_suffix(f".{row}.json")))
     events = prof.events()
     kernels = device_kernels(events) if cuda else cpu_kernels(events)
-    if not kernels:
+    if not kernels:  # each row is its own profiler session; one row per process (--methods ROW) rules that out
         print(f"  ({row}: the profiler recorded no kernels; its numbers below are wall time alone)")
     return {"row": row, "mode": train_step.mode, "ms": plain / args.steps,  # the mode: 'padded' if capture failed
             **breakdown(kernels, args.steps, wall), "top": top_kernels(kernels, args.steps, max(args.top, 20))}
@@ -238,8 +238,9 @@ def main(argv=None):
         parser.error(f"--mode graph: CUDA graphs need a GPU, not {device}; use --mode eager or padded")
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    # No empty profiler session before the captures (torch.profiler._utils._init_for_cuda_graphs): PyTorch's docs give
+    # it for CUDA < 12 or drivers before 525.85; on later stacks it was seen to leave the next session without kernels.
     if cuda:
-        torch.profiler._utils._init_for_cuda_graphs()  # the profiler set up before any capture: it sees the graphs
         bench.prepare_cuda(device)
     config = bench.KNOWN_CONFIGS[args.model]
     shape = (f"hidden {args.hidden or config['hidden_size']}, {args.layers or config['num_hidden_layers']} layers"

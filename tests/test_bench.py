@@ -135,7 +135,9 @@ _spec = importlib.util.spec_from_file_location("profile_step", Path(bench.__file
 profile_step = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(profile_step)
 
-KERNELS = [  # names as torch.profiler reports them on H100s (cuBLAS, CUTLASS, ATen, Inductor), and ATen ops on the CPU
+# Kernel names as torch.profiler reports them (cuBLAS's sm90_xmma and nvjet GEMMs on an H100, CUTLASS, ATen, Inductor),
+# from the issue and public traces, not yet from a GPU run of this project; and ATen ops as the CPU profile names them.
+KERNELS = [
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel"
      "__5x_cublas", "matmul"),
     ("nvjet_tst_128x64_64x8_1x1_v_bz_coopB_NNT", "matmul"),
