@@ -1,29 +1,45 @@
 """
-Our training step against transformers + PEFT's LoRA, in one process (the default step must not be slower
-than PEFT's LoRA under torch.compile(model, mode="reduce-overhead") in the same call; aim: 10% faster).
+Our training step against transformers + PEFT, for every method PEFT shares with us: the default step must be at
+least 1.15x faster than PEFT under torch.compile(model, mode="reduce-overhead") for each of them (issue 27), every
+row in a process of its own (rows sharing a process moved each other by ~10%, whichever ran first).
 
-    python scripts/peft_bench.py --json out/peft.json                                        # the bench
+    python scripts/peft_bench.py --json out.json                                             # the bench
     python scripts/peft_bench.py --minilm .minilm --sst2 .sst2 --rows ''                      # the real run only
     python scripts/peft_bench.py --device cpu --layers 2 --hidden 64 --steps 2 --warmup 1 --seq 16 --batches 4   # smoke
 
+The first command runs everything, each row in its own process: the script runs itself once per row and batch
+(the same flags, --rows that row, --same-process, a JSON file per row in a temporary folder), then prints one
+table. --same-process runs the rows one after another in this process instead.
+
 The bench: roberta-base's shape with random weights (transformers' RobertaConfig defaults; ours: bench.build),
-random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median optimizer step (CUDA events) of
-    peft-lora-ro      PEFT LoRA r=8 alpha=8 on query,value, the classifier trained (modules_to_save), the whole
-                      model under torch.compile(model, mode="reduce-overhead"): one line for a PEFT user
-    peft-floor-ro     the transformers model frozen but its classifier, the gradient still flowing down to the
-                      embeddings' output (a forward hook makes it require grad, as bench.py's floor), same compile
-    peft-lora-eager   PEFT LoRA, eager
-    ours-lora, ours-floor               bench.TrainStep (train.py's step), mode 'graph', the adapted layers compiled (the default;
-                                        the floor has none: CUDA graphs alone)
-    ours-lora-model, ours-floor-model   the same with the whole model compiled (--compile model)
-each after torch._dynamo.reset(), on a fresh model. The real run (--minilm, --sst2): one SST-2 epoch of MiniLM,
-batch 32, max length 64, LoRA as above (the pooler trained too, as our head's), in epoch_permutation(0, 0, n)
-order, wall clock with compilation: transformers' BertForSequenceClassification + PEFT, eager and under
-reduce-overhead (each batch at its own padded length, as a PEFT user runs it), and ours
-(capture_vs_reduce_overhead.epoch_row). Without transformers or peft the PEFT rows are skipped (one line says so).
+random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median optimizer step (CUDA events). For
+each METHOD PEFT shares with us (spectral_ft's classes with a `peft` declaration: lora, dora, vera, fourierft, oft):
+    peft-METHOD-ro      transformers' RobertaForSequenceClassification + PEFT's tuner, the classifier trained
+                        (modules_to_save), the whole model under torch.compile(model, mode="reduce-overhead"): one
+                        line for a PEFT user
+    peft-METHOD-eager   the same, eager
+    ours-METHOD         bench.TrainStep (train.py's step), mode 'graph', the adapted layers compiled (the default)
+PEFT's adapter is ours: its config is the adapter_config.json export.py writes for bench.build's model (targets
+query,value, the class's defaults; on a --hidden model bench.SMALL's), read by peft.get_peft_config
+(tests/test_bench.py checks that both train the same tensors, shape for shape). And the floors:
+    peft-floor-ro       the transformers model frozen but its classifier, the gradient still flowing down to the
+                        embeddings' output (a forward hook makes it require grad, as bench.py's floor), same compile
+    ours-floor          bench.TrainStep on bench.py's floor (CUDA graphs alone: no adapted layer to compile)
+    ours-lora-model, ours-floor-model   ours with the whole model compiled (--compile model)
+each after torch._dynamo.reset(), on a fresh model. The table: per method ours, PEFT-RO and PEFT-eager ms, and
+PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), and whether ours is at least 1.15x faster than PEFT-RO.
+The real run (--minilm, --sst2): one SST-2 epoch of MiniLM, batch 32, max length 64, LoRA as ours (the pooler
+trained too, as our head's), in epoch_permutation(0, 0, n) order, wall clock with compilation: transformers'
+BertForSequenceClassification + PEFT, eager and under reduce-overhead (each batch at its own padded length, as a
+PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row), each also in its own process. Without
+transformers or peft the PEFT rows are skipped (one line says so).
 """
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
@@ -32,12 +48,23 @@ import torch
 
 import bench
 import capture_vs_reduce_overhead as cvr
+import export
+import spectral_ft
 from run.errors import Parser, UsageError, bounded
 
-ROWS = ("peft-lora-ro", "peft-floor-ro", "peft-lora-eager", "ours-lora", "ours-floor", "ours-lora-model",
-        "ours-floor-model")
+SHARED = tuple(method for method in spectral_ft.METHODS if spectral_ft.declared(method, "peft"))  # PEFT has a tuner
+ROWS = (*(f"{row}-{method}{variant}" for method in SHARED
+          for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""))),
+        "peft-floor-ro", "ours-floor", "ours-lora-model", "ours-floor-model")
 EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours")
-BASELINE = {"lora": "peft-lora-ro", "floor": "peft-floor-ro"}  # what each of our rows is compared with
+BAR = 1.15  # PEFT-RO / ours the default step must reach for every shared method (issue 27)
+
+
+def parts(row):
+    """'peft-vera-ro' -> ('peft', 'vera', 'ro'); 'ours-lora' -> ('ours', 'lora', 'default'); 'ours-lora-model' ->
+    ('ours', 'lora', 'model')."""
+    side, method, *variant = row.split("-")
+    return side, method, variant[0] if variant else "default"
 
 
 def hf_libraries():
@@ -51,10 +78,17 @@ def hf_libraries():
     return transformers, peft
 
 
-def lora_config(peft, modules_to_save):
-    """PEFT's LoRA at the paper setting: r=8, alpha=8 on query and value, no dropout (spectral_ft.LoRA's)."""
-    return peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=8, lora_dropout=0.0,
-                           target_modules=["query", "value"], modules_to_save=modules_to_save)
+def peft_config(peft, model):
+    """PEFT's config of the adapters our `model` holds: the adapter_config.json export.py writes for it (peft_type and
+    fields from the method's `peft` and `peft_fields()` declarations, the targets as adapted, our head as
+    modules_to_save), for training (inference_mode off). An adapter PEFT would rebuild otherwise (`peft_problem`)
+    is an error, as in export.py."""
+    layers = spectral_ft.adapters(model)
+    method = layers[0][1].method
+    export.check_peft_layout(model, method)
+    targets = list(dict.fromkeys(name.rsplit(".", 1)[-1] for name, _ in layers))  # ["query", "value"]
+    fields = export.peft_config(model, dict(method=method, targets=targets), base_name=None)
+    return peft.get_peft_config(dict(fields, inference_mode=False))
 
 
 class HFStep:
@@ -92,19 +126,24 @@ def compile_options(device):
     return {"mode": "reduce-overhead"} if device.type == "cuda" else {"backend": "aot_eager"}
 
 
-def hf_bench_model(libraries, args, kind, device):
+def hf_bench_model(libraries, args, method, device):
     """transformers' RoBERTa classifier (RobertaConfig's defaults: roberta-base's shape), random weights (seed 0),
-    with PEFT's LoRA (kind 'lora') or frozen but the classifier, the embeddings' output requiring grad ('floor')."""
+    with PEFT's tuner for `method` configured as our adapter of bench.build's row (peft_config; a one-layer model
+    of ours is built on the CPU to read it), or ('floor') frozen but the classifier, the embeddings' output
+    requiring grad."""
     transformers, peft = libraries
+    if method != "floor":
+        config = peft_config(peft, bench.build(argparse.Namespace(**dict(vars(args), layers=1)), method,
+                                               torch.device("cpu")))
     torch.manual_seed(0)
     overrides = {"num_hidden_layers": args.layers} if args.layers else {}
     if args.hidden:  # as bench.py narrows its smoke-test model
         overrides.update(hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_attention_heads=2,
                          vocab_size=1000)
-    config = transformers.RobertaConfig(num_labels=2, problem_type="single_label_classification", **overrides)
-    model = transformers.RobertaForSequenceClassification(config)
-    if kind == "lora":
-        model = peft.get_peft_model(model, lora_config(peft, ["classifier"]))
+    model = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
+        num_labels=2, problem_type="single_label_classification", **overrides))
+    if method != "floor":
+        model = peft.get_peft_model(model, config)
     else:
         model.requires_grad_(False)
         model.classifier.requires_grad_(True)
@@ -112,36 +151,45 @@ def hf_bench_model(libraries, args, kind, device):
     return model.to(device).train()
 
 
+def say(result):
+    """A bench row's line: its time, or its error."""
+    if "error" in result:
+        print(f"  {result['row']} batch {result['batch']}: FAILED ({result['error']})", flush=True)
+    else:
+        print(f"  {result['row']:<20} batch {result['batch']:<4} {result['ms']:8.3f} ms  (first step "
+              f"{result['first_step_s']:6.1f} s, loss {result['loss']:.4f}, {result['mode']})", flush=True)
+
+
 def bench_row(libraries, args, row, batch, device):
     """One row: a fresh model (ours: bench.build via capture_vs_reduce_overhead.fresh), timed by cvr.time_step."""
-    kind = "floor" if "floor" in row else "lora"
-    if row.startswith("ours"):
-        model, train_step = cvr.fresh(args, kind, "ours-model" if row.endswith("-model") else "ours", batch, device)
+    side, method, variant = parts(row)
+    if side == "ours":
+        model, train_step = cvr.fresh(args, method, "ours-model" if variant == "model" else "ours", batch, device)
     else:
         torch._dynamo.reset()
-        model = hf_bench_model(libraries, args, kind, device)
+        model = hf_bench_model(libraries, args, method, device)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
                                       **({"fused": True} if device.type == "cuda" else {}))
-        train_step = HFStep(model, optimizer, device=device, compiled=row.endswith("-ro"),
-                            options=compile_options(device))
+        train_step = HFStep(model, optimizer, device=device, compiled=variant == "ro", options=compile_options(device))
     vocab = model.config.vocab_size
     result = dict(row=row, batch=batch, mode=train_step.mode, **cvr.time_step(
         train_step, cvr.random_parts(vocab, batch, args.seq), batch, args.warmup, args.steps, device))
-    print(f"  {row:<17} batch {batch:<4} {result['ms']:8.3f} ms  (first step {result['first_step_s']:6.1f} s, "
-          f"loss {result['loss']:.4f}, {result['mode']})", flush=True)
+    say(result)
     return result
 
 
 def hf_epoch_row(libraries, args, row, train, dev, pad_id, device):
-    """One SST-2 epoch of transformers' BertForSequenceClassification (MiniLM's weights) + PEFT LoRA, eager or
-    under reduce-overhead, each batch at its own padded length; dev accuracy eager."""
+    """One SST-2 epoch of transformers' BertForSequenceClassification (MiniLM's weights) + PEFT LoRA configured as
+    ours (peft_config of capture_vs_reduce_overhead.lora_run's model), eager or under reduce-overhead, each batch
+    at its own padded length; dev accuracy eager."""
     transformers, peft = libraries
     steps = cvr.epoch_steps(args, len(train[0]))
+    config = peft_config(peft, cvr.lora_run(args, torch.device("cpu"), steps)[0])
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification.from_pretrained(args.minilm, num_labels=2, dtype=torch.float32)
     model.config.problem_type = "single_label_classification"
-    model = peft.get_peft_model(model, lora_config(peft, ["classifier", "pooler"])).to(device).train()
+    model = peft.get_peft_model(model, config).to(device).train()
     optimizer, scheduler = cvr.lora_optimizer(model.named_parameters(), lambda name: "modules_to_save" in name,
                                               args, device, steps)
     train_step = HFStep(model, optimizer, scheduler, device=device, compiled=row == "peft-reduce-overhead",
@@ -153,27 +201,11 @@ def hf_epoch_row(libraries, args, row, train, dev, pad_id, device):
     return cvr.epoch_summary(row, wall, losses, accuracy, train_step.mode)
 
 
-def bench_table(rows):
-    """Each row's ms ('failed' where it raised), and ours / PEFT's under reduce-overhead (LoRA rows against
-    peft-lora-ro, floor rows against peft-floor-ro). -> {batch: the default step (ours-lora) / peft-lora-ro}."""
-    print(f"\n# bench: median optimizer step, ms\n{'row':<17} {'batch':>5} {'ms':>8} {'x peft-ro':>9}")
-    verdicts = {}
-    for batch in dict.fromkeys(r["batch"] for r in rows):
-        ms = {r["row"]: r.get("ms") for r in rows if r["batch"] == batch}
-        for row, value in ms.items():
-            baseline = ms.get(BASELINE["floor" if "floor" in row else "lora"])
-            ratio = value / baseline if value and baseline and row.startswith("ours") else None
-            print(f"{row:<17} {batch:>5} " + (f"{value:8.3f}" if value else f"{'failed':>8}")
-                  + (f" {ratio:9.3f}" if ratio else ""))
-        if ms.get("ours-lora") and ms.get("peft-lora-ro"):
-            verdicts[batch] = ms["ours-lora"] / ms["peft-lora-ro"]
-            print(f"batch {batch}: the default step (ours-lora) takes {verdicts[batch]:.3f} x PEFT LoRA under "
-                  f"reduce-overhead: {'not slower' if verdicts[batch] <= 1 else 'SLOWER'}"
-                  f"{', at least 10% faster' if verdicts[batch] <= 0.9 else ''}")
-    return verdicts
+# -----------------------------------------------------------------------------
+# each row in its own process
 
 
-def parse_args(argv):
+def parser():
     p = Parser(description=__doc__.strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=cvr.names(ROWS), default=",".join(ROWS), help="bench rows ('' skips the bench)")
     p.add_argument("--batches", type=bench.int_list(1, 4096), default="32")
@@ -193,32 +225,151 @@ def parse_args(argv):
     p.add_argument("--lr-head", type=bounded(float, 0.0), default=5e-4)
     p.add_argument("--device", default=None, help="cuda (default) or cpu (a smoke test)")
     p.add_argument("--json", help="write every number here")
+    p.add_argument("--same-process", action="store_true",
+                   help="run the rows one after another in this process (default: each in its own)")
     p.set_defaults(model="roberta-base")  # the shape of our rows (bench.build)
+    return p
+
+
+def parse_args(argv):
+    p = parser()
     args = p.parse_args(argv)
     return cvr.check_args(p, args, args.rows)
 
 
-def run(args):
-    device, name = cvr.setup(args)
+def command(args, **changes):
+    """This script's command line for one row's process: `args` as parsed, with `changes`, spelled out flag by
+    flag (lists comma-separated, as they were given)."""
+    argv = [sys.executable, str(Path(__file__).resolve())]
+    for action in parser()._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = changes.get(action.dest, getattr(args, action.dest))
+        if isinstance(action, argparse._StoreTrueAction):
+            argv += [action.option_strings[0]] if value else []
+        elif value is not None:
+            argv += [action.option_strings[0], ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return argv
+
+
+def in_own_process(argv, path, keys):
+    """Run one row's command (it writes its report to `path`) -> its row (its report's only bench or epoch row, with
+    the row's own error where the process caught one), or `keys` with the process's exit status and the first line
+    of the error it died of."""
+    done = subprocess.run(argv, capture_output=True, text=True)
+    rows = json.loads(Path(path).read_text())["bench" if "row" in keys else "epoch"] if Path(path).is_file() else []
+    if len(rows) == 1:
+        return rows[0]
+    return dict(keys, error=f"exit status {done.returncode}: {first_line_of_error(done.stderr)[:200]}"
+                if done.returncode else "no row reported")
+
+
+def first_line_of_error(stderr):
+    """The first line of the error a process died of: after its last traceback, the first line that is not one of
+    the traceback's (indented) frames; without a traceback, the last line it wrote."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    error = [line for line in lines[starts[-1] + 1:] if not line[0].isspace()] if starts else []
+    return error[0] if error else lines[-1] if lines else ""
+
+
+def run_each_in_own_process(args, libraries, report):
+    """Every (row, batch) and epoch row in a process of its own (in_own_process), in turn; the rows into `report`."""
+    with tempfile.TemporaryDirectory(prefix="peft_bench.") as folder:
+        for batch, row in ((b, r) for b in args.batches for r in args.rows if libraries or r.startswith("ours")):
+            path = Path(folder) / f"{row}.{batch}.json"
+            argv = command(args, rows=[row], batches=[batch], minilm=None, sst2=None, json=path, same_process=True)
+            report["bench"].append(result := in_own_process(argv, path, dict(row=row, batch=batch)))
+            say(result)
+            cvr.save(report, args.json)
+        for row in (r for r in args.epoch_rows if libraries or r == "ours") if args.minilm else ():
+            path = Path(folder) / f"epoch.{row}.json"
+            argv = command(args, rows=[], epoch_rows=[row], json=path, same_process=True)
+            report["epoch"].append(result := in_own_process(argv, path, dict(variant=row)))
+            print(f"  epoch {row}: FAILED ({result['error']})" if "error" in result else
+                  f"  epoch {row:<27} {result['wall_s']:8.1f} s  ({result['steps']} steps, dev accuracy "
+                  f"{result['dev_accuracy']:.4f}, {result['mode']})", flush=True)
+            cvr.save(report, args.json)
+    report["device"] = next((r["device"] for r in report["bench"] + report["epoch"] if "device" in r), None)
+
+
+def run_in_this_process(args, libraries, report):
+    """Every row in this process, one after another (--same-process; a row's process runs its one row so)."""
+    device, report["device"] = cvr.setup(args)
     default_threads = cvr.inductor_threads(1)  # no compile workers starting beside the timed steps (as bench.py)
-    libraries = hf_libraries()
-    versions = {"torch": torch.__version__, **{lib.__name__: lib.__version__ for lib in libraries or ()}}
-    print(f"# {name}, {', '.join(f'{k} {v}' for k, v in versions.items())}" + (
-        f"; roberta-base shape, seq {args.seq}, bf16 autocast, fused AdamW, median of {args.steps} steps after "
-        f"{args.warmup} (and the first)" if args.rows else ""), flush=True)
-    report = dict(args=vars(args), device=name, versions=versions, bench=[], epoch=[])
+    stamp = dict(device=report["device"], process=os.getpid())
     for batch, row in ((b, r) for b in args.batches for r in args.rows if libraries or r.startswith("ours")):
-        report["bench"].append(cvr.attempt(dict(row=row, batch=batch), bench_row, libraries, args, row, batch, device))
+        report["bench"].append(dict(cvr.attempt(dict(row=row, batch=batch), bench_row, libraries, args, row, batch,
+                                                device), **stamp))
         cvr.save(report, args.json)
     if args.minilm:
         cvr.inductor_threads(default_threads, warm=True)  # the real run compiles as a user's run does
         train, dev, pad_id = cvr.load_sst2(args)
         for row in (r for r in args.epoch_rows if libraries or r == "ours"):
-            report["epoch"].append(
+            report["epoch"].append(dict(
                 cvr.attempt(dict(variant=row), cvr.epoch_row, args, "ours", train, dev, pad_id, device) if row == "ours"
-                else cvr.attempt(dict(variant=row), hf_epoch_row, libraries, args, row, train, dev, pad_id, device))
+                else cvr.attempt(dict(variant=row), hf_epoch_row, libraries, args, row, train, dev, pad_id, device),
+                **stamp))
             cvr.save(report, args.json)
-    report["default_vs_peft_ro"] = bench_table(report["bench"]) if report["bench"] else {}
+
+
+# -----------------------------------------------------------------------------
+# the table
+
+
+def bench_table(rows):
+    """Per batch, one line per method and way of ours (ours-METHOD; ours-METHOD-model as 'METHOD model'): ours,
+    PEFT-RO and PEFT-eager ms ('failed' where a row raised, '-' where it did not run), PEFT-RO / ours and
+    PEFT-eager / ours (> 1: ours faster), and whether ours is at least BAR times faster than PEFT-RO; the failed
+    rows' errors below; per batch, whether the default step meets the bar for every shared method. -> {batch:
+    {method: PEFT-RO / ours of the default step, or None}} over the shared methods with a row."""
+    print(f"\n# bench: median optimizer step, ms (PEFT / ours > 1: ours faster)\n{'method':<15} {'batch':>5} "
+          f"{'ours':>8} {'peft-ro':>8} {'peft-eager':>10} {'ro/ours':>8} {'eager/ours':>10}  ours >= {BAR}x ro")
+    cell = lambda r, width: f"{r['ms']:{width}.3f}" if r and "ms" in r else f"{'failed' if r else '-':>{width}}"
+    ratio = lambda peft, ours: peft["ms"] / ours["ms"] if peft and ours and "ms" in peft and "ms" in ours else None
+    verdicts = {}
+    for batch in dict.fromkeys(r["batch"] for r in rows):
+        by_row = {r["row"]: r for r in rows if r["batch"] == batch}
+        methods = dict.fromkeys(parts(row)[1] for row in ROWS if row in by_row)
+        lines = [(m, v) for m in methods for v in ("default", "model")
+                 if f"ours-{m}{'-model' if v == 'model' else ''}" in by_row or v == "default"]
+        verdicts[batch] = {}
+        for method, variant in lines:
+            ours = by_row.get(f"ours-{method}" + ("-model" if variant == "model" else ""))
+            ro, eager = by_row.get(f"peft-{method}-ro"), by_row.get(f"peft-{method}-eager")
+            over_ro, over_eager = ratio(ro, ours), ratio(eager, ours)
+            if method in SHARED and variant == "default":
+                verdicts[batch][method] = over_ro
+            print(f"{method + (' model' if variant == 'model' else ''):<15} {batch:>5} {cell(ours, 8)} {cell(ro, 8)} "
+                  f"{cell(eager, 10)} " + (f"{over_ro:8.3f}" if over_ro else f"{'-':>8}") + " "
+                  + (f"{over_eager:10.3f}" if over_eager else f"{'-':>10}")
+                  + ("" if over_ro is None else "  yes" if over_ro >= BAR else "  NO"))
+        for r in by_row.values():
+            if "error" in r:
+                print(f"  {r['row']} failed: {r['error']}")
+        shared = verdicts[batch]
+        if shared:
+            missing = [m for m in SHARED if shared.get(m) is None]
+            short = [f"{m} {value:.3f}x" for m, value in shared.items() if value is not None and value < BAR]
+            print(f"batch {batch}: the default step is at least {BAR}x faster than PEFT under reduce-overhead for "
+                  f"every method PEFT shares with us: " + ("NO (" + ", ".join(short) + ")" if short else
+                                                           f"open (no ratio for {', '.join(missing)})" if missing
+                                                           else "yes"))
+    return verdicts
+
+
+def run(args):
+    libraries = hf_libraries()
+    versions = {"torch": torch.__version__, **{lib.__name__: lib.__version__ for lib in libraries or ()}}
+    print(f"# {', '.join(f'{k} {v}' for k, v in versions.items())}" + (
+        f"; roberta-base shape, seq {args.seq}, bf16 autocast, fused AdamW, median of {args.steps} steps after "
+        f"{args.warmup} (and the first)" if args.rows else "")
+        + ("; the rows in this process" if args.same_process else "; each row in its own process"), flush=True)
+    report = dict(args=vars(args), device=None, versions=versions, bench=[], epoch=[])
+    (run_in_this_process if args.same_process else run_each_in_own_process)(args, libraries, report)
+    if report["bench"]:
+        print(f"# {report['device'] or 'no row reported its device'}")
+        report["peft_ro_over_ours"] = bench_table(report["bench"])
     if report["epoch"]:
         cvr.epoch_table(report["epoch"], against="peft-reduce-overhead")
     cvr.save(report, args.json)
