@@ -1,4 +1,5 @@
-"""bench.py runs on the CPU at a tiny size: every row and every ΔW path (a smoke test, no timing claims)."""
+"""bench.py runs on the CPU at a tiny size: every row and every ΔW path (a smoke test, no timing claims); so do
+scripts/profile_step.py and scripts/peft_bench.py, whose PEFT rows train the same tensors as ours."""
 
 import json
 import math
@@ -6,12 +7,15 @@ import os
 import shlex
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
 import bench
+import export
+import spectral_ft
 from run.errors import UsageError
 
 
@@ -314,3 +318,100 @@ def test_profile_step_refuses_cuda_graphs_on_the_cpu_in_one_line(capsys):
     assert profile_step.cli(["--device", "cpu", "--mode", "graph"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("profile_step.py: error: --mode graph")
+
+
+# -----------------------------------------------------------------------------
+# scripts/peft_bench.py: our step against transformers + PEFT, each row in its own process
+
+_spec = importlib.util.spec_from_file_location("peft_bench", Path(bench.__file__).parent / "scripts" / "peft_bench.py")
+peft_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(peft_bench)
+# The smoke test its docstring gives (the flags after "peft_bench.py" on the line marked "# smoke").
+PEFT_SMOKE = shlex.split(next(line for line in peft_bench.__doc__.splitlines() if line.rstrip().endswith("# smoke"))
+                         .split("peft_bench.py", 1)[1].split("#")[0])
+
+
+def test_peft_bench_has_three_rows_for_each_method_with_a_peft_form_and_keeps_the_old_names():
+    shared = [m for m in spectral_ft.METHODS if spectral_ft.declared(m, "peft")]
+    assert list(peft_bench.SHARED) == shared and {"lora", "vera", "fourierft", "dora", "oft"} <= set(shared)
+    for method in spectral_ft.METHODS:
+        rows = {f"peft-{method}-ro", f"peft-{method}-eager", f"ours-{method}"}
+        assert rows <= set(peft_bench.ROWS) if method in shared else not rows & set(peft_bench.ROWS)
+    old = ("peft-lora-ro", "peft-floor-ro", "peft-lora-eager", "ours-lora", "ours-floor", "ours-lora-model",
+           "ours-floor-model")
+    assert set(old) <= set(peft_bench.ROWS)
+
+
+def test_a_row_s_process_gets_the_same_flags_but_its_row():
+    args = peft_bench.parse_args(PEFT_SMOKE + ["--rows", "ours-lora,peft-vera-ro", "--batches", "4,8", "--lr", "1e-3",
+                                              "--json", "out.json"])
+    argv = peft_bench.command(args, rows=["peft-vera-ro"], batches=[8], json="row.json", same_process=True)
+    assert argv[0] == sys.executable and argv[1].endswith("peft_bench.py")
+    assert vars(peft_bench.parse_args(argv[2:])) == dict(vars(args), rows=["peft-vera-ro"], batches=[8],
+                                                         json="row.json", same_process=True)
+
+
+def test_peft_bench_without_peft_runs_our_rows_each_in_its_own_process(tmp_path, capsys):
+    """The smoke test where transformers or peft is missing: one line says so, the PEFT rows are skipped, ours run,
+    each in a process of its own (not this one), and the table shows them with PEFT's columns empty."""
+    if importlib.util.find_spec("peft") and importlib.util.find_spec("transformers"):
+        pytest.skip("peft is installed: this test is about its absence")
+    out = tmp_path / "peft.json"
+    report = peft_bench.run(peft_bench.parse_args(PEFT_SMOKE + ["--rows", "ours-lora,peft-lora-ro,ours-floor",
+                                                                "--json", str(out)]))
+    printed = capsys.readouterr().out
+    assert "is not installed (the PEFT rows need transformers and peft): skipping them" in printed
+    assert [r["row"] for r in report["bench"]] == ["ours-lora", "ours-floor"]
+    assert all(r["ms"] > 0 and r["mode"] == "padded" and r["device"] == "CPU" for r in report["bench"])
+    processes = {r["process"] for r in report["bench"]}
+    assert len(processes) == 2 and os.getpid() not in processes
+    lora = next(line for line in printed.splitlines() if line.startswith("lora "))
+    assert lora.split()[3:] == ["-"] * 4  # peft-ro, peft-eager and both ratios: not run
+    assert json.loads(out.read_text())["bench"] == report["bench"]
+
+
+def test_a_row_whose_process_dies_shows_failed_with_the_first_line_of_its_error_and_the_others_run(
+        tmp_path, monkeypatch, capsys):
+    """Each row's process stood in for by a few lines of Python: one dies of an error of two lines, the rows
+    after it still run, and the table says 'failed' with the error's first line."""
+    def fake(args, rows, batches, json, **changes):
+        if rows == ["ours-dora"]:
+            return [sys.executable, "-c", "raise RuntimeError('CUDA error: out of memory\\nsecond line')"]
+        row = dict(row=rows[0], batch=batches[0], ms={"ours-lora": 2.0}.get(rows[0], 3.0), first_step_s=0.0,
+                   loss=0.7, mode="graph", device="GPU", process=0)
+        return [sys.executable, "-c", f"import json; json.dump({dict(bench=[row])!r}, open({str(json)!r}, 'w'))"]
+
+    monkeypatch.setattr(peft_bench, "command", fake)
+    stand_in = lambda name: types.SimpleNamespace(__name__=name, __version__="0")  # no module is imported
+    monkeypatch.setattr(peft_bench, "hf_libraries", lambda: (stand_in("transformers"), stand_in("peft")))
+    report = peft_bench.run(peft_bench.parse_args(["--device", "cpu", "--batches", "4", "--rows",
+                                                   "peft-lora-ro,ours-lora,ours-dora,peft-dora-ro"]))
+    assert [r["row"] for r in report["bench"]] == ["peft-lora-ro", "ours-lora", "ours-dora", "peft-dora-ro"]
+    assert report["bench"][2]["error"] == "exit status 1: RuntimeError: CUDA error: out of memory"
+    printed = capsys.readouterr().out
+    assert "ours-dora failed: exit status 1: RuntimeError: CUDA error: out of memory" in printed
+    lines = {line.split()[0]: line.split() for line in printed.splitlines()[-6:] if line.split()}
+    assert lines["lora"][2:7] == ["2.000", "3.000", "-", "1.500", "-"] and lines["lora"][-1] == "yes"
+    assert lines["dora"][2:4] == ["failed", "3.000"]
+    assert report["peft_ro_over_ours"] == {4: {"lora": 1.5, "dora": None}}
+
+
+def test_peft_s_adapter_trains_the_same_tensors_as_ours_for_every_shared_method():
+    """The rows compare like with like: PEFT's config, read from our class's declarations (peft_bench.peft_config),
+    gives on the smoke test's model the tensors export.py writes for ours (names and shapes, the head included) and
+    as many trainable parameters."""
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    args = peft_bench.parse_args(PEFT_SMOKE)
+    cpu = torch.device("cpu")
+    for method in peft_bench.SHARED:
+        ours = bench.build(args, method, cpu)
+        theirs = peft_bench.hf_bench_model((transformers, peft), args, method, cpu)
+        trainable = lambda model: sum(p.numel() for p in model.parameters() if p.requires_grad)
+        in_head = set(ours.head_parameter_names())
+        adapter = sum(p.numel() for n, p in ours.named_parameters() if p.requires_grad and n not in in_head)
+        their_adapter = sum(p.numel() for n, p in theirs.named_parameters()
+                            if p.requires_grad and "modules_to_save" not in n)
+        assert adapter == their_adapter > 0 and trainable(ours) == trainable(theirs), method
+        shapes = lambda tensors: {key: tuple(t.shape) for key, t in tensors.items()}
+        assert shapes(peft.get_peft_model_state_dict(theirs)) == shapes(export.peft_tensors(ours, method)), method
