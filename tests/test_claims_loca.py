@@ -122,3 +122,39 @@ def test_theorem_2_top_dct_has_the_expressivity_of_selected_dft_real_and_imagina
     error_dft = torch.linalg.matrix_norm(V - inverse_real_dft2(keep_top(real_dft2(V), k)))
     assert error_dct.item() == pytest.approx(error_dft.item(), rel=1e-12, abs=1e-12)
     assert torch.linalg.matrix_norm(V).item() == pytest.approx(torch.linalg.matrix_norm(W).item(), rel=1e-12)
+
+
+# -----------------------------------------------------------------------------
+# Table 5's variants as real runs: scripts/sst2_variants.sh (REPRODUCE §4e)
+
+
+def test_the_variants_sweep_runs_each_variant_with_its_flags_and_refuses_an_unknown_one(tmp_path):
+    """Two variants through the script on the tiny random BERT and a 40-example SST-2 (one epoch: 2 steps of 32):
+    every seed's run records the variant's setting (V2's T_s capped at the run's 2 steps); an unknown variant is
+    named on one line, exit status 2, before any run starts."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    data = tmp_path / "sst2"
+    data.mkdir()
+    words = "good bad great awful fine poor nice dull".split()
+    for name, n in (("train.tsv", 40), ("dev.tsv", 8)):
+        lines = [f"{words[i % 8]} {words[(3 * i) % 8]} film\t{i % 2}" for i in range(n)]
+        (data / name).write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    script = ["bash", str(repo / "scripts" / "sst2_variants.sh"), "tiny", str(data), str(tmp_path / "out"), "3"]
+    refused = subprocess.run([*script, "loca-v9"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "unknown variant loca-v9" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    done = subprocess.run([*script, "loca-v2", "spectral_a-bottom"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and "FAILED" not in done.stderr, done.stderr
+    for seed in (6, 66, 666):
+        v2 = json.loads((tmp_path / "out" / f"loca-v2-{seed}" / "results.json").read_text())["config"]
+        bottom = json.loads((tmp_path / "out" / f"spectral_a-bottom-{seed}" / "results.json").read_text())["config"]
+        assert (v2["method"], v2["seed"], v2["method_settings"]["T_s"]) == ("loca", seed, 2)
+        assert (bottom["method"], bottom["hyperparameters"]["columns"]) == ("spectral_a", "bottom")
