@@ -292,8 +292,13 @@ class Speed:
         self.mode = "padded"
 
     def reduce_gradients(self):
-        """Several processes: every gradient becomes the mean of the processes' (one all-reduce per dtype)."""
+        """Several processes: every gradient becomes the mean of the processes' (one all-reduce per dtype). The
+        static gradients (modes 'padded', 'graph') are reduced where they lie, in their flat buffers."""
         if self.world == 1:
+            return
+        if self.flat:
+            for flat in self.flat:
+                dist.all_reduce(flat.div_(self.world))
             return
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         for dtype in dict.fromkeys(g.dtype for g in grads):
