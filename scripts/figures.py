@@ -77,8 +77,9 @@ INK, MUTED, GRID = "#222222", "#666666", "#e4e4e4"
 # One colour per method in every figure (Okabe-Ito where it reaches, then distinct extras).
 COLORS = {"lora": "#0072B2", "vera": "#56B4E9", "fourierft": "#E69F00", "fora": "#8C564B", "dfora": "#CC79A7",
           "loca": "#D55E00", "foura": "#009E73", "spectral_a": "#6A3D9A", "spectral_r": "#E7298A",
+          "dora": "#332288", "oft": "#882255", "bitfit": "#A6761D", "masked_lora": "#66A61E",
           "floor": "#444444", "head": "#777777", "full": "#111111"}
-EXTRA_COLORS = ["#1B9E77", "#7570B3", "#A6761D", "#666666"]
+EXTRA_COLORS = ["#1B9E77", "#7570B3", "#44AA99", "#666666"]
 HALO = dict(stroke="white", stroke_width=3, stroke_linejoin="round", paint_order="stroke")  # text readable over lines
 
 
