@@ -32,12 +32,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import export  # noqa: E402
 import spectral_ft  # noqa: E402
-from run.config import prepare_model  # noqa: E402
 from data import TASKS, load_task, main_metric, tokenize  # noqa: E402
-from encoder.hub import read_safetensors  # noqa: E402
-from encoder.model import load_pretrained  # noqa: E402
-from run.folder import load_trainable_state  # noqa: E402
+from encoder.tokenization import load_tokenizer  # noqa: E402
 from train import evaluate  # noqa: E402
 
 TASK_BLOCKS = {"sst2": 0, "rte": 1}  # each task its own block of singular vectors: columns b·r ... b·r + r - 1
@@ -73,12 +71,11 @@ def run_train(flags, env, check_columns=None):
 
 
 def load_run(folder, model_dir):
-    """The run's model: the pretrained backbone, its adapters and head at their final weights."""
-    config = json.loads((folder / "results.json").read_text())["config"]
-    model, tokenizer = load_pretrained(model_dir, TASKS[config["task"]].num_labels)
-    prepare_model(model, config)
-    load_trainable_state(model, config["method"], read_safetensors(folder / "adapter.safetensors"), str(folder))
-    return model.float().eval(), tokenizer, config
+    """(model, tokenizer, config) of one run: the pretrained backbone, its adapters and head at their final weights,
+    rebuilt as export.py rebuilds a run (float32, eval mode)."""
+    config, _ = export.read_run(folder, "final")
+    state, _ = export.read_trained(folder / export.ADAPTER_FILES["final"], config["method"])
+    return export.adapted_model(config, model_dir, state, str(folder)), load_tokenizer(model_dir), config
 
 
 def replaced(model, layers):
@@ -108,7 +105,7 @@ def fused_layers(method, adapters_by_task, weight):
 
 def accuracy(model, config, dev, tokenizer):
     encoded, labels = dev
-    metrics = evaluate(model, config, encoded, labels, tokenizer.pad_token_id)
+    metrics = evaluate(model, config["task"], config["batch_size"], encoded, labels, tokenizer.pad_token_id)
     return metrics[main_metric(TASKS[config["task"]].name)]
 
 

@@ -369,3 +369,33 @@ def test_fora_ranks_sweep_tabulates_every_method_at_every_rank_with_masking_at_f
     counts = {method: [int(cell.split(" · ")[0].replace(",", "")) for cell in cells] for method, cells in body.items()}
     assert all(cell.endswith("(1)") for cells in body.values() for cell in cells)
     assert counts["masked_lora"] == counts["fora"] and counts["fora"][0] == counts["fora"][1]
+
+
+def test_spectral_fusion_script_rebuilds_each_run_and_tabulates_alone_base_and_fused(kit, tmp_path):
+    """scripts/spectral_fusion.py end to end on the kit's tiny BERT (two steps a run): it trains Spectral A on blocks 0
+    and 1 and LoRA for SST-2 and RTE, then its table has every row for both tasks; the 'alone' row, the runs rebuilt
+    from their folders, equals each run's own final dev accuracy (results.json), and every score is an accuracy."""
+    import json
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("spectral_fusion", REPO / "scripts" / "spectral_fusion.py")
+    fusion = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fusion)
+    glue = tmp_path / "glue"
+    shutil.copytree(kit["data"], glue / "RTE")
+    (glue / "SST-2").mkdir()
+    for name, n in (("train.tsv", 16), ("dev.tsv", 8)):
+        lines = [f"{'yes' if i % 2 else 'no'} film\t{i % 2}" for i in range(n)]
+        (glue / "SST-2" / name).write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "fusion"
+    fusion.main([str(kit["model"]), "--out", str(out), "--glue-dir", str(glue), "--r", "2", "--max-steps", "2",
+                 "--batch-size", "8"])
+    table = json.loads((out / "fusion.json").read_text())
+    assert set(table) == {"spectral_a", "lora"}
+    for method, rows in table.items():
+        assert set(rows) == {"alone", "base", *(f"fused λ={w:g}" for w in fusion.WEIGHTS[method])}
+        assert all(set(scores) == {"sst2", "rte"} and all(0 <= s <= 1 for s in scores.values())
+                   for scores in rows.values())
+        for task, score in rows["alone"].items():
+            results = json.loads((out / f"{method}-{task}" / "results.json").read_text())
+            assert score == results["final"]["metrics"]["dev"]["accuracy"], (method, task)
