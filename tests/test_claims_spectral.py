@@ -371,7 +371,7 @@ def test_fora_ranks_sweep_tabulates_every_method_at_every_rank_with_masking_at_f
     assert counts["masked_lora"] == counts["fora"] and counts["fora"][0] == counts["fora"][1]
 
 
-def test_spectral_fusion_script_rebuilds_each_run_and_tabulates_alone_base_and_fused(kit, tmp_path):
+def test_spectral_fusion_script_rebuilds_each_run_and_tabulates_alone_base_and_fused(kit, tmp_path, monkeypatch):
     """scripts/spectral_fusion.py end to end on the kit's tiny BERT (two steps a run): it trains Spectral A on blocks 0
     and 1 and LoRA for SST-2 and RTE, then its table has every row for both tasks; the 'alone' row, the runs rebuilt
     from their folders, equals each run's own final dev accuracy (results.json), and every score is an accuracy."""
@@ -388,6 +388,7 @@ def test_spectral_fusion_script_rebuilds_each_run_and_tabulates_alone_base_and_f
         lines = [f"{'yes' if i % 2 else 'no'} film\t{i % 2}" for i in range(n)]
         (glue / "SST-2" / name).write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
     out = tmp_path / "fusion"
+    monkeypatch.setenv("GLUE_DIR", str(glue))  # the script sets it for its own evaluation: restored after the test
     fusion.main([str(kit["model"]), "--out", str(out), "--glue-dir", str(glue), "--r", "2", "--max-steps", "2",
                  "--batch-size", "8"])
     table = json.loads((out / "fusion.json").read_text())
