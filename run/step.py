@@ -101,6 +101,22 @@ def uncompile(modules):
         module._compiled_call_impl = None
 
 
+def store_frozen_linears(model, dtype):
+    """Keep every frozen nn.Linear of the backbone in autocast's `dtype` (bf16 / fp16) -> the layers converted.
+    Autocast casts such a weight and bias to exactly these values at every use (a cast kernel each, ~220 a step
+    on roberta-base, REPRODUCE §3f), so what the step computes stays the same bit for bit and the frozen
+    weights take half the memory. Left alone: anything that trains, and the layers an adapter wraps (DoRA and
+    OFT use W0 outside a matrix product; merging adds ΔW into it). Checkpoints hold only what trains."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be torch.bfloat16 or torch.float16 (autocast's), got {dtype}")
+    wrapped = {id(m) for _, adapter in spectral_ft.adapters(model) for m in adapter.modules()}
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in wrapped
+              and not any(p.requires_grad for p in m.parameters())]
+    for module in frozen:
+        module.to(dtype)
+    return frozen
+
+
 def step_mode(device, precision, eager=False):
     """'graph' on CUDA, 'eager' on the CPU, with --eager, or with fp16 (its GradScaler step is eager)."""
     return "graph" if device.type == "cuda" and not eager and precision != "fp16" else "eager"
@@ -206,6 +222,7 @@ class Speed:
         self.graphed, self.graphs, self.pool = {}, {}, None  # training passes, evaluation graphs: per shape
         self.inputs = {}  # static input buffers per (rows, length), shared by training and evaluation
         self.grads, self.flat = {}, []  # static gradients (modes 'padded', 'graph'): per parameter, and the buffers
+        self.stored = store_frozen_linears(model, dtype) if low else []  # what autocast would cast, once
         self.compiled = compile_in_place(model, compile) if mode == "graph" else []
 
     @classmethod

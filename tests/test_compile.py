@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
-from run.step import compile_in_place, uncompile
+from run.step import compile_in_place, store_frozen_linears, uncompile
 from test_step import VOCAB, nn_model
 
 SMALL = {"dora": dict(r=4), "oft": dict(r=4), "masked_lora": dict(n=6, r=4), "vera": dict(r=8), "fourierft": dict(n=20), "fora": dict(n=6, r=4), "dfora": dict(n=6, r=4),
@@ -99,3 +99,31 @@ def test_uncompile_restores_the_plain_forward_and_none_compiles_nothing():
     assert all(m._compiled_call_impl is None for m in modules)
     with pytest.raises(ValueError, match="compile scope must be one of adapters, model, none"):
         compile_in_place(model, "everything")
+
+
+@pytest.mark.parametrize("device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
+@settings(max_examples=12, deadline=None)
+@given(method=st.sampled_from(sorted(spectral_ft.METHODS)), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+       seed=st.integers(0, 2**16))
+def test_frozen_linears_stored_in_autocasts_dtype_change_no_bit(device, method, dtype, seed):
+    """Speed stores the frozen backbone's nn.Linear layers in autocast's dtype (store_frozen_linears): autocast
+    would cast them to the same values, so logits and every gradient stay equal bit for bit. The layers an
+    adapter wraps, and whatever trains, keep their float32."""
+    plain = nonzero(nn_model(method, seed=seed % 7, **SMALL.get(method, {})), seed).float().to(device)
+    stored = nn_model(method, seed=seed % 7, **SMALL.get(method, {})).float().to(device)
+    stored.load_state_dict(plain.state_dict())
+    converted = store_frozen_linears(stored, dtype)
+    wrapped = {id(m) for _, adapter in spectral_ft.adapters(stored) for m in adapter.modules()}
+    for module in stored.modules():
+        for p in module.parameters(recurse=False):
+            low = isinstance(module, torch.nn.Linear) and id(module) not in wrapped and not p.requires_grad
+            assert p.dtype == (dtype if low else torch.float32)
+    assert len(converted) == len([m for m in stored.modules() if isinstance(m, torch.nn.Linear)
+                                  and id(m) not in wrapped and not m.weight.requires_grad])
+    assert converted or method == "full"
+    ids, mask, types, y = (t.to(device) for t in batch(seed))
+    with torch.autocast(device, dtype=dtype):
+        want_logits, want = logits_and_gradients(plain, ids, mask, types, y)
+        got_logits, got = logits_and_gradients(stored, ids, mask, types, y)
+    assert torch.equal(got_logits, want_logits)
+    assert got.keys() == want.keys() and all(torch.equal(got[n], want[n]) for n in want)
