@@ -409,7 +409,8 @@ def build_parser(description):
     a("--eager", action="store_true", default=None, help="on a GPU, run steps and evaluation eagerly instead of as "
       "CUDA graphs (graphs pad batches to lengths of multiples of 32; fp16 always runs eager; the CPU always does)")
     a("--compile", choices=COMPILE_SCOPES, help="inside the CUDA graphs, torch.compile the adapted layers "
-      "(adapters, the default), the whole model (model: faster steps, a longer start) or nothing (none)")
+      "(adapters, the default), each transformer layer (layers: the backbone fused too, one program for all), the "
+      "whole model (model: the longest start) or nothing (none)")
     a("--seed", type=bounded(int, 0, 2**32), help="the run's seed (default 0)")
     a("--out", help="output folder (default runs/<method>-<task>-<model>-s<seed>-<hash of the settings>)")
     a("--save-every", type=bounded(int, 1), help="checkpoint every N steps (always at each epoch end)")

@@ -37,7 +37,7 @@ import spectral_ft
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}  # --precision
 LENGTH_BUCKET = 32  # padded lengths are multiples of 32 (at most --max-length)
 CAPTURE_WARMUP = 3  # eager passes on the capture stream before a capture, as torch.cuda.graphs requires
-COMPILE_SCOPES = ("adapters", "model", "none")  # what mode 'graph' torch.compiles before it captures
+COMPILE_SCOPES = ("adapters", "layers", "model", "none")  # what mode 'graph' torch.compiles before it captures
 
 
 def float_dtype(t):
@@ -83,11 +83,15 @@ def compile_in_place(model, scope, backend="inductor"):
     the same modules) -> the compiled modules. scope 'adapters': each adapted layer, where Inductor fuses
     what a method adds around its matrix products (ΔW's construction, the casts, the sum of the two
     branches; the products stay cuBLAS's), which is most of a plain method's cost over the frozen layer;
-    'model': the whole model, the backbone's own layers fused too (faster steps, a longer start); 'none'.
+    'layers': each transformer layer (every module of an nn.ModuleList), adapters inside: the backbone's norms,
+    activations, dropout and residual adds fused too, and one program serves every layer (they share their code);
+    'model': the whole model, embeddings and head too, its layers unrolled (the longest start); 'none'.
     backend: torch.compile's ('aot_eager' runs dynamo and AOTAutograd alone: the tests' check on a CPU)."""
     if scope not in COMPILE_SCOPES:
         raise ValueError(f"compile scope must be one of {', '.join(COMPILE_SCOPES)}, got {scope!r}")
-    modules = {"adapters": [m for _, m in spectral_ft.adapters(model)], "model": [model], "none": []}[scope]
+    layers = [layer for m in model.modules() if isinstance(m, torch.nn.ModuleList) for layer in m]
+    modules = {"adapters": [m for _, m in spectral_ft.adapters(model)], "layers": layers, "model": [model],
+               "none": []}[scope]
     if modules:  # a program per length bucket, train / eval mode and LoCA phase: more than dynamo's default 8
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for module in modules:
@@ -233,7 +237,8 @@ class Speed:
         rows = min(config.micro_batch_size or math.ceil(config.batch_size / world), math.ceil(config.batch_size / world))
         speed = cls(model, device=device, dtype=DTYPES[config.precision], mode=mode, rows=rows,
                     max_length=config.max_length, pad_id=pad_id, regression=regression, world=world, compile=scope)
-        compiled = {"adapters": ", adapted layers compiled", "model": ", model compiled", "none": ""}[scope]
+        compiled = {"adapters": ", adapted layers compiled", "layers": ", layers compiled", "model": ", model compiled",
+                    "none": ""}[scope]
         return speed, (f"  step            {'CUDA graphs per length bucket' + compiled if mode == 'graph' else 'eager'}"
                        + (" (fp16's GradScaler step is eager)" if config.precision == "fp16" and not config.eager else ""))
 

@@ -66,13 +66,15 @@ def test_compiled_adapters_equal_the_plain_model_in_float64(method, seed):
             torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("scope", ["layers", "model"])
 @pytest.mark.parametrize("method", ["loca", "foura"])
-def test_the_whole_model_compiled_equals_the_plain_model_in_float64(method):
+def test_the_whole_model_or_each_layer_compiled_equals_the_plain_model_in_float64(method, scope):
     torch._dynamo.reset()
     plain = nonzero(nn_model(method, **SMALL[method]), 3)
     compiled = nn_model(method, **SMALL[method])
     compiled.load_state_dict(plain.state_dict())
-    assert compile_in_place(compiled, "model", backend="aot_eager") == [compiled]
+    modules = compile_in_place(compiled, scope, backend="aot_eager")
+    assert modules == ([compiled] if scope == "model" else list(compiled.encoder.layer))
     if method == "loca":  # the location phase trains the other tensors: its own program
         schedules = [spectral_ft.LoCASchedule(m, B_a=1, B_l=1, T_s=10) for m in (plain, compiled)]
     for step in range(3):
@@ -97,7 +99,7 @@ def test_uncompile_restores_the_plain_forward_and_none_compiles_nothing():
     assert list(model.state_dict()) == keys  # compiled in place: checkpoints and adapters keep their names
     uncompile(modules)
     assert all(m._compiled_call_impl is None for m in modules)
-    with pytest.raises(ValueError, match="compile scope must be one of adapters, model, none"):
+    with pytest.raises(ValueError, match="compile scope must be one of adapters, layers, model, none"):
         compile_in_place(model, "everything")
 
 
