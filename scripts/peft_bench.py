@@ -25,13 +25,14 @@ query,value, the class's defaults; on a --hidden model bench.SMALL's), read by p
     peft-floor-ro       the transformers model frozen but its classifier, the gradient still flowing down to the
                         embeddings' output (a forward hook makes it require grad, as bench.py's floor), same compile
     ours-floor          bench.TrainStep on bench.py's floor (CUDA graphs alone: no adapted layer to compile)
+    ours-lora-layers, ours-floor-layers ours with each transformer layer compiled (--compile layers)
     ours-lora-model, ours-floor-model   ours with the whole model compiled (--compile model)
 each after torch._dynamo.reset(), on a fresh model. The table: per method ours, PEFT-RO and PEFT-eager ms, and
 PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), and whether ours is at least 1.15x faster than PEFT-RO.
 The real run (--minilm, --sst2): one SST-2 epoch of MiniLM, batch 32, max length 64, LoRA as ours (the pooler
 trained too, as our head's), in epoch_permutation(0, 0, n) order, wall clock with compilation: transformers'
 BertForSequenceClassification + PEFT, eager and under reduce-overhead (each batch at its own padded length, as a
-PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row), each also in its own process. Without
+PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers: --compile layers), each also in its own process. Without
 transformers or peft the PEFT rows are skipped (one line says so).
 """
 import argparse
@@ -55,8 +56,8 @@ from run.errors import Parser, UsageError, bounded
 SHARED = tuple(method for method in spectral_ft.METHODS if spectral_ft.declared(method, "peft"))  # PEFT has a tuner
 ROWS = (*(f"{row}-{method}{variant}" for method in SHARED
           for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""))),
-        "peft-floor-ro", "ours-floor", "ours-lora-model", "ours-floor-model")
-EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours")
+        "peft-floor-ro", "ours-floor", "ours-lora-layers", "ours-floor-layers", "ours-lora-model", "ours-floor-model")
+EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours", "ours-layers")
 BAR = 1.15  # PEFT-RO / ours the default step must reach for every shared method (issue 27)
 
 
@@ -164,7 +165,7 @@ def bench_row(libraries, args, row, batch, device):
     """One row: a fresh model (ours: bench.build via capture_vs_reduce_overhead.fresh), timed by cvr.time_step."""
     side, method, variant = parts(row)
     if side == "ours":
-        model, train_step = cvr.fresh(args, method, "ours-model" if variant == "model" else "ours", batch, device)
+        model, train_step = cvr.fresh(args, method, "ours" if variant == "default" else f"ours-{variant}", batch, device)
     else:
         torch._dynamo.reset()
         model = hf_bench_model(libraries, args, method, device)
@@ -282,7 +283,7 @@ def run_each_in_own_process(args, libraries, report):
             report["bench"].append(result := in_own_process(argv, path, dict(row=row, batch=batch)))
             say(result)
             cvr.save(report, args.json)
-        for row in (r for r in args.epoch_rows if libraries or r == "ours") if args.minilm else ():
+        for row in (r for r in args.epoch_rows if libraries or r.startswith("ours")) if args.minilm else ():
             path = Path(folder) / f"epoch.{row}.json"
             argv = command(args, rows=[], epoch_rows=[row], json=path, same_process=True)
             report["epoch"].append(result := in_own_process(argv, path, dict(variant=row)))
@@ -305,9 +306,9 @@ def run_in_this_process(args, libraries, report):
     if args.minilm:
         cvr.inductor_threads(default_threads, warm=True)  # the real run compiles as a user's run does
         train, dev, pad_id = cvr.load_sst2(args)
-        for row in (r for r in args.epoch_rows if libraries or r == "ours"):
+        for row in (r for r in args.epoch_rows if libraries or r.startswith("ours")):
             report["epoch"].append(dict(
-                cvr.attempt(dict(variant=row), cvr.epoch_row, args, "ours", train, dev, pad_id, device) if row == "ours"
+                cvr.attempt(dict(variant=row), cvr.epoch_row, args, row, train, dev, pad_id, device) if row.startswith("ours")
                 else cvr.attempt(dict(variant=row), hf_epoch_row, libraries, args, row, train, dev, pad_id, device),
                 **stamp))
             cvr.save(report, args.json)
