@@ -95,7 +95,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_what_is_wrong(cli, kit, tmp_pat
             ("lr", dict(checkpoint, config=json.dumps(dict(config, lr=[1]))), "its config's 'lr' is [1], not a number"),
             ("step", dict(checkpoint, step=1.5), "its content's 'step' is 1.5, not an integer"),
             ("compile", dict(checkpoint, config=json.dumps(dict(config, compile="fast"))),
-             "its config's 'compile' is 'fast', not one of ['adapters', 'model', 'none']"),
+             "its config's 'compile' is 'fast', not one of ['adapters', 'layers', 'model', 'none']"),
             ("rng_bad", dict(checkpoint, rng={"torch": 1}), "its 'rng' does not hold the random generators' states")):
         folder = tmp_path / name
         shutil.copytree(kit["run"], folder)
