@@ -598,6 +598,9 @@ class MaskedLoRA(Adapter):
 # LoCA
 
 
+LOCA_DIFFERENCES = {"central": (1, 1, 2), "forward": (1, 0, 1), "backward": (0, 1, 1)}  # (ahead, behind, divisor)
+
+
 class _LoCADelta(torch.autograd.Function):
     """ΔW = alpha · C_outᵀ S C_in (LoCA eq. 1), S (out, in) zero but coefficients s at the grid
     points (r, c) of the locations: a sum of n rank-1 products of DCT basis rows, S never formed.
@@ -605,8 +608,6 @@ class _LoCADelta(torch.autograd.Function):
     ∂L/∂s_k = alpha · D[r_k, c_k] and, columns alike, ∂L/∂row_k = clamp(alpha · s_k · (D[r_k+a, c_k] - D[r_k-b, c_k]) /
     (a + b), -1, 1) · (out - 1): (a, b) = (1, 1) central (eq. 3-5), (1, 0) forward, (0, 1) backward (Table 5's V4, V5);
     a neighbour off the grid is the point; · (out - 1) turns grid steps into location units."""
-
-    STEPS = {"central": (1, 1, 2), "forward": (1, 0, 1), "backward": (0, 1, 1)}  # (ahead, behind, divisor)
 
     @staticmethod
     def forward(ctx, coefficients, locations, C_out, C_in, alpha, difference="central"):
@@ -619,7 +620,7 @@ class _LoCADelta(torch.autograd.Function):
     def backward(ctx, grad):
         coefficients, rows, cols, C_out, C_in = ctx.saved_tensors
         D = C_out @ grad @ C_in.T  # (out, in)
-        ahead, behind, divisor = _LoCADelta.STEPS[ctx.difference]
+        ahead, behind, divisor = LOCA_DIFFERENCES[ctx.difference]
         last_row, last_col, scale = len(C_out) - 1, len(C_in) - 1, ctx.alpha / divisor * coefficients
         d_row = D[(rows + ahead).clamp(max=last_row), cols] - D[(rows - behind).clamp(min=0), cols]  # (n,)
         d_col = D[rows, (cols + ahead).clamp(max=last_col)] - D[rows, (cols - behind).clamp(min=0)]  # (n,)
@@ -659,8 +660,8 @@ class LoCA(Adapter):
         super().__init__(base)
         self.n = _check_count("n", n, self.out_features, self.in_features, "weight matrix")
         self.alpha, self.difference = _check_float("alpha", alpha), difference
-        if difference not in _LoCADelta.STEPS:
-            raise ValueError(f"difference={difference!r} is unknown: allowed {', '.join(_LoCADelta.STEPS)}")
+        if difference not in LOCA_DIFFERENCES:
+            raise ValueError(f"difference={difference!r} is unknown: allowed {', '.join(LOCA_DIFFERENCES)}")
         if not isinstance(seed, torch.Generator):
             seed = torch.Generator().manual_seed(_check_int("seed", seed, low=0))
         locations = torch.rand(2, n, generator=seed, dtype=torch.float64)  # (2, n) uniform in [0, 1)

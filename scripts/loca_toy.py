@@ -49,7 +49,7 @@ class UnclampedDelta(spectral_ft._LoCADelta):
     def backward(ctx, grad):
         coefficients, rows, cols, C_out, C_in = ctx.saved_tensors
         D = C_out @ grad @ C_in.T  # (out, in)
-        ahead, behind, divisor = spectral_ft._LoCADelta.STEPS[ctx.difference]
+        ahead, behind, divisor = spectral_ft.LOCA_DIFFERENCES[ctx.difference]
         last_row, last_col, scale = len(C_out) - 1, len(C_in) - 1, ctx.alpha / divisor * coefficients
         d_row = D[(rows + ahead).clamp(max=last_row), cols] - D[(rows - behind).clamp(min=0), cols]
         d_col = D[rows, (cols + ahead).clamp(max=last_col)] - D[rows, (cols - behind).clamp(min=0)]
