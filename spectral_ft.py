@@ -676,6 +676,7 @@ class LoCA(Adapter):
         coefficients, locations = self._up(self.coefficients, self.locations)
         C_out = dct_matrix(self.out_features, coefficients.dtype, coefficients.device)  # (out, out)
         C_in = dct_matrix(self.in_features, coefficients.dtype, coefficients.device)  # (in, in)
+        C_in = C_in[:] if C_in is C_out else C_in  # square: one cached matrix, which dynamo won't pass a Function twice
         with torch.autocast(coefficients.device.type, enabled=False):  # ΔW in the adapter's precision
             return _LoCADelta.apply(coefficients, locations, C_out, C_in, self.alpha, self.difference)
 

@@ -131,15 +131,14 @@ def test_frozen_linears_stored_in_autocasts_dtype_change_no_bit(device, method, 
     assert got.keys() == want.keys() and all(torch.equal(got[n], want[n]) for n in want)
 
 
-@pytest.mark.parametrize("difference", ["central", "forward", "backward"])
-def test_torch_compile_traces_locas_function_whole(difference):
+@pytest.mark.parametrize("difference, shape", [("central", (48, 64)), ("forward", (48, 48)), ("backward", (64, 48))])
+def test_torch_compile_traces_locas_function_whole(difference, shape):
     """dynamo takes _LoCADelta (forward and its custom backward) into the compiled graph, where Inductor fuses the
     location gradient's dozen small ops; the only breaks are around dct_matrix (cached, kept out of graphs). A
     lookup dynamo cannot trace in the backward (a class attribute read through the Function) once ran the whole
-    Function eagerly: LoCA's step 11-13% slower on an H100 (REPRODUCE §3f). Not square: a square layer passes one
-    cached DCT matrix twice, which dynamo refuses whatever the Function holds."""
+    Function eagerly, as did one DCT matrix passed twice (a square layer's C_out and C_in), which dynamo refuses."""
     torch._dynamo.reset()
-    layer = spectral_ft.LoCA(torch.nn.Linear(48, 64), n=20, difference=difference)
-    explained = torch._dynamo.explain(layer)(torch.randn(2, 5, 48))
+    layer = spectral_ft.LoCA(torch.nn.Linear(*shape), n=20, difference=difference)
+    explained = torch._dynamo.explain(layer)(torch.randn(2, 5, shape[0]))
     assert explained.break_reasons and all("dct_matrix" in r.reason for r in explained.break_reasons), \
         [r.reason.splitlines()[0] for r in explained.break_reasons]
