@@ -319,7 +319,7 @@ def run_in_this_process(args, libraries, report):
 
 
 def bench_table(rows):
-    """Per batch, one line per method and way of ours (ours-METHOD; ours-METHOD-model as 'METHOD model'): ours,
+    """Per batch, one line per method and way of ours (ours-METHOD; ours-METHOD-layers as 'METHOD layers'): ours,
     PEFT-RO and PEFT-eager ms ('failed' where a row raised, '-' where it did not run), PEFT-RO / ours and
     PEFT-eager / ours (> 1: ours faster), and whether ours is at least BAR times faster than PEFT-RO; the failed
     rows' errors below; per batch, whether the default step meets the bar for every shared method. -> {batch:
@@ -332,16 +332,16 @@ def bench_table(rows):
     for batch in dict.fromkeys(r["batch"] for r in rows):
         by_row = {r["row"]: r for r in rows if r["batch"] == batch}
         methods = dict.fromkeys(parts(row)[1] for row in ROWS if row in by_row)
-        lines = [(m, v) for m in methods for v in ("default", "model")
-                 if f"ours-{m}{'-model' if v == 'model' else ''}" in by_row or v == "default"]
+        name = lambda method, variant: f"ours-{method}" + ("" if variant == "default" else f"-{variant}")
+        lines = [(m, v) for m in methods for v in ("default", "layers", "model") if name(m, v) in by_row or v == "default"]
         verdicts[batch] = {}
         for method, variant in lines:
-            ours = by_row.get(f"ours-{method}" + ("-model" if variant == "model" else ""))
+            ours = by_row.get(name(method, variant))
             ro, eager = by_row.get(f"peft-{method}-ro"), by_row.get(f"peft-{method}-eager")
             over_ro, over_eager = ratio(ro, ours), ratio(eager, ours)
             if method in SHARED and variant == "default":
                 verdicts[batch][method] = over_ro
-            print(f"{method + (' model' if variant == 'model' else ''):<15} {batch:>5} {cell(ours, 8)} {cell(ro, 8)} "
+            print(f"{method + ('' if variant == 'default' else ' ' + variant):<15} {batch:>5} {cell(ours, 8)} {cell(ro, 8)} "
                   f"{cell(eager, 10)} " + (f"{over_ro:8.3f}" if over_ro else f"{'-':>8}") + " "
                   + (f"{over_eager:10.3f}" if over_eager else f"{'-':>10}")
                   + ("" if over_ro is None else "  yes" if over_ro >= BAR else "  NO"))
