@@ -17,8 +17,8 @@ step is bound by ~30 µs of Python and launch time per kernel. The backward grap
 parameter's static .grad (attach_gradients), as an eager backward would. One pair of graphs per (rows, length,
 which tensors train), captured on first use, all in one memory pool; LoCA's phases train different tensors, so
 each gets its own. The loss, the optimizer and the schedules stay eager. Before capturing, the adapted layers
-(--compile: or each layer, or the whole model) are torch.compiled in place (compile_in_place): Inductor fuses what a method adds around
-its matrix products.
+(--compile: or each transformer layer, or the whole model) are torch.compiled in place (compile_in_place):
+Inductor fuses what a method adds around its matrix products.
 Under bf16 / fp16 autocast the frozen backbone's nn.Linear layers are stored in that dtype (store_frozen_linears):
 autocast would cast them to the same values at every use, so only the cast kernels go.
 mode "padded": "graph"'s padding and static gradients without the graphs, so that the CPU checks them.
