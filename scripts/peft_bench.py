@@ -32,8 +32,8 @@ PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), and whether ours is at 
 The real run (--minilm, --sst2): one SST-2 epoch of MiniLM, batch 32, max length 64, LoRA as ours (the pooler
 trained too, as our head's), in epoch_permutation(0, 0, n) order, wall clock with compilation: transformers'
 BertForSequenceClassification + PEFT, eager and under reduce-overhead (each batch at its own padded length, as a
-PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers: --compile layers), each also in its own process. Without
-transformers or peft the PEFT rows are skipped (one line says so).
+PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers: --compile layers), each also in
+its own process. Without transformers or peft the PEFT rows are skipped (one line says so).
 """
 import argparse
 import json
@@ -165,7 +165,8 @@ def bench_row(libraries, args, row, batch, device):
     """One row: a fresh model (ours: bench.build via capture_vs_reduce_overhead.fresh), timed by cvr.time_step."""
     side, method, variant = parts(row)
     if side == "ours":
-        model, train_step = cvr.fresh(args, method, "ours" if variant == "default" else f"ours-{variant}", batch, device)
+        way = "ours" if variant == "default" else f"ours-{variant}"  # capture_vs_reduce_overhead's variant
+        model, train_step = cvr.fresh(args, method, way, batch, device)
     else:
         torch._dynamo.reset()
         model = hf_bench_model(libraries, args, method, device)
@@ -307,10 +308,10 @@ def run_in_this_process(args, libraries, report):
         cvr.inductor_threads(default_threads, warm=True)  # the real run compiles as a user's run does
         train, dev, pad_id = cvr.load_sst2(args)
         for row in (r for r in args.epoch_rows if libraries or r.startswith("ours")):
-            report["epoch"].append(dict(
-                cvr.attempt(dict(variant=row), cvr.epoch_row, args, row, train, dev, pad_id, device) if row.startswith("ours")
-                else cvr.attempt(dict(variant=row), hf_epoch_row, libraries, args, row, train, dev, pad_id, device),
-                **stamp))
+            result = (cvr.attempt(dict(variant=row), cvr.epoch_row, args, row, train, dev, pad_id, device)
+                      if row.startswith("ours") else
+                      cvr.attempt(dict(variant=row), hf_epoch_row, libraries, args, row, train, dev, pad_id, device))
+            report["epoch"].append(dict(result, **stamp))
             cvr.save(report, args.json)
 
 
@@ -333,7 +334,8 @@ def bench_table(rows):
         by_row = {r["row"]: r for r in rows if r["batch"] == batch}
         methods = dict.fromkeys(parts(row)[1] for row in ROWS if row in by_row)
         name = lambda method, variant: f"ours-{method}" + ("" if variant == "default" else f"-{variant}")
-        lines = [(m, v) for m in methods for v in ("default", "layers", "model") if name(m, v) in by_row or v == "default"]
+        lines = [(m, v) for m in methods for v in ("default", "layers", "model")
+                 if name(m, v) in by_row or v == "default"]
         verdicts[batch] = {}
         for method, variant in lines:
             ours = by_row.get(name(method, variant))
@@ -341,7 +343,8 @@ def bench_table(rows):
             over_ro, over_eager = ratio(ro, ours), ratio(eager, ours)
             if method in SHARED and variant == "default":
                 verdicts[batch][method] = over_ro
-            print(f"{method + ('' if variant == 'default' else ' ' + variant):<15} {batch:>5} {cell(ours, 8)} {cell(ro, 8)} "
+            label = method + ("" if variant == "default" else " " + variant)
+            print(f"{label:<15} {batch:>5} {cell(ours, 8)} {cell(ro, 8)} "
                   f"{cell(eager, 10)} " + (f"{over_ro:8.3f}" if over_ro else f"{'-':>8}") + " "
                   + (f"{over_eager:10.3f}" if over_eager else f"{'-':>10}")
                   + ("" if over_ro is None else "  yes" if over_ro >= BAR else "  NO"))
