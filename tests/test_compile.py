@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from run.config import prepare_model
 from run.step import compile_in_place, store_frozen_linears, uncompile
 from test_step import VOCAB, nn_model
 
@@ -142,3 +143,26 @@ def test_torch_compile_traces_locas_function_whole(difference, shape):
     explained = torch._dynamo.explain(layer)(torch.randn(2, 5, shape[0]))
     assert explained.break_reasons and all("dct_matrix" in r.reason for r in explained.break_reasons), \
         [r.reason.splitlines()[0] for r in explained.break_reasons]
+
+
+def test_each_deberta_layer_compiled_equals_the_plain_model_in_float64():
+    """DeBERTa's layers take the relative positions too, and FouRA's shared token mask is lifted inside them
+    (encoder.model._project_positions): compiled layer by layer, logits and every gradient stay the plain ones."""
+    from test_deberta import padded_batch, tiny_deberta
+
+    torch._dynamo.reset()
+    options = dict(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = lambda: prepare_model(tiny_deberta(options, dtype=torch.float64).train(), "foura",
+                                  ["query_proj", "value_proj"], SMALL["foura"])
+    plain, compiled = nonzero(model(), 5), model()
+    compiled.load_state_dict(plain.state_dict())
+    assert compile_in_place(compiled, "layers", backend="aot_eager") == list(compiled.encoder.layer)
+    y = torch.tensor([0, 1, 1])
+    for step in range(2):
+        ids, mask, types = padded_batch([9, 6, 4], 9, seed=step)
+        want_logits, want = logits_and_gradients(plain, ids, mask, types, y)
+        got_logits, got = logits_and_gradients(compiled, ids, mask, types, y)
+        torch.testing.assert_close(got_logits, want_logits, rtol=1e-12, atol=1e-12)
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
