@@ -148,10 +148,10 @@ def test_torch_compile_traces_locas_function_whole(difference, shape):
 def test_each_deberta_layer_compiled_equals_the_plain_model_in_float64():
     """DeBERTa's layers take the relative positions too, and FouRA's shared token mask is lifted inside them
     (encoder.model._project_positions): compiled layer by layer, logits and every gradient stay the plain ones."""
-    from test_deberta import padded_batch, tiny_deberta
+    from test_deberta import V3_TINY, padded_batch, tiny_deberta
 
     torch._dynamo.reset()
-    options = dict(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    options = dict(V3_TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # share_att_key: query_proj
     model = lambda: prepare_model(tiny_deberta(options, dtype=torch.float64).train(), "foura",
                                   ["query_proj", "value_proj"], SMALL["foura"])
     plain, compiled = nonzero(model(), 5), model()
