@@ -151,7 +151,7 @@ def test_each_deberta_layer_compiled_equals_the_plain_model_in_float64():
     from test_deberta import V3_TINY, padded_batch, tiny_deberta
 
     torch._dynamo.reset()
-    options = dict(V3_TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # share_att_key: query_proj
+    options = dict(V3_TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # query_proj projects positions
     model = lambda: prepare_model(tiny_deberta(options, dtype=torch.float64).train(), "foura",
                                   ["query_proj", "value_proj"], SMALL["foura"])
     plain, compiled = nonzero(model(), 5), model()
