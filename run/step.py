@@ -96,8 +96,11 @@ def compile_in_place(model, scope, backend="inductor"):
                "none": []}[scope]
     if modules:  # a program per length bucket, train / eval mode and LoCA phase: more than dynamo's default 8
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # Inductor would draw dropout's masks from its own Philox stream (the same distribution, other masks: a compiled
+    # run would end as another seed's); fallback_random draws them from torch's generator, as the plain model does.
+    options = {"options": {"fallback_random": True}} if backend == "inductor" else {}
     for module in modules:
-        module.compile(backend=backend)
+        module.compile(backend=backend, **options)
     return modules
 
 

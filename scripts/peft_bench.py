@@ -25,7 +25,7 @@ query,value, the class's defaults; on a --hidden model bench.SMALL's), read by p
     peft-floor-ro       the transformers model frozen but its classifier, the gradient still flowing down to the
                         embeddings' output (a forward hook makes it require grad, as bench.py's floor), same compile
     ours-floor          bench.TrainStep on bench.py's floor (CUDA graphs alone: no adapted layer to compile)
-    ours-lora-layers, ours-floor-layers ours with each transformer layer compiled (--compile layers)
+    ours-METHOD-layers, ours-floor-layers   ours with each transformer layer compiled (--compile layers)
     ours-lora-model, ours-floor-model   ours with the whole model compiled (--compile model)
 each after torch._dynamo.reset(), on a fresh model. The table: per method ours, PEFT-RO and PEFT-eager ms, and
 PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), and whether ours is at least 1.15x faster than PEFT-RO.
@@ -55,8 +55,8 @@ from run.errors import Parser, UsageError, bounded
 
 SHARED = tuple(method for method in spectral_ft.METHODS if spectral_ft.declared(method, "peft"))  # PEFT has a tuner
 ROWS = (*(f"{row}-{method}{variant}" for method in SHARED
-          for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""))),
-        "peft-floor-ro", "ours-floor", "ours-lora-layers", "ours-floor-layers", "ours-lora-model", "ours-floor-model")
+          for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""), ("ours", "-layers"))),
+        "peft-floor-ro", "ours-floor", "ours-floor-layers", "ours-lora-model", "ours-floor-model")
 EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours", "ours-layers")
 BAR = 1.15  # PEFT-RO / ours the default step must reach for every shared method (issue 27)
 

@@ -4,10 +4,13 @@ whole model). Speed lives in the loop and must change no number: in float64, a m
 gives the plain model's logits and every gradient (LoCA's locations through its own autograd.Function,
 FouRA's gate over the real tokens, DFoRA's norm), and `uncompile` gives the plain forward back.
 
-These run dynamo and AOTAutograd (backend 'aot_eager'): the tracing, the graph breaks and the backward
-that Inductor then compiles. CI has no GPU and no compiler for Inductor's kernels; Inductor's own kernels
-are checked against eager runs on the GPU (same losses and metrics, REPRODUCE.md §3a).
+Most run dynamo and AOTAutograd (backend 'aot_eager'): the tracing, the graph breaks and the backward
+that Inductor then compiles. One compiles a one-layer model with Inductor's CPU kernels (it needs a C++
+compiler): its dropout must draw the plain model's masks. Inductor's GPU kernels are checked against eager
+runs on the GPU (same losses and metrics, REPRODUCE.md §3a).
 """
+import shutil
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -16,6 +19,7 @@ import spectral_ft
 import train
 from run.config import prepare_model
 from run.step import compile_in_place, store_frozen_linears, uncompile
+from encoder.model import SequenceClassifier, tiny_config
 from test_step import VOCAB, nn_model
 
 SMALL = {"dora": dict(r=4), "oft": dict(r=4), "masked_lora": dict(n=6, r=4), "vera": dict(r=8), "fourierft": dict(n=20), "fora": dict(n=6, r=4), "dfora": dict(n=6, r=4),
@@ -143,6 +147,39 @@ def test_torch_compile_traces_locas_function_whole(difference, shape):
     explained = torch._dynamo.explain(layer)(torch.randn(2, 5, shape[0]))
     assert explained.break_reasons and all("dct_matrix" in r.reason for r in explained.break_reasons), \
         [r.reason.splitlines()[0] for r in explained.break_reasons]
+
+
+INDUCTOR_CPU = any(shutil.which(c) for c in ("g++", "clang++", "c++"))  # Inductor compiles its CPU kernels with one
+
+
+@pytest.mark.skipif(not INDUCTOR_CPU, reason="Inductor's CPU kernels need a C++ compiler (g++, clang++ or c++)")
+@settings(max_examples=2, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_inductor_draws_dropout_as_the_plain_model_does(seed):
+    """Inductor's own dropout draws its masks from a Philox stream of its own: the same distribution, other masks,
+    so a compiled run would end as a run with another seed does. compile_in_place has Inductor take them from
+    torch's generator (fallback_random): with dropout on (the backbone's and LoRA's), each layer compiled by
+    Inductor gives the plain model's logits and gradients in float64, the same seed before each."""
+    torch._dynamo.reset()
+    config = tiny_config("bert", VOCAB)
+    config.num_hidden_layers = 1  # one layer's compilation: seconds on a CPU
+
+    def model():
+        torch.manual_seed(seed % 5)
+        return prepare_model(SequenceClassifier(config, 2), "lora", ["query", "value"], dict(dropout=0.1)).double()
+
+    plain, compiled = nonzero(model(), seed), model()
+    compiled.load_state_dict(plain.state_dict())
+    assert config.hidden_dropout_prob > 0 and compile_in_place(compiled, "layers") == list(compiled.encoder.layer)
+    tensors = batch(seed)
+    torch.manual_seed(seed)
+    want_logits, want = logits_and_gradients(plain.train(), *tensors)
+    torch.manual_seed(seed)
+    got_logits, got = logits_and_gradients(compiled.train(), *tensors)
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-10, atol=1e-12)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_each_deberta_layer_compiled_equals_the_plain_model_in_float64():
