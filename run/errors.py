@@ -51,7 +51,7 @@ def command_line(main, argv=None, name=None):
         print(f"{name}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"{name}: interrupted; {e or 'nothing was written, so nothing can be resumed'}", file=sys.stderr)
+        print(f"{name}: interrupted; {str(e) or 'nothing was written, so nothing can be resumed'}", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
 
 
