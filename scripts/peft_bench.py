@@ -18,14 +18,14 @@ each METHOD PEFT shares with us (spectral_ft's classes with a `peft` declaration
                         (modules_to_save), the whole model under torch.compile(model, mode="reduce-overhead"): one
                         line for a PEFT user
     peft-METHOD-eager   the same, eager
-    ours-METHOD         bench.TrainStep (train.py's step), mode 'graph', the adapted layers compiled (the default)
+    ours-METHOD         bench.TrainStep (train.py's step), mode 'graph', the adapted layers compiled (short runs' default)
 PEFT's adapter is ours: its config is the adapter_config.json export.py writes for bench.build's model (targets
 query,value, the class's defaults; on a --hidden model bench.SMALL's), read by peft.get_peft_config
 (tests/test_bench.py checks that both train the same tensors, shape for shape). And the floors:
     peft-floor-ro       the transformers model frozen but its classifier, the gradient still flowing down to the
                         embeddings' output (a forward hook makes it require grad, as bench.py's floor), same compile
     ours-floor          bench.TrainStep on bench.py's floor (CUDA graphs alone: no adapted layer to compile)
-    ours-METHOD-layers, ours-floor-layers   ours with each transformer layer compiled (--compile layers)
+    ours-METHOD-layers, ours-floor-layers   ours with each transformer layer compiled (a run of 10,000 steps or more)
     ours-lora-model, ours-floor-model   ours with the whole model compiled (--compile model)
 each after torch._dynamo.reset(), on a fresh model. The table: per method ours, PEFT-RO and PEFT-eager ms, and
 PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), and whether ours is at least 1.15x faster than PEFT-RO.

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import spectral_ft
 import train
+from run.step import COMPILE_SCOPES
 
 REPO = Path(__file__).resolve().parent.parent
 # Where a method may be named: its own module, the papers' rows, bench.py's row list, tests and scripts.
@@ -91,6 +93,28 @@ def test_print_config_is_the_configuration_the_run_records(tmp_path, capsys):
     past_the_end = train.main([*flags, "--T-s", "1000", "--print-config"])["config"]  # Table 5's V2
     capsys.readouterr()
     assert past_the_end["method_settings"]["T_s"] == 3 * 5  # capped at the run's length, as the run uses it
+
+
+@settings(max_examples=20, deadline=None)
+@given(total=st.one_of(st.none(), st.integers(1, 10**6)), scope=st.sampled_from(COMPILE_SCOPES), given_=st.booleans())
+def test_the_compile_scope_follows_the_run_s_length_unless_given(total, scope, given_):
+    """--compile wins; without it a run of LAYERS_FROM_STEPS steps or more compiles each layer, a shorter run (or
+    one whose length is unknown) the adapted layers."""
+    from run.config import LAYERS_FROM_STEPS, decide_compile
+
+    long_run = total is not None and total >= LAYERS_FROM_STEPS
+    assert decide_compile(scope, given_, total) == (scope if given_ else "layers" if long_run else "adapters")
+
+
+def test_print_config_shows_the_compile_scope_the_run_s_length_decides(capsys):
+    from run.config import LAYERS_FROM_STEPS
+
+    flags = ["--model", "tiny", "--method", "lora", "--device", "cpu", "--print-config"]
+    decided = {steps: train.main([*flags, "--max-steps", str(steps)])["config"]["compile"]
+               for steps in (LAYERS_FROM_STEPS - 1, LAYERS_FROM_STEPS)}
+    given = train.main([*flags, "--max-steps", str(LAYERS_FROM_STEPS), "--compile", "adapters"])["config"]["compile"]
+    capsys.readouterr()
+    assert decided == {LAYERS_FROM_STEPS - 1: "adapters", LAYERS_FROM_STEPS: "layers"} and given == "adapters"
 
 
 def test_a_row_s_max_length_is_cut_to_the_model_s_positions_and_a_flag_beyond_them_refused():
