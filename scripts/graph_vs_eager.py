@@ -16,7 +16,7 @@ TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 
 RUNS = {"lora": [], "fourierft": [], "loca": ["--B-a", "10", "--B-l", "20", "--T-s", "120"],  # both phases, then frozen
         "foura": [], "foura-nogate": ["--no-gate"], "spectral_a": [], "spectral_r": [],
-        "lora-model": ["--compile", "model"], "lora-graphs": ["--compile", "none"]}  # graph runs compile adapters by default
+        "lora-model": ["--compile", "model"], "lora-graphs": ["--compile", "none"]}  # these short graph runs compile adapters by default
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True), p.add_argument("--data-dir", required=True), p.add_argument("--task", default="sst2")
