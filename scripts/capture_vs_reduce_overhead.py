@@ -174,7 +174,8 @@ def fresh(args, method, variant, batch, device, layers=None):
 
 def time_step(train_step, parts, examples, warmup, steps, device):
     """The first call's seconds (compilation and capture), then the median ms of `steps` calls after `warmup`,
-    cycling through `parts`; the last call's loss. -> {first_step_s, ms, loss}."""
+    each timed alone (the device synchronized after each), then the same number of calls in a row (loop_ms),
+    cycling through `parts`; the last call's loss. -> {first_step_s, ms, loop_ms, loss}."""
     last = {}
 
     def one_step(i):
@@ -186,7 +187,20 @@ def time_step(train_step, parts, examples, warmup, steps, device):
     synchronize(device)
     first_s = time.perf_counter() - t0
     ms = median_ms(lambda i: one_step(i + 1), warmup, steps, device)
-    return dict(first_step_s=first_s, ms=ms, loss=float(last["loss"]))
+    loop = loop_ms(lambda i: one_step(i + 1 + warmup + steps), steps, device)
+    return dict(first_step_s=first_s, ms=ms, loop_ms=loop, loss=float(last["loss"]))
+
+
+def loop_ms(fn, steps, device):
+    """ms per call of `steps` calls fn(i) in a row, the device synchronized only before the first and after the
+    last: a training loop's pace, where the host prepares a step while the device still runs the one before
+    (train.py reads its losses back every READ_EVERY steps). A step timed alone also counts that host time."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        fn(i)
+    synchronize(device)
+    return (time.perf_counter() - t0) * 1e3 / steps
 
 
 def bench_row(args, method, batch, variant, device):

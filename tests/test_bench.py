@@ -362,11 +362,12 @@ def test_peft_bench_without_peft_runs_our_rows_each_in_its_own_process(tmp_path,
     printed = capsys.readouterr().out
     assert "is not installed (the PEFT rows need transformers and peft): skipping them" in printed
     assert [r["row"] for r in report["bench"]] == ["ours-lora", "ours-floor"]
-    assert all(r["ms"] > 0 and r["mode"] == "padded" and r["device"] == "CPU" for r in report["bench"])
+    assert all(r["ms"] > 0 and r["loop_ms"] > 0 and r["mode"] == "padded" and r["device"] == "CPU"
+               for r in report["bench"])
     processes = {r["process"] for r in report["bench"]}
     assert len(processes) == 2 and os.getpid() not in processes
     lora = next(line for line in printed.splitlines() if line.startswith("lora "))
-    assert lora.split()[3:] == ["-"] * 4  # peft-ro, peft-eager and both ratios: not run
+    assert lora.split()[3:] == ["-"] * 5  # peft-ro, peft-eager and the three ratios: not run
     assert json.loads(out.read_text())["bench"] == report["bench"]
 
 
@@ -377,8 +378,9 @@ def test_a_row_whose_process_dies_shows_failed_with_the_first_line_of_its_error_
     def fake(args, rows, batches, json, **changes):
         if rows == ["ours-dora"]:
             return [sys.executable, "-c", "raise RuntimeError('CUDA error: out of memory\\nsecond line')"]
-        row = dict(row=rows[0], batch=batches[0], ms={"ours-lora": 2.0}.get(rows[0], 3.0), first_step_s=0.0,
-                   loss=0.7, mode="graph", device="GPU", process=0)
+        row = dict(row=rows[0], batch=batches[0], ms={"ours-lora": 2.0}.get(rows[0], 3.0),
+                   loop_ms={"ours-lora": 1.0}.get(rows[0], 2.5), first_step_s=0.0, loss=0.7, mode="graph",
+                   device="GPU", process=0)
         return [sys.executable, "-c", f"import json; json.dump({dict(bench=[row])!r}, open({str(json)!r}, 'w'))"]
 
     monkeypatch.setattr(peft_bench, "command", fake)
@@ -391,7 +393,7 @@ def test_a_row_whose_process_dies_shows_failed_with_the_first_line_of_its_error_
     printed = capsys.readouterr().out
     assert "ours-dora failed: exit status 1: RuntimeError: CUDA error: out of memory" in printed
     lines = {line.split()[0]: line.split() for line in printed.splitlines()[-6:] if line.split()}
-    assert lines["lora"][2:7] == ["2.000", "3.000", "-", "1.500", "-"] and lines["lora"][-1] == "yes"
+    assert lines["lora"][2:8] == ["2.000", "3.000", "-", "1.500", "-", "2.500"] and lines["lora"][-1] == "yes"
     assert lines["dora"][2:4] == ["failed", "3.000"]
     assert report["peft_ro_over_ours"] == {4: {"lora": 1.5, "dora": None}}
 
