@@ -30,7 +30,8 @@ query,value, the class's defaults; on a --hidden model bench.SMALL's), read by p
     ours-lora-model, ours-floor-model   ours with the whole model compiled (--compile model)
 each after torch._dynamo.reset(), on a fresh model. The table: per method ours, PEFT-RO and PEFT-eager ms, and
 PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours in a loop, and whether ours is at least
-1.15x faster than PEFT-RO (the median step: issue 27's measure). The real run (--minilm, --sst2): one SST-2 epoch of MiniLM, batch 32, max length 64, LoRA as ours (the pooler
+1.15x faster than PEFT-RO (the median step: issue 27's measure).
+The real run (--minilm, --sst2): one SST-2 epoch of MiniLM, batch 32, max length 64, LoRA as ours (the pooler
 trained too, as our head's), in epoch_permutation(0, 0, n) order, wall clock with compilation: transformers'
 BertForSequenceClassification + PEFT, eager and under reduce-overhead (each batch at its own padded length, as a
 PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers: --compile layers), each also in
@@ -325,8 +326,8 @@ def bench_table(rows):
     """Per batch, one line per method and way of ours (ours-METHOD; ours-METHOD-layers as 'METHOD layers'): ours,
     PEFT-RO and PEFT-eager ms ('failed' where a row raised, '-' where it did not run), PEFT-RO / ours and
     PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours of the steps in a row (loop_ms), and whether ours is at
-    least BAR times faster than PEFT-RO; the failed
-    rows' errors below; per batch, whether the default step meets the bar for every shared method. -> {batch:
+    least BAR times faster than PEFT-RO; the failed rows' errors below; per batch, whether the default step meets
+    the bar for every shared method. -> {batch:
     {method: PEFT-RO / ours of the default step, or None}} over the shared methods with a row."""
     print(f"\n# bench: median optimizer step, ms (PEFT / ours > 1: ours faster; loop: the steps in a row)\n"
           f"{'method':<15} {'batch':>5} {'ours':>8} {'peft-ro':>8} {'peft-eager':>10} {'ro/ours':>8} {'eager/ours':>10} "
