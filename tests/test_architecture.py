@@ -5,7 +5,6 @@ import downwards only.
 """
 import ast
 import json
-import sys
 from pathlib import Path
 
 import pytest

@@ -16,7 +16,6 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import spectral_ft
-import train
 from run.config import prepare_model
 from run.step import compile_in_place, store_frozen_linears, uncompile
 from encoder.model import SequenceClassifier, tiny_config
