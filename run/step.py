@@ -64,6 +64,8 @@ def pad_to_shape(input_ids, mask, types, y, weight, rows, length, pad_id):
     b, T = input_ids.shape
     if b > rows or T > length:
         raise ValueError(f"a micro-batch of shape {(b, T)} does not fit the static shape {(rows, length)}")
+    if (b, T) == (rows, length):  # nothing to pad
+        return input_ids, mask, types, y, weight
     keep = torch.tensor([*range(b), *[0] * (rows - b)])  # (rows,)
     ids = F.pad(input_ids, (0, length - T), value=pad_id)[keep]  # (rows, length)
     mask, types = (F.pad(t, (0, length - T))[keep] for t in (mask, types))  # (rows, length) each
@@ -231,6 +233,7 @@ class Speed:
         self.graphed, self.graphs, self.pool = {}, {}, None  # training passes, evaluation graphs: per shape
         self.inputs = {}  # static input buffers per (rows, length), shared by training and evaluation
         self.grads, self.flat = {}, []  # static gradients (modes 'padded', 'graph'): per parameter, and the buffers
+        self.trained_now, self.attached, self.detached = None, [], []  # attach_gradients: which train, .grad
         self.stored = store_frozen_linears(model, dtype) if low else []  # what autocast would cast, once
         self.compiled = compile_in_place(model, compile) if mode == "graph" else []
 
@@ -268,8 +271,22 @@ class Speed:
         """Every parameter that trains now gets its static gradient, zeroed, and every other none (so that the
         optimizer skips it): a graph adds into the addresses it was captured with. One flat buffer per dtype for
         the parameters that train when the first step starts (one kernel zeroes it), one of its own for a
-        parameter that starts training later (LoCA's locations)."""
-        trained = [p for p in self.parameters if p.requires_grad]
+        parameter that starts training later (LoCA's locations). Which parameters train is read once a step
+        (`self.trained_now`, also the graphs' key); the rest is laid out again only when that changes."""
+        trains = tuple(p.requires_grad for p in self.parameters)
+        if trains != self.trained_now:
+            self.lay_out_gradients(trains)
+        for flat in self.flat:
+            flat.zero_()
+        for p, grad in self.attached:
+            p.grad = grad
+        for p in self.detached:
+            if p.grad is not None:
+                p.grad = None
+
+    def lay_out_gradients(self, trains):
+        """The static gradients of the parameters `trains` marks (made on first need), and which get none."""
+        trained = [p for p, t in zip(self.parameters, trains) if t]
         if not self.grads:
             for dtype in dict.fromkeys(p.dtype for p in trained):
                 same = [p for p in trained if p.dtype == dtype]
@@ -281,18 +298,13 @@ class Speed:
             if p not in self.grads:
                 self.grads[p] = torch.zeros_like(p)
                 self.flat.append(self.grads[p].view(-1))
-        for flat in self.flat:
-            flat.zero_()
-        for p in self.parameters:
-            if p.requires_grad:
-                p.grad = self.grads[p]
-            elif p.grad is not None:
-                p.grad = None
+        self.trained_now, self.attached = trains, [(p, self.grads[p]) for p in trained]
+        self.detached = [p for p, t in zip(self.parameters, trains) if not t]
 
     def graphed_passes(self, rows, length):
         """The model's forward and backward on (rows, length)'s static buffers, captured once for the tensors that
         train now, and replayed; the model itself where the capture fails (said once)."""
-        key = (rows, length, tuple(p.requires_grad for p in self.parameters))
+        key = (rows, length, self.trained_now)
         if key not in self.graphed:
             try:
                 self.graphed[key] = GraphedPasses(self.model, self.inputs[rows, length], autocast=self.autocast,
