@@ -26,6 +26,7 @@ Evaluation (`logits`) pads the same way and replays a forward-only graph per sha
 one starts from process 0's weights and `reduce_gradients` averages the gradients after the passes, one flat
 all-reduce per dtype. REPRODUCE.md §3 has the measurements behind these choices.
 """
+import contextlib
 import functools
 import math
 import sys
@@ -80,6 +81,27 @@ def capture_stream(device):
 @functools.lru_cache(maxsize=None)
 def _capture_stream(index):
     return torch.cuda.Stream(index)
+
+
+@contextlib.contextmanager
+def rng_restored_on_failure(device):
+    """A capture that fails leaves the device's generator in capture mode, where the next eager random op (dropout,
+    in the fallback without graphs) raises "Offset increment outside graph capture": on failure, the generator gets
+    back the state it had before (torch's graph-safe state swap), then the error goes on."""
+    generator = torch.cuda.default_generators[torch.device(device).index or 0]
+    saved = generator.clone_state()
+    try:
+        yield
+    except BaseException:
+        generator.graphsafe_set_state(saved)
+        raise
+
+
+def capturable_linear_algebra():
+    """A CUDA graph cannot hold MAGMA's batched LU (it waits on the host), which torch picks for a batch of
+    inverses over 128 x 128 (OFT's Cayley blocks at roberta-base's width: 4 x 192 x 192); cuSOLVER's and cuBLAS's
+    are capturable and compute the same factorization. Set for the process, once a step is graphed."""
+    torch.backends.cuda.preferred_linalg_library("cusolver")
 
 
 def compile_in_place(model, scope, backend="inductor"):
@@ -164,13 +186,14 @@ class GraphedPasses:
                     logits.backward(torch.ones_like(logits))
         current.wait_stream(stream)
         self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.forward_graph, pool=pool, stream=stream):
-            with autocast:
-                logits = model(*self.inputs)  # (rows, num_labels)
-        self.trains, self.grad_logits = logits.requires_grad, torch.zeros_like(logits)  # backward's static input
-        if self.trains:
-            with torch.cuda.graph(self.backward_graph, pool=pool, stream=stream):
-                logits.backward(self.grad_logits)
+        with rng_restored_on_failure(stream.device):
+            with torch.cuda.graph(self.forward_graph, pool=pool, stream=stream):
+                with autocast:
+                    logits = model(*self.inputs)  # (rows, num_labels)
+            self.trains, self.grad_logits = logits.requires_grad, torch.zeros_like(logits)  # backward's static input
+            if self.trains:
+                with torch.cuda.graph(self.backward_graph, pool=pool, stream=stream):
+                    logits.backward(self.grad_logits)
         self.logits = logits.detach()  # forward's static output
 
     def __call__(self, input_ids, mask, types):
@@ -236,6 +259,8 @@ class Speed:
         self.trained_now, self.attached, self.detached = None, [], []  # attach_gradients: which train, .grad
         self.stored = store_frozen_linears(model, dtype) if low else []  # what autocast would cast, once
         self.compiled = compile_in_place(model, compile) if mode == "graph" else []
+        if mode == "graph":
+            capturable_linear_algebra()
 
     @classmethod
     def for_run(cls, config, model, device, world, pad_id, regression):
@@ -403,7 +428,7 @@ class Speed:
                     forward()
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.graph_pool(), stream=stream):
+            with rng_restored_on_failure(self.device), torch.cuda.graph(graph, pool=self.graph_pool(), stream=stream):
                 output = forward()
         except Exception as error:
             torch.cuda.current_stream(self.device).wait_stream(stream)
