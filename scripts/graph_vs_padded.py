@@ -3,6 +3,7 @@ On a GPU: run/step.py's graphed passes (mode 'graph', GraphedPasses) against the
 mode 'padded' (no graphs), through bench.TrainStep (train.py's loop body), on a tiny float32 BERT without dropout:
 LoRA, DoRA, OFT, full and LoCA through its phases. Prints, per method, the mode the step ended in (a failed
 capture falls back to 'padded'), the largest loss and weight differences over 9 steps, then all of it as JSON.
+Last, a capture made to fail (`capture_fails`): the step must go on in mode 'padded' with dropout drawing eagerly.
 
     python scripts/graph_vs_padded.py          (REPRODUCE §3f)
 """
@@ -44,11 +45,24 @@ def compare(method, hyperparameters, schedule_args):
                 weight_diff=max((a - b).abs().max().item() for a, b in zip(padded.parameters(), graphed.parameters())))
 
 
+def capture_fails():
+    """LoRA with its dropout on (0.1), a host synchronization inside every capture (a forward hook), so that each
+    capture fails: the step says so, ends in mode 'padded' and trains; its dropout then draws eagerly, which a
+    generator left in capture mode would refuse ("Offset increment outside graph capture")."""
+    data = batches(seed=1, steps=4, batch=7, micro=3)
+    model = nn_model("lora", dropout=0.1).float().cuda()
+    model.register_forward_hook(lambda *_: torch.cuda.synchronize() if torch.cuda.is_current_stream_capturing()
+                                else None)
+    losses, mode = losses_of(model, "lora", "graph", data, 3, None)
+    return dict(mode=mode, losses=losses)
+
+
 def main():
     report = {}
-    for method, hyperparameters, schedule_args in ROWS:
+    for method, hyperparameters, schedule_args in [*ROWS, ("capture_fails", None, None)]:
         try:
-            report[method] = compare(method, hyperparameters, schedule_args)
+            report[method] = (capture_fails() if method == "capture_fails" else
+                              compare(method, hyperparameters, schedule_args))
         except Exception as e:  # one method's failure is reported, the others still run
             report[method] = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
         print(method, report[method], flush=True)

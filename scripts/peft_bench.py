@@ -53,6 +53,7 @@ import bench
 import capture_vs_reduce_overhead as cvr
 import export
 import spectral_ft
+from run.config import LAYERS_FROM_STEPS
 from run.errors import Parser, UsageError, bounded
 from run.step import capturable_linear_algebra
 
@@ -329,28 +330,29 @@ def bench_table(rows):
     """Per batch, one line per method and way of ours (ours-METHOD; ours-METHOD-layers as 'METHOD layers'): ours,
     PEFT-RO and PEFT-eager ms ('failed' where a row raised, '-' where it did not run), PEFT-RO / ours and
     PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours of the steps in a row (loop_ms), and whether ours is at
-    least BAR times faster than PEFT-RO; the failed rows' errors below; per batch, whether the default step meets
-    the bar for every shared method. -> {batch:
-    {method: PEFT-RO / ours of the default step, or None}} over the shared methods with a row."""
+    least BAR times faster than PEFT-RO; the failed rows' errors below; per batch, whether train.py's default step
+    meets the bar for every shared method: a short run's (ours-METHOD, adapted layers compiled) and a long run's
+    (ours-METHOD-layers: run.config.decide_compile's choice from LAYERS_FROM_STEPS steps). -> ({batch: {method:
+    PEFT-RO / ours, or None}} of the short runs' default, the same of the long runs') over the shared methods."""
     print(f"\n# bench: median optimizer step, ms (PEFT / ours > 1: ours faster; loop: the steps in a row)\n"
           f"{'method':<15} {'batch':>5} {'ours':>8} {'peft-ro':>8} {'peft-eager':>10} {'ro/ours':>8} {'eager/ours':>10} "
           f"{'loop ro/ours':>12}  ours >= {BAR}x ro")
     cell = lambda r, width: f"{r['ms']:{width}.3f}" if r and "ms" in r else f"{'failed' if r else '-':>{width}}"
     ratio = lambda peft, ours, key="ms": peft[key] / ours[key] if peft and ours and key in peft and key in ours else None
-    verdicts = {}
+    short_runs, long_runs = {}, {}
     for batch in dict.fromkeys(r["batch"] for r in rows):
         by_row = {r["row"]: r for r in rows if r["batch"] == batch}
         methods = dict.fromkeys(parts(row)[1] for row in ROWS if row in by_row)
         name = lambda method, variant: f"ours-{method}" + ("" if variant == "default" else f"-{variant}")
         lines = [(m, v) for m in methods for v in ("default", "layers", "model")
                  if name(m, v) in by_row or v == "default"]
-        verdicts[batch] = {}
+        short_runs[batch], long_runs[batch] = {}, {}
         for method, variant in lines:
             ours = by_row.get(name(method, variant))
             ro, eager = by_row.get(f"peft-{method}-ro"), by_row.get(f"peft-{method}-eager")
             over_ro, over_eager, loop_over_ro = ratio(ro, ours), ratio(eager, ours), ratio(ro, ours, "loop_ms")
-            if method in SHARED and variant == "default":
-                verdicts[batch][method] = over_ro
+            if method in SHARED and variant in ("default", "layers"):
+                (short_runs if variant == "default" else long_runs)[batch][method] = over_ro
             label = method + ("" if variant == "default" else " " + variant)
             print(f"{label:<15} {batch:>5} {cell(ours, 8)} {cell(ro, 8)} "
                   f"{cell(eager, 10)} " + (f"{over_ro:8.3f}" if over_ro else f"{'-':>8}") + " "
@@ -360,15 +362,20 @@ def bench_table(rows):
         for r in by_row.values():
             if "error" in r:
                 print(f"  {r['row']} failed: {r['error']}")
-        shared = verdicts[batch]
-        if shared:
-            missing = [m for m in SHARED if shared.get(m) is None]
-            short = [f"{m} {value:.3f}x" for m, value in shared.items() if value is not None and value < BAR]
-            print(f"batch {batch}: the default step is at least {BAR}x faster than PEFT under reduce-overhead for "
-                  f"every method PEFT shares with us: " + ("NO (" + ", ".join(short) + ")" if short else
-                                                           f"open (no ratio for {', '.join(missing)})" if missing
-                                                           else "yes"))
-    return verdicts
+        for runs, which in ((short_runs, "a short run's default step (adapted layers compiled)"),
+                            (long_runs, f"a long run's default step ({LAYERS_FROM_STEPS:,} steps or more: layers "
+                                        f"compiled)")):
+            if runs[batch]:
+                print(f"batch {batch}: {which} is at least {BAR}x faster than PEFT under reduce-overhead for every "
+                      f"method PEFT shares with us: {verdict(runs[batch])}")
+    return short_runs, long_runs
+
+
+def verdict(ratios):
+    """'yes', 'NO (the methods short of BAR)' or 'open (the shared methods without a ratio)' for {method: ratio}."""
+    missing = [m for m in SHARED if ratios.get(m) is None]
+    short = [f"{m} {value:.3f}x" for m, value in ratios.items() if value is not None and value < BAR]
+    return "NO (" + ", ".join(short) + ")" if short else f"open (no ratio for {', '.join(missing)})" if missing else "yes"
 
 
 def run(args):
@@ -382,7 +389,7 @@ def run(args):
     (run_in_this_process if args.same_process else run_each_in_own_process)(args, libraries, report)
     if report["bench"]:
         print(f"# {report['device'] or 'no row reported its device'}")
-        report["peft_ro_over_ours"] = bench_table(report["bench"])
+        report["peft_ro_over_ours"], report["peft_ro_over_ours_layers"] = bench_table(report["bench"])
     if report["epoch"]:
         cvr.epoch_table(report["epoch"], against="peft-reduce-overhead")
     cvr.save(report, args.json)
