@@ -165,10 +165,8 @@ def _linear(x, weight, bias=None):
 
 
 def _add_linear(y, x, weight):
-    """y + x weightᵀ as one product that adds into y (torch.addmm; on a GPU cuBLAS reads y in the product's epilogue
-    instead of a second pass over both): y (..., out), x (..., in), weight (out, in) in x's dtype as _linear."""
-    out = torch.addmm(y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1]), weight.to(x.dtype).T)  # (tokens, out)
-    return out.view(y.shape)
+    """y + x weightᵀ as one torch.addmm (cuBLAS adds y in its epilogue, no pass of its own), in x's dtype as _linear."""
+    return torch.addmm(y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1]), weight.to(x.dtype).T).view(y.shape)
 
 
 def _exact(fn):

@@ -175,7 +175,9 @@ def fresh(args, method, variant, batch, device, layers=None):
 def time_step(train_step, parts, examples, warmup, steps, device):
     """The first call's seconds (compilation and capture), then the median ms of `steps` calls after `warmup`,
     each timed alone (the device synchronized after each), then the same number of calls in a row (loop_ms),
-    cycling through `parts`; the last call's loss. -> {first_step_s, ms, loop_ms, loss}."""
+    then as many alone again for the host's ms from the call to its first CUDA graph launch (launch_ms, median;
+    None where no graph is replayed), cycling through `parts`; the last call's loss.
+    -> {first_step_s, ms, loop_ms, launch_ms, loss}."""
     last = {}
 
     def one_step(i):
@@ -188,7 +190,36 @@ def time_step(train_step, parts, examples, warmup, steps, device):
     first_s = time.perf_counter() - t0
     ms = median_ms(lambda i: one_step(i + 1), warmup, steps, device)
     loop = loop_ms(lambda i: one_step(i + 1 + warmup + steps), steps, device)
-    return dict(first_step_s=first_s, ms=ms, loop_ms=loop, loss=float(last["loss"]))
+    launch = launch_ms(lambda i: one_step(i + 1 + warmup + 2 * steps), steps, device)
+    return dict(first_step_s=first_s, ms=ms, loop_ms=loop, launch_ms=launch, loss=float(last["loss"]))
+
+
+def launch_ms(fn, steps, device):
+    """Median host ms from a call fn(i), the device idle, to its first CUDA graph launch (CUDAGraph.replay, which
+    our GraphedPasses and torch.compile's cudagraph trees both call): what a step timed alone waits before its
+    first kernel, and what a loop hides behind the step before. None when no call replays a graph (the CPU, eager)."""
+    if device.type != "cuda":
+        return None
+    stamps, replay = [], torch.cuda.CUDAGraph.replay
+
+    def stamped(graph, *args, **kwargs):
+        stamps.append(time.perf_counter())
+        return replay(graph, *args, **kwargs)
+
+    waits = []
+    torch.cuda.CUDAGraph.replay = stamped
+    try:
+        for i in range(steps):
+            synchronize(device)
+            stamps.clear()
+            t0 = time.perf_counter()
+            fn(i)
+            if stamps:
+                waits.append((stamps[0] - t0) * 1e3)
+    finally:
+        torch.cuda.CUDAGraph.replay = replay
+    synchronize(device)
+    return statistics.median(waits) if waits else None
 
 
 def loop_ms(fn, steps, device):

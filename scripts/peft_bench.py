@@ -13,7 +13,8 @@ table. --same-process runs the rows one after another in this process instead.
 
 The bench: roberta-base's shape with random weights (transformers' RobertaConfig defaults; ours: bench.build),
 random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median optimizer step (CUDA events), and
-the same number of steps in a row, synchronized only around them (loop, as train.py's loop runs them). For
+the same number of steps in a row, synchronized only around them (loop, as train.py's loop runs them), and the
+host's time from a step's call to its first CUDA graph launch (launch_ms: what a step timed alone waits for). For
 each METHOD PEFT shares with us (spectral_ft's classes with a `peft` declaration: lora, dora, vera, fourierft, oft):
     peft-METHOD-ro      transformers' RobertaForSequenceClassification + PEFT's tuner, the classifier trained
                         (modules_to_save), the whole model under torch.compile(model, mode="reduce-overhead"): one
@@ -161,9 +162,10 @@ def say(result):
     if "error" in result:
         print(f"  {result['row']} batch {result['batch']}: FAILED ({result['error']})", flush=True)
     else:
+        launch = result.get("launch_ms")
         print(f"  {result['row']:<20} batch {result['batch']:<4} {result['ms']:8.3f} ms  (in a loop "
-              f"{result['loop_ms']:.3f} ms, first step {result['first_step_s']:6.1f} s, loss {result['loss']:.4f}, "
-              f"{result['mode']})", flush=True)
+              f"{result['loop_ms']:.3f} ms, " + (f"host before its first graph {launch:.3f} ms, " if launch else "")
+              + f"first step {result['first_step_s']:6.1f} s, loss {result['loss']:.4f}, {result['mode']})", flush=True)
 
 
 def bench_row(libraries, args, row, batch, device):

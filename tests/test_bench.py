@@ -417,3 +417,26 @@ def test_peft_s_adapter_trains_the_same_tensors_as_ours_for_every_shared_method(
         assert adapter == their_adapter > 0 and trainable(ours) == trainable(theirs), method
         shapes = lambda tensors: {key: tuple(t.shape) for key, t in tensors.items()}
         assert shapes(peft.get_peft_model_state_dict(theirs)) == shapes(export.peft_tensors(ours, method)), method
+
+
+def test_launch_ms_is_the_host_s_wait_before_a_step_s_first_graph_launch_and_none_without_graphs(monkeypatch):
+    """cvr.launch_ms stamps CUDAGraph.replay (ours and torch.compile's cudagraph trees both launch through it): a step
+    that works 30 ms on the host and then replays twice waits ~30 ms; one that replays nothing gives None; the CPU
+    gives None; replay is torch's own again afterwards. The device is stood in for (no GPU here)."""
+    import time
+    cvr = peft_bench.cvr
+    monkeypatch.setattr(cvr, "synchronize", lambda device: None)
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: None)  # stands in for torch's
+    stand_in = torch.cuda.CUDAGraph.replay
+
+    def step(i):
+        time.sleep(0.03)
+        torch.cuda.CUDAGraph.replay(object())
+        time.sleep(0.05)  # after the launch: not counted
+        torch.cuda.CUDAGraph.replay(object())
+
+    waited = cvr.launch_ms(step, 3, torch.device("cuda"))
+    assert 30 <= waited < 75  # the 50 ms after the first launch are not in it
+    assert torch.cuda.CUDAGraph.replay is stand_in
+    assert cvr.launch_ms(lambda i: time.sleep(0.001), 2, torch.device("cuda")) is None
+    assert cvr.launch_ms(step, 2, torch.device("cpu")) is None

@@ -1179,3 +1179,20 @@ def test_unfrozen_base_weight_gets_the_gradient_of_the_merged_weight(method):
     (adapter(x) * weights).sum().backward()
     expected = weights.reshape(-1, case[2]).T @ x.reshape(-1, case[1])  # gᵀ x (out, in)
     assert_close64(adapter.base.weight.grad, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(leading=st.lists(st.integers(1, 3), max_size=2), in_features=st.integers(1, 6), out_features=st.integers(1, 6),
+       seed=st.integers(0, 2**16))
+def test_add_linear_is_the_sum_of_y_and_the_product_in_any_leading_shape(leading, in_features, out_features, seed):
+    """What every adapter's forward adds its branch with: y + x Wᵀ (one torch.addmm over the flattened tokens), for
+    x of any leading shape (none: a single vector), in x's dtype."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*leading, in_features, generator=g, dtype=F64)
+    y = torch.randn(*leading, out_features, generator=g, dtype=F64)
+    W = torch.randn(out_features, in_features, generator=g, dtype=F64)
+    out = spectral_ft._add_linear(y, x, W)
+    assert out.shape == y.shape
+    torch.testing.assert_close(out, y + x @ W.T, rtol=1e-12, atol=1e-12)
+    low = spectral_ft._add_linear(y.bfloat16(), x.bfloat16(), W.float())  # a float32 factor on bf16 activations
+    assert low.dtype == torch.bfloat16
