@@ -165,7 +165,7 @@ def _linear(x, weight, bias=None):
 
 
 def _add_linear(y, x, weight):
-    """y + x weightᵀ as one torch.addmm (cuBLAS adds y in its epilogue, no pass of its own), in x's dtype as _linear."""
+    """y + x weightᵀ in one torch.addmm (cuBLAS adds the product onto a copy of y: no sum kernel), as _linear's dtype."""
     return torch.addmm(y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1]), weight.to(x.dtype).T).view(y.shape)
 
 
@@ -234,7 +234,7 @@ class Adapter(nn.Module):
 class LoRA(Adapter):
     """LoRA (Hu et al. 2021, eq. 3): ΔW = (alpha / r) · B A, forward y = x W0ᵀ + b + scaling · B(A(dropout(x))),
     computed as PEFT's but with the scaling applied to B (out, r) rather than to the (tokens, out) product, and the sum
-    inside the second product (`_add_linear`): one pass over the output fewer each way.
+    inside the second product (`_add_linear`): no sum kernel forward, no scaling kernel backward.
 
     lora_A (r, in) Kaiming-uniform as nn.Linear, lora_B (out, r) zeros, so ΔW = 0 at init.
     Dropout acts on the adapter's input only. Seed: lora_A comes from torch's global generator, so it

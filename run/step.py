@@ -20,7 +20,9 @@ each gets its own. The loss, the optimizer and the schedules stay eager. Before 
 (--compile: or each transformer layer, or the whole model) are torch.compiled in place (compile_in_place):
 Inductor fuses what a method adds around its matrix products.
 Under bf16 / fp16 autocast the frozen backbone's nn.Linear layers are stored in that dtype (store_frozen_linears):
-autocast would cast them to the same values at every use, so only the cast kernels go.
+autocast would cast them to the same values at every use, so only the cast kernels go. Graphs need capturable
+factorizations (OFT's inverses): cuSOLVER's (capturable_linear_algebra); a capture that fails leaves torch's
+generator as it was (rng_restored_on_failure), so that the fallback's dropout still draws.
 mode "padded": "graph"'s padding and static gradients without the graphs, so that the CPU checks them.
 Evaluation (`logits`) pads the same way and replays a forward-only graph per shape. Several processes: every
 one starts from process 0's weights and `reduce_gradients` averages the gradients after the passes, one flat
@@ -88,7 +90,8 @@ def rng_restored_on_failure(device):
     """A capture that fails leaves the device's generator in capture mode, where the next eager random op (dropout,
     in the fallback without graphs) raises "Offset increment outside graph capture": on failure, the generator gets
     back the state it had before (torch's graph-safe state swap), then the error goes on."""
-    generator = torch.cuda.default_generators[torch.device(device).index or 0]
+    index = torch.device(device).index
+    generator = torch.cuda.default_generators[torch.cuda.current_device() if index is None else index]
     saved = generator.clone_state()
     try:
         yield
