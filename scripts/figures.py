@@ -11,6 +11,7 @@ the canvas, and the tests check every text's box lies inside it.
 
     python scripts/figures.py accuracy RUN_DIR [RUN_DIR ...] --out docs/figures/accuracy.svg
     python scripts/figures.py steptime BENCH.json --out docs/figures/steptime.svg
+    python scripts/figures.py peft PEFT_BENCH.json [PEFT_BENCH.json ...] --out docs/figures/peft.svg
     python scripts/figures.py loss RUN_DIR [RUN_DIR ...] --out docs/figures/loss.svg
     python scripts/figures.py locations --out docs/figures/locations.svg
 
@@ -26,6 +27,11 @@ steptime   From `bench.py --json` (whole steps, not --per-layer): per row, the e
            floor row's default step (frozen backbone, trainable head, gradient to the embeddings), so
            that the bars compare across modes too. A file without graph steps (CPU, fp16) is drawn
            eager only, divided by the floor's eager step, and says so.
+peft       From `scripts/peft_bench.py --json` files (a row in a later file replaces the same row of an earlier
+           one): per method PEFT shares with us, and the floor, four bars on one log axis of ms: our step as a
+           short run takes it (adapted layers compiled), as a long run takes it (each layer compiled), PEFT's
+           whole model under torch.compile(mode="reduce-overhead"), PEFT eager. Each bar is the median step
+           timed alone; its label adds the steps in a row ("loop"). A row that failed or did not run is named.
 loss       Training loss against step from each run's log.jsonl: every line with a numeric "loss" (the
            --log-every lines, or the evaluation lines of a log without them).
            One line per method: the mean over its runs (seeds) at the steps every one of them logged.
@@ -506,6 +512,41 @@ def bench_description(data):
         + (f", {processes} processes (DDP), batch per process" if processes > 1 else ""))
 
 
+PEFT_VARIANTS = (("ours", "ours, short runs (adapters compiled)"), ("ours-layers", "ours, long runs (layers compiled)"),
+                 ("peft-ro", "PEFT, reduce-overhead"), ("peft-eager", "PEFT, eager"))
+
+
+def read_peft_bench(paths):
+    """scripts/peft_bench.py --json files -> (methods, description). methods: [(method, {variant: row or None})] in the
+    bench's order, the floor last; a row: ms, loop_ms, device, or error (failed). One batch size for all rows."""
+    shape = "expected scripts/peft_bench.py --json output: an object with 'args' and a 'bench' list of rows with 'row'"
+    rows, devices, args = {}, [], None
+    for path in paths:
+        data = read_json(path)
+        bench = data.get("bench") if isinstance(data, dict) else None
+        if not isinstance(bench, list) or not isinstance(data.get("args"), dict):
+            raise InputError(f"{path}: {shape}")
+        args = args or data["args"]
+        for row in bench:
+            if not isinstance(row, dict) or not isinstance(row.get("row"), str) or not (
+                    "error" in row or _positive(row.get("ms")) and _positive(row.get("loop_ms"))):
+                raise InputError(f"{path}: a row is {str(row)[:80]}; {shape}, each with 'ms' and 'loop_ms' or 'error'")
+            rows[row["row"]] = dict(row, source=str(path))
+            devices += [row["device"]] if isinstance(row.get("device"), str) else []
+    if not rows:
+        raise InputError(f"{paths[0]}: no bench rows ({shape})")
+    if len({r.get("batch") for r in rows.values()}) > 1:
+        raise InputError(f"{', '.join(map(str, paths))}: rows of several batch sizes; give files of one")
+    names = dict.fromkeys(r.split("-")[1] for r in rows)
+    methods = [m for m in names if m != "floor"] + [m for m in names if m == "floor"]
+    table = [(m, {v: rows.get(f"{v.split('-')[0]}-{m}" + ("-" + v.split("-")[1] if "-" in v else ""))
+                  for v, _ in PEFT_VARIANTS}) for m in methods]
+    batch = next(iter(rows.values())).get("batch", "?")
+    shape_text = (f"roberta-base's shape, batch {batch} × {args.get('seq', '?')}, bf16 autocast, fused AdamW, each row in "
+                  f"its own process")
+    return table, (" and ".join(dict.fromkeys(devices)) or "?", shape_text)
+
+
 # -----------------------------------------------------------------------------
 # Why locations matter: relative reconstruction errors at an equal parameter budget (exact, float64)
 
@@ -727,6 +768,44 @@ def steptime_svg(rows, description, title=None):
     return str(svg)
 
 
+def peft_svg(methods, description, title=None):
+    """Per method, four bars (PEFT_VARIANTS) of ms on one log axis; each labelled with its ms and its loop's."""
+    band, bar = 52, 9
+    svg = Svg(WIDTH, 0)
+    device, shape = description
+    top = 62 + draw_title(svg, title or f"Training step against transformers + PEFT on {device}", shape,
+                          "bars: the median step timed alone; in parentheses: the steps in a row, as a training "
+                          "loop runs them")
+    measured = [r[key] for _, variants in methods for r in variants.values() if r and "ms" in r
+                for key in ("ms", "loop_ms")]
+    low, high = log_range(min(measured), max(measured), 1.15)
+    svg.height = top + band * len(methods) + 64
+    x = Scale(low, high * 2.2, 110, WIDTH - 30, log=True)  # room right of the longest bar for its label
+    y = Scale(0, len(methods), top + band * len(methods), top)
+    draw_axes(svg, x, y, "ms per optimizer step (log scale)", None, y_ticks=False)
+    styles = {"ours": (0.55, None), "ours-layers": (1.0, None), "peft-ro": (1.0, "#555555"), "peft-eager": (0.35, "#555555")}
+    for i, (method, variants) in enumerate(methods):
+        first = y.end + band * i + 6
+        svg.open("g", class_="mark", data_method=method)
+        svg.text(x.start - 8, first + 2 * (bar + 2) + 4, method, 12, "end")
+        for j, (variant, _) in enumerate(PEFT_VARIANTS):
+            row, (opacity, color), bar_top = variants[variant], styles[variant], first + j * (bar + 2)
+            color = color or color_of(method)
+            if row and "ms" in row:
+                svg.add("rect", x=float(x.start), y=float(bar_top), width=float(x(row["ms"]) - x.start), height=bar,
+                        fill=color, fill_opacity=opacity, stroke=color, stroke_width=1, class_=f"bar {variant}")
+                svg.text(x(row["ms"]) + 4, bar_top + bar - 1, f"{row['ms']:.2f} ms ({row['loop_ms']:.2f})", 10, "start",
+                         MUTED)
+            else:
+                svg.text(x.start + 4, bar_top + bar - 1, f"{dict(PEFT_VARIANTS)[variant]}: "
+                         f"{'failed' if row else 'not run'}", 10, "start", MUTED, class_="missing")
+        svg.close("g")
+    draw_legend(svg, [("bar", "#0072B2", 0.55, PEFT_VARIANTS[0][1]), ("bar", "#0072B2", 1.0, PEFT_VARIANTS[1][1]),
+                      ("bar", "#555555", 1.0, PEFT_VARIANTS[2][1]), ("bar", "#555555", 0.35, PEFT_VARIANTS[3][1])],
+                WIDTH - 30, top - 28, anchor="end", rows=2)
+    return str(svg)
+
+
 def draw_bar(svg, x, top, height, ms, unit, color, opacity, kind):
     """A bar to ms / unit, its value after its end; a value that would straddle the dashed 1.0× line
     starts right of the line instead."""
@@ -920,6 +999,16 @@ def make_steptime(args):
     return steptime_svg(rows, description, args.title), numbers, table
 
 
+def make_peft(args):
+    methods, description = read_peft_bench(args.bench)
+    numbers = dict(figure="peft", sources=list(map(str, args.bench)), device=description[0], shape=description[1],
+                   methods={m: v for m, v in methods})
+    table = [["method", "variant", "ms", "loop_ms", "failed", "device", "source"]] + [
+        [m, variant, row.get("ms", ""), row.get("loop_ms", ""), "error" in row, row.get("device", ""), row["source"]]
+        for m, variants in methods for variant, row in variants.items() if row]
+    return peft_svg(methods, description, args.title), numbers, table
+
+
 def make_loss(args):
     curves = loss_curves(args.runs)
     numbers = dict(figure="loss", loss="mean over each method's runs at the steps all of them logged", curves=curves)
@@ -969,10 +1058,11 @@ def seed_count(text):
 def build_parser():
     parser = Parser(prog="figures.py", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    figures = parser.add_subparsers(dest="figure", required=True, metavar="{accuracy,steptime,loss,locations}")
+    figures = parser.add_subparsers(dest="figure", required=True, metavar="{accuracy,steptime,peft,loss,locations}")
     made = {}
     for name, help_ in (("accuracy", "best dev metric against trainable parameters, from run folders"),
                         ("steptime", "step time per method from bench.py --json"),
+                        ("peft", "our step against PEFT's per shared method, from scripts/peft_bench.py --json"),
                         ("loss", "training loss against step, from run folders' log.jsonl"),
                         ("locations", "reconstruction error at equal budget: why locations matter (no input)")):
         made[name] = figures.add_parser(name, help=help_, description=help_)
@@ -982,6 +1072,8 @@ def build_parser():
         made[name].add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders, each with results.json")
     made["loss"].add_argument("--log-y", action="store_true", help="training loss on a log axis")
     made["steptime"].add_argument("bench", metavar="BENCH_JSON", help="a file written by bench.py --json")
+    made["peft"].add_argument("bench", nargs="+", metavar="PEFT_BENCH_JSON",
+                              help="files written by scripts/peft_bench.py --json (a later file's row replaces an earlier one's)")
     made["locations"].add_argument("--sizes", type=size_list, default=[128, 768], help="d, comma-separated")
     made["locations"].add_argument("--seeds", type=seed_count, default=5, help="Gaussian matrices per size")
     return parser
@@ -993,7 +1085,8 @@ def main(argv=None):
         raise InputError(f"--out {args.out}: must end in .svg (FIGURE.json and FIGURE.csv are written beside it)")
     if args.figure in ("accuracy", "loss") and not args.runs:
         raise InputError(f"{args.figure}: no run folders given (RUN_DIR ..., each holding a results.json)")
-    make = {"accuracy": make_accuracy, "steptime": make_steptime, "loss": make_loss, "locations": make_locations}
+    make = {"accuracy": make_accuracy, "steptime": make_steptime, "peft": make_peft, "loss": make_loss,
+            "locations": make_locations}
     svg_text, numbers, table = make[args.figure](args)
     try:
         return write_figure(args.out, svg_text, numbers, table)

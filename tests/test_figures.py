@@ -272,6 +272,38 @@ def test_steptime_svg_has_a_mark_per_row_and_both_bars_where_measured(tmp_path):
     assert rows["lora"]["eager_x_unit"] == pytest.approx(2.5) and rows["lora"]["graph_x_unit"] == pytest.approx(1.25)
 
 
+def peft_bench_file(path, rows):
+    """A scripts/peft_bench.py --json file: rows (name, ms, loop_ms), or (name, error) for a row that failed."""
+    bench = [dict(row=r[0], batch=32, device="NVIDIA H100", **({"error": r[1]} if len(r) == 2 else
+                                                                dict(ms=r[1], loop_ms=r[2]))) for r in rows]
+    path.write_text(json.dumps({"args": {"seq": 128, "batches": [32]}, "device": "NVIDIA H100", "bench": bench}))
+    return path
+
+
+def test_peft_svg_has_four_bars_per_method_a_later_file_replacing_a_row_and_names_what_is_missing(tmp_path):
+    first = peft_bench_file(tmp_path / "a.json", [
+        ("peft-lora-ro", 9.0, 7.0), ("peft-lora-eager", 30.0, 31.0), ("ours-lora", 8.0, 7.5),
+        ("ours-lora-layers", "RuntimeError: capture"), ("peft-floor-ro", 7.0, 6.0), ("ours-floor", 6.0, 5.5),
+        ("ours-floor-layers", 5.0, 4.5)])
+    later = peft_bench_file(tmp_path / "b.json", [("ours-lora-layers", 7.0, 6.5)])
+    out = tmp_path / "peft.svg"
+    assert figures.cli(["peft", str(first), str(later), "--out", str(out)]) == 0
+    root = parse_svg(out)
+    marks = elements(root, "g", "mark")
+    assert [m.get("data-method") for m in marks] == ["lora", "floor"]
+    bars = {m.get("data-method"): [r.get("class") for r in m.iter(SVG + "rect")] for m in marks}
+    assert bars == {"lora": ["bar ours", "bar ours-layers", "bar peft-ro", "bar peft-eager"],
+                    "floor": ["bar ours", "bar ours-layers", "bar peft-ro"]}
+    assert [t.text for t in elements(root, "text", "missing")] == ["PEFT, eager: not run"]
+    assert "NVIDIA H100" in elements(root, "text", "title")[0].text
+    labels = [t.text for m in marks for t in m.iter(SVG + "text")]
+    assert "7.00 ms (6.50)" in labels and "9.00 ms (7.00)" in labels  # the later file's row; a step and its loop
+    table = {(r["method"], r["variant"]): r for r in csv.DictReader(out.with_suffix(".csv").open())}
+    assert table["lora", "ours-layers"]["source"] == str(later) and float(table["lora", "ours"]["ms"]) == 8.0
+    widths = {m.get("data-method"): [float(r.get("width")) for r in m.iter(SVG + "rect")] for m in marks}
+    assert widths["lora"][1] < widths["lora"][0] < widths["lora"][2] < widths["lora"][3]  # 7 < 8 < 9 < 30 ms
+
+
 def test_loss_svg_has_one_line_per_method(tmp_path):
     out = tmp_path / "loss.svg"
     folders = sweep(tmp_path / "runs")
@@ -314,6 +346,7 @@ def bad_inputs(tmp_path):
             "no results.json": (["accuracy", str(no_results), "--out", out], str(no_results)),
             "results.json not JSON": (["loss", str(not_json), "--out", out], str(not_json / "results.json")),
             "bench of another shape": (["steptime", str(per_layer), "--out", out], str(per_layer)),
+            "not a peft_bench file": (["peft", str(per_layer), "--out", out], str(per_layer)),
             "two tasks": (["accuracy", str(rte), str(other_task), "--out", out], str(other_task)),
             "no log.jsonl": (["loss", str(no_log), "--out", out], str(no_log)),
             "out not svg": (["locations", "--out", str(tmp_path / "x.png")], "--out"),
@@ -322,7 +355,8 @@ def bad_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no run folders", "no results.json", "results.json not JSON",
-                                  "bench of another shape", "two tasks", "no log.jsonl", "out not svg", "bad sizes",
+                                  "bench of another shape", "not a peft_bench file", "two tasks", "no log.jsonl",
+                                  "out not svg", "bad sizes",
                                   "unknown figure"])
 def test_bad_input_is_one_line_naming_it_and_exit_status_2(tmp_path, capsys, case):
     argv, named = bad_inputs(tmp_path)[case]
