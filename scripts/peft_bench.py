@@ -9,7 +9,10 @@ row in a process of its own (rows sharing a process moved each other by ~10%, wh
 
 The first command runs everything, each row in its own process: the script runs itself once per row and batch
 (the same flags, --rows that row, --same-process, a JSON file per row in a temporary folder), then prints one
-table. --same-process runs the rows one after another in this process instead.
+table. --same-process runs the rows one after another in this process instead. --row-timeout stops a row's process
+that runs too long (its row then says so and the next one runs), so that one call can bound the whole table.
+Inductor compiles with its pool of workers (--compile-workers), started before a row builds its model: a compiled
+row's first step takes what a user's would, and no worker starts beside a timed step.
 
 The bench: roberta-base's shape with random weights (transformers' RobertaConfig defaults; ours: bench.build),
 random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median optimizer step (CUDA events), and
@@ -41,9 +44,11 @@ its own process. Without transformers or peft the PEFT rows are skipped (one lin
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
@@ -165,7 +170,8 @@ def say(result):
         launch = result.get("launch_ms")
         print(f"  {result['row']:<20} batch {result['batch']:<4} {result['ms']:8.3f} ms  (in a loop "
               f"{result['loop_ms']:.3f} ms, " + (f"host before its first graph {launch:.3f} ms, " if launch else "")
-              + f"first step {result['first_step_s']:6.1f} s, loss {result['loss']:.4f}, {result['mode']})", flush=True)
+              + f"first step {result['first_step_s']:6.1f} s, loss {result['loss']:.4f}, {result['mode']}"
+              + (f", its process {result['process_s']:.1f} s" if "process_s" in result else "") + ")", flush=True)
 
 
 def bench_row(libraries, args, row, batch, device):
@@ -238,6 +244,11 @@ def parser():
     p.add_argument("--json", help="write every number here")
     p.add_argument("--same-process", action="store_true",
                    help="run the rows one after another in this process (default: each in its own)")
+    p.add_argument("--row-timeout", type=bounded(float, 0.0), default=0.0,
+                   help="seconds a row's process may take before it is stopped and the row reported so (0: no limit)")
+    p.add_argument("--compile-workers", type=bounded(int, 0), default=0,
+                   help="Inductor's compile workers for the bench rows, their pool started before the row's model is "
+                        "built (0: torch's default; 1: compile in the row's process)")
     p.set_defaults(model="roberta-base")  # the shape of our rows (bench.build)
     return p
 
@@ -263,16 +274,26 @@ def command(args, **changes):
     return argv
 
 
-def in_own_process(argv, path, keys):
+def in_own_process(argv, path, keys, timeout=0):
     """Run one row's command (it writes its report to `path`) -> its row (its report's only bench or epoch row, with
-    the row's own error where the process caught one), or `keys` with the process's exit status and the first line
-    of the error it died of."""
-    done = subprocess.run(argv, capture_output=True, text=True)
+    the row's own error where the process caught one, and the process's wall seconds), or `keys` with the process's
+    exit status and the first line of the error it died of, or with the `timeout` (seconds, 0: none) it ran past:
+    then it is stopped, its compile workers with it (its own process group)."""
+    t0 = time.perf_counter()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            _, stderr = process.communicate(timeout=timeout or None)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            return dict(keys, error=f"stopped: still running after {timeout:g} s", process_s=timeout)
+    wall = dict(process_s=round(time.perf_counter() - t0, 1))
     rows = json.loads(Path(path).read_text())["bench" if "row" in keys else "epoch"] if Path(path).is_file() else []
     if len(rows) == 1:
-        return rows[0]
-    return dict(keys, error=f"exit status {done.returncode}: {first_line_of_error(done.stderr)[:200]}"
-                if done.returncode else "no row reported")
+        return dict(rows[0], **wall)
+    return dict(keys, **wall, error=f"exit status {process.returncode}: {first_line_of_error(stderr)[:200]}"
+                if process.returncode else "no row reported")
 
 
 def first_line_of_error(stderr):
@@ -290,13 +311,13 @@ def run_each_in_own_process(args, libraries, report):
         for batch, row in ((b, r) for b in args.batches for r in args.rows if libraries or r.startswith("ours")):
             path = Path(folder) / f"{row}.{batch}.json"
             argv = command(args, rows=[row], batches=[batch], minilm=None, sst2=None, json=path, same_process=True)
-            report["bench"].append(result := in_own_process(argv, path, dict(row=row, batch=batch)))
+            report["bench"].append(result := in_own_process(argv, path, dict(row=row, batch=batch), args.row_timeout))
             say(result)
             cvr.save(report, args.json)
         for row in (r for r in args.epoch_rows if libraries or r.startswith("ours")) if args.minilm else ():
             path = Path(folder) / f"epoch.{row}.json"
             argv = command(args, rows=[], epoch_rows=[row], json=path, same_process=True)
-            report["epoch"].append(result := in_own_process(argv, path, dict(variant=row)))
+            report["epoch"].append(result := in_own_process(argv, path, dict(variant=row), args.row_timeout))
             print(f"  epoch {row}: FAILED ({result['error']})" if "error" in result else
                   f"  epoch {row:<27} {result['wall_s']:8.1f} s  ({result['steps']} steps, dev accuracy "
                   f"{result['dev_accuracy']:.4f}, {result['mode']})", flush=True)
@@ -307,7 +328,7 @@ def run_each_in_own_process(args, libraries, report):
 def run_in_this_process(args, libraries, report):
     """Every row in this process, one after another (--same-process; a row's process runs its one row so)."""
     device, report["device"] = cvr.setup(args)
-    default_threads = cvr.inductor_threads(1)  # no compile workers starting beside the timed steps (as bench.py)
+    default_threads = compile_workers(args.compile_workers)
     stamp = dict(device=report["device"], process=os.getpid())
     for batch, row in ((b, r) for b in args.batches for r in args.rows if libraries or r.startswith("ours")):
         report["bench"].append(dict(cvr.attempt(dict(row=row, batch=batch), bench_row, libraries, args, row, batch,
@@ -322,6 +343,16 @@ def run_in_this_process(args, libraries, report):
                       cvr.attempt(dict(variant=row), hf_epoch_row, libraries, args, row, train, dev, pad_id, device))
             report["epoch"].append(dict(result, **stamp))
             cvr.save(report, args.json)
+
+
+def compile_workers(workers):
+    """Inductor's compile workers for the bench rows -> torch's default number. 1: none, each kernel compiled in this
+    process; otherwise `workers` (0: torch's default) in a pool started now and waited for, so that no worker
+    starts beside a timed step and the row's first step (a compiled row's compilation) is what a user's run takes."""
+    default = cvr.inductor_threads(1)
+    if workers != 1:
+        cvr.inductor_threads(workers or default, warm=True)
+    return default
 
 
 # -----------------------------------------------------------------------------
@@ -386,7 +417,8 @@ def run(args):
     print(f"# {', '.join(f'{k} {v}' for k, v in versions.items())}" + (
         f"; roberta-base shape, seq {args.seq}, bf16 autocast, fused AdamW, median of {args.steps} steps after "
         f"{args.warmup} (and the first)" if args.rows else "")
-        + ("; the rows in this process" if args.same_process else "; each row in its own process"), flush=True)
+        + ("; the rows in this process" if args.same_process else "; each row in its own process")
+        + (f"; Inductor's compile workers: {args.compile_workers or 'torch default'}" if args.rows else ""), flush=True)
     report = dict(args=vars(args), device=None, versions=versions, bench=[], epoch=[])
     (run_in_this_process if args.same_process else run_each_in_own_process)(args, libraries, report)
     if report["bench"]:

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -440,3 +441,52 @@ def test_launch_ms_is_the_host_s_wait_before_a_step_s_first_graph_launch_and_non
     assert torch.cuda.CUDAGraph.replay is stand_in
     assert cvr.launch_ms(lambda i: time.sleep(0.001), 2, torch.device("cuda")) is None
     assert cvr.launch_ms(step, 2, torch.device("cpu")) is None
+
+
+def test_a_row_past_its_timeout_is_stopped_with_its_workers_and_the_rows_after_it_run(tmp_path, monkeypatch, capsys):
+    """--row-timeout: a row whose process (standing in: a few lines of Python that start a child, as Inductor's
+    compile workers, and sleep) outlives it is stopped, child and all, and reported so; the next row runs."""
+    pid_file = tmp_path / "child.pid"
+
+    def fake(args, rows, batches, json, **changes):
+        if rows == ["peft-oft-ro"]:
+            return [sys.executable, "-c", "import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c',"
+                    f" 'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); "
+                    "time.sleep(60)"]
+        row = dict(row=rows[0], batch=batches[0], ms=2.0, loop_ms=1.5, first_step_s=0.0, loss=0.7, mode="graph",
+                   device="GPU", process=0)
+        return [sys.executable, "-c", f"import json; json.dump({dict(bench=[row])!r}, open({str(json)!r}, 'w'))"]
+
+    monkeypatch.setattr(peft_bench, "command", fake)
+    stand_in = lambda name: types.SimpleNamespace(__name__=name, __version__="0")
+    monkeypatch.setattr(peft_bench, "hf_libraries", lambda: (stand_in("transformers"), stand_in("peft")))
+    t0 = time.perf_counter()
+    report = peft_bench.run(peft_bench.parse_args(["--device", "cpu", "--batches", "4", "--row-timeout", "3",
+                                                   "--rows", "peft-oft-ro,ours-oft"]))
+    assert time.perf_counter() - t0 < 30  # not the 60 s the child sleeps, holding the row's output open
+    stopped, ours = report["bench"]
+    assert stopped == dict(row="peft-oft-ro", batch=4, error="stopped: still running after 3 s", process_s=3.0)
+    assert ours["ms"] == 2.0 and 0 <= ours["process_s"] < 30
+    child = int(pid_file.read_text())
+    for _ in range(50):  # the killed child is reaped by init; until then it may linger as a zombie
+        try:
+            os.kill(child, 0)
+            state = Path(f"/proc/{child}/stat").read_text().split()[2] if Path(f"/proc/{child}").exists() else "X"
+        except ProcessLookupError:
+            break
+        if state in "ZX":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the row's child process outlived the timeout")
+    assert "peft-oft-ro batch 4: FAILED (stopped: still running after 3 s)" in capsys.readouterr().out
+
+
+def test_one_compile_worker_compiles_in_the_row_s_process():
+    import torch._inductor.config as inductor
+    before = inductor.compile_threads
+    try:
+        default = peft_bench.compile_workers(1)
+        assert inductor.compile_threads == 1 and default == before
+    finally:
+        inductor.compile_threads = before
