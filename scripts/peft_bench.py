@@ -412,7 +412,8 @@ def verdict(ratios):
 
 
 def run(args):
-    libraries = hf_libraries()
+    peers = any(not row.startswith("ours") for row in [*args.rows, *(args.epoch_rows if args.minilm else [])])
+    libraries = hf_libraries() if peers else None  # a process of our rows alone starts without importing them
     versions = {"torch": torch.__version__, **{lib.__name__: lib.__version__ for lib in libraries or ()}}
     print(f"# {', '.join(f'{k} {v}' for k, v in versions.items())}" + (
         f"; roberta-base shape, seq {args.seq}, bf16 autocast, fused AdamW, median of {args.steps} steps after "

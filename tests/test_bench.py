@@ -490,3 +490,12 @@ def test_one_compile_worker_compiles_in_the_row_s_process():
         assert inductor.compile_threads == 1 and default == before
     finally:
         inductor.compile_threads = before
+
+
+def test_a_process_of_our_rows_alone_does_not_import_the_peers(monkeypatch, capsys):
+    """A row's process for ours starts without importing transformers and peft (seconds per row on a full table)."""
+    def refuse():
+        raise AssertionError("hf_libraries called for our rows alone")
+    monkeypatch.setattr(peft_bench, "hf_libraries", refuse)
+    report = peft_bench.run(peft_bench.parse_args(PEFT_SMOKE + ["--rows", "ours-floor", "--same-process"]))
+    assert [r["row"] for r in report["bench"]] == ["ours-floor"] and report["versions"] == {"torch": torch.__version__}
