@@ -797,8 +797,8 @@ def peft_svg(methods, description, title=None):
                 svg.text(x(row["ms"]) + 4, bar_top + bar - 1, f"{row['ms']:.2f} ms ({row['loop_ms']:.2f})", 10, "start",
                          MUTED)
             else:
-                svg.text(x.start + 4, bar_top + bar - 1, f"{dict(PEFT_VARIANTS)[variant]}: "
-                         f"{'failed' if row else 'not run'}", 10, "start", MUTED, class_="missing")
+                svg.text(x.start + 4, bar_top + bar - 1, f"{dict(PEFT_VARIANTS)[variant]}: {missing(row)}", 10,
+                         "start", MUTED, class_="missing")
         svg.close("g")
     draw_legend(svg, [("bar", "#0072B2", 0.55, PEFT_VARIANTS[0][1]), ("bar", "#0072B2", 1.0, PEFT_VARIANTS[1][1]),
                       ("bar", "#555555", 1.0, PEFT_VARIANTS[2][1]), ("bar", "#555555", 0.35, PEFT_VARIANTS[3][1])],
@@ -997,6 +997,13 @@ def make_steptime(args):
         [r["name"], r["eager_ms"], r["graph_ms"] or "", f"{r['eager_x_unit']:.4f}",
          "" if r["graph_x_unit"] is None else f"{r['graph_x_unit']:.4f}"] for r in rows]
     return steptime_svg(rows, description, args.title), numbers, table
+
+
+def missing(row):
+    """Why a peft_bench row has no bar: not run, stopped by --row-timeout (no step in its seconds), or failed."""
+    if not row:
+        return "not run"
+    return f"no step in {row['process_s']:g} s" if row["error"].startswith("stopped") else "failed"
 
 
 def make_peft(args):

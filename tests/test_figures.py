@@ -274,7 +274,7 @@ def test_steptime_svg_has_a_mark_per_row_and_both_bars_where_measured(tmp_path):
 
 def peft_bench_file(path, rows):
     """A scripts/peft_bench.py --json file: rows (name, ms, loop_ms), or (name, error) for a row that failed."""
-    bench = [dict(row=r[0], batch=32, device="NVIDIA H100", **({"error": r[1]} if len(r) == 2 else
+    bench = [dict(row=r[0], batch=32, device="NVIDIA H100", **({"error": r[1], "process_s": 80.0} if len(r) == 2 else
                                                                 dict(ms=r[1], loop_ms=r[2]))) for r in rows]
     path.write_text(json.dumps({"args": {"seq": 128, "batches": [32]}, "device": "NVIDIA H100", "bench": bench}))
     return path
@@ -284,17 +284,20 @@ def test_peft_svg_has_four_bars_per_method_a_later_file_replacing_a_row_and_name
     first = peft_bench_file(tmp_path / "a.json", [
         ("peft-lora-ro", 9.0, 7.0), ("peft-lora-eager", 30.0, 31.0), ("ours-lora", 8.0, 7.5),
         ("ours-lora-layers", "RuntimeError: capture"), ("peft-floor-ro", 7.0, 6.0), ("ours-floor", 6.0, 5.5),
-        ("ours-floor-layers", 5.0, 4.5)])
+        ("ours-floor-layers", 5.0, 4.5), ("peft-oft-ro", "stopped: still running after 80 s"),
+        ("ours-oft", "RuntimeError: capture")])
     later = peft_bench_file(tmp_path / "b.json", [("ours-lora-layers", 7.0, 6.5)])
     out = tmp_path / "peft.svg"
     assert figures.cli(["peft", str(first), str(later), "--out", str(out)]) == 0
     root = parse_svg(out)
     marks = elements(root, "g", "mark")
-    assert [m.get("data-method") for m in marks] == ["lora", "floor"]
+    assert [m.get("data-method") for m in marks] == ["lora", "oft", "floor"]
     bars = {m.get("data-method"): [r.get("class") for r in m.iter(SVG + "rect")] for m in marks}
     assert bars == {"lora": ["bar ours", "bar ours-layers", "bar peft-ro", "bar peft-eager"],
-                    "floor": ["bar ours", "bar ours-layers", "bar peft-ro"]}
-    assert [t.text for t in elements(root, "text", "missing")] == ["PEFT, eager: not run"]
+                    "oft": [], "floor": ["bar ours", "bar ours-layers", "bar peft-ro"]}
+    assert [t.text for t in elements(root, "text", "missing")] == [
+        "ours, short runs (adapters compiled): failed", "ours, long runs (layers compiled): not run",
+        "PEFT, reduce-overhead: no step in 80 s", "PEFT, eager: not run", "PEFT, eager: not run"]  # oft's, the floor's
     assert "NVIDIA H100" in elements(root, "text", "title")[0].text
     labels = [t.text for m in marks for t in m.iter(SVG + "text")]
     assert "7.00 ms (6.50)" in labels and "9.00 ms (7.00)" in labels  # the later file's row; a step and its loop
