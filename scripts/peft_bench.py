@@ -12,7 +12,9 @@ The first command runs everything, each row in its own process: the script runs 
 table. --same-process runs the rows one after another in this process instead. --row-timeout stops a row's process
 that runs too long (its row then says so and the next one runs), so that one call can bound the whole table.
 Inductor compiles with its pool of workers (--compile-workers), started before a row builds its model: a compiled
-row's first step takes what a user's would, and no worker starts beside a timed step.
+row's first step takes what a user's would, and no worker starts beside a timed step. Each row's line ends with its
+process's seconds and where they went (start: Python and the imports; setup; the model; the steps), which is what a
+call's plan needs: most of a full table's time is spent outside the timed steps.
 
 The bench: roberta-base's shape with random weights (transformers' RobertaConfig defaults; ours: bench.build),
 random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median optimizer step (CUDA events), and
@@ -69,6 +71,7 @@ ROWS = (*(f"{row}-{method}{variant}" for method in SHARED
         "peft-floor-ro", "ours-floor", "ours-floor-layers", "ours-lora-model", "ours-floor-model")
 EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours", "ours-layers")
 BAR = 1.15  # PEFT-RO / ours the default step must reach for every shared method (issue 27)
+LAUNCHED = "PEFT_BENCH_LAUNCHED"  # a row's process: when its parent started it (time.time()), for its start_s
 
 
 def parts(row):
@@ -171,12 +174,25 @@ def say(result):
         print(f"  {result['row']:<20} batch {result['batch']:<4} {result['ms']:8.3f} ms  (in a loop "
               f"{result['loop_ms']:.3f} ms, " + (f"host before its first graph {launch:.3f} ms, " if launch else "")
               + f"first step {result['first_step_s']:6.1f} s, loss {result['loss']:.4f}, {result['mode']}"
-              + (f", its process {result['process_s']:.1f} s" if "process_s" in result else "") + ")", flush=True)
+              + process_seconds(result) + ")", flush=True)
+
+
+def process_seconds(result):
+    """', its process S s (start, setup, model, steps: S s each)' where the row ran in a process of its own: the
+    process's wall clock, then from its start to its setup (Python and the imports), the device's setup (CUDA,
+    cuBLAS's workspaces, the compile workers), building the model, and its steps (the first, compilation and capture,
+    included); what is left is the process's exit. '' where it ran in this process."""
+    if "process_s" not in result:
+        return ""
+    stages = [result.get(key) for key in ("start_s", "setup_s", "build_s", "timing_s")]
+    return f", its process {result['process_s']:.1f} s" + (
+        " (start, setup, model, steps: " + ", ".join(f"{t:.1f}" for t in stages) + " s)" if None not in stages else "")
 
 
 def bench_row(libraries, args, row, batch, device):
     """One row: a fresh model (ours: bench.build via capture_vs_reduce_overhead.fresh), timed by cvr.time_step."""
     side, method, variant = parts(row)
+    started = time.perf_counter()
     if side == "ours":
         way = "ours" if variant == "default" else f"ours-{variant}"  # capture_vs_reduce_overhead's variant
         model, train_step = cvr.fresh(args, method, way, batch, device)
@@ -188,9 +204,11 @@ def bench_row(libraries, args, row, batch, device):
         if variant == "ro" and device.type == "cuda":  # as our graphed step: MAGMA's batched LU cannot be captured
             capturable_linear_algebra()
         train_step = HFStep(model, optimizer, device=device, compiled=variant == "ro", options=compile_options(device))
+    built = time.perf_counter()
     vocab = model.config.vocab_size
     result = dict(row=row, batch=batch, mode=train_step.mode, **cvr.time_step(
         train_step, cvr.random_parts(vocab, batch, args.seq), batch, args.warmup, args.steps, device))
+    result.update(build_s=round(built - started, 2), timing_s=round(time.perf_counter() - built, 2))
     say(result)
     return result
 
@@ -280,8 +298,8 @@ def in_own_process(argv, path, keys, timeout=0):
     exit status and the first line of the error it died of, or with the `timeout` (seconds, 0: none) it ran past:
     then it is stopped, its compile workers with it (its own process group)."""
     t0 = time.perf_counter()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as process:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          env=dict(os.environ, **{LAUNCHED: repr(time.time())})) as process:
         try:
             _, stderr = process.communicate(timeout=timeout or None)
         except subprocess.TimeoutExpired:
@@ -327,9 +345,12 @@ def run_each_in_own_process(args, libraries, report):
 
 def run_in_this_process(args, libraries, report):
     """Every row in this process, one after another (--same-process; a row's process runs its one row so)."""
+    started = time.time()
     device, report["device"] = cvr.setup(args)
-    default_threads = compile_workers(args.compile_workers)
-    stamp = dict(device=report["device"], process=os.getpid())
+    default_threads = compile_workers(args.compile_workers, device)
+    launched = float(os.environ.get(LAUNCHED, started))  # the parent's clock at this process's start, if it set one
+    stamp = dict(device=report["device"], process=os.getpid(), start_s=round(started - launched, 2),
+                 setup_s=round(time.time() - started, 2))
     for batch, row in ((b, r) for b in args.batches for r in args.rows if libraries or r.startswith("ours")):
         report["bench"].append(dict(cvr.attempt(dict(row=row, batch=batch), bench_row, libraries, args, row, batch,
                                                 device), **stamp))
@@ -345,12 +366,13 @@ def run_in_this_process(args, libraries, report):
             cvr.save(report, args.json)
 
 
-def compile_workers(workers):
+def compile_workers(workers, device):
     """Inductor's compile workers for the bench rows -> torch's default number. 1: none, each kernel compiled in this
     process; otherwise `workers` (0: torch's default) in a pool started now and waited for, so that no worker
-    starts beside a timed step and the row's first step (a compiled row's compilation) is what a user's run takes."""
+    starts beside a timed step and the row's first step (a compiled row's compilation) is what a user's run takes.
+    On the CPU (smoke tests: nothing goes through Inductor) no pool is started."""
     default = cvr.inductor_threads(1)
-    if workers != 1:
+    if workers != 1 and device.type == "cuda":
         cvr.inductor_threads(workers or default, warm=True)
     return default
 

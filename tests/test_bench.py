@@ -367,6 +367,10 @@ def test_peft_bench_without_peft_runs_our_rows_each_in_its_own_process(tmp_path,
                for r in report["bench"])
     processes = {r["process"] for r in report["bench"]}
     assert len(processes) == 2 and os.getpid() not in processes
+    for r in report["bench"]:  # where each process's time went: start (imports), setup, model, steps; then its exit
+        stages = [r["start_s"], r["setup_s"], r["build_s"], r["timing_s"]]
+        assert min(stages) >= 0 and r["timing_s"] >= r["first_step_s"] - 0.01 and sum(stages) <= r["process_s"] + 0.2
+        assert r["start_s"] > 0.2  # a fresh Python importing torch: the parent's clock, not the child's own start
     lora = next(line for line in printed.splitlines() if line.startswith("lora "))
     assert lora.split()[3:] == ["-"] * 5  # peft-ro, peft-eager and the three ratios: not run
     assert json.loads(out.read_text())["bench"] == report["bench"]
@@ -450,8 +454,8 @@ def test_a_row_past_its_timeout_is_stopped_with_its_workers_and_the_rows_after_i
 
     def fake(args, rows, batches, json, **changes):
         if rows == ["peft-oft-ro"]:
-            return [sys.executable, "-c", "import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c',"
-                    f" 'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); "
+            return [sys.executable, "-c", "import subprocess, sys, time; child = subprocess.Popen([sys.executable, "
+                    f"'-c', 'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); "
                     "time.sleep(60)"]
         row = dict(row=rows[0], batch=batches[0], ms=2.0, loop_ms=1.5, first_step_s=0.0, loss=0.7, mode="graph",
                    device="GPU", process=0)
@@ -482,14 +486,17 @@ def test_a_row_past_its_timeout_is_stopped_with_its_workers_and_the_rows_after_i
     assert "peft-oft-ro batch 4: FAILED (stopped: still running after 3 s)" in capsys.readouterr().out
 
 
-def test_one_compile_worker_compiles_in_the_row_s_process():
-    import torch._inductor.config as inductor
-    before = inductor.compile_threads
-    try:
-        default = peft_bench.compile_workers(1)
-        assert inductor.compile_threads == 1 and default == before
-    finally:
-        inductor.compile_threads = before
+def test_one_compile_worker_or_the_cpu_compiles_in_the_row_s_process(monkeypatch):
+    """--compile-workers 1, or any number on the CPU (smoke tests, no Inductor): no pool starts; torch's default is
+    given back for the real run's rows."""
+    monkeypatch.setattr(peft_bench.cvr, "inductor_threads",
+                        lambda threads, warm=False: pool.append((threads, warm)) or 8)  # torch's default: 8
+    for workers, device in ((1, "cuda"), (0, "cpu"), (4, "cpu")):
+        pool = []
+        assert peft_bench.compile_workers(workers, torch.device(device)) == 8 and pool == [(1, False)]
+    for workers, started in ((0, 8), (4, 4)):
+        pool = []
+        assert peft_bench.compile_workers(workers, torch.device("cuda")) == 8 and pool == [(1, False), (started, True)]
 
 
 def test_a_process_of_our_rows_alone_does_not_import_the_peers(monkeypatch, capsys):
