@@ -296,22 +296,34 @@ def in_own_process(argv, path, keys, timeout=0):
     """Run one row's command (it writes its report to `path`) -> its row (its report's only bench or epoch row, with
     the row's own error where the process caught one, and the process's wall seconds), or `keys` with the process's
     exit status and the first line of the error it died of, or with the `timeout` (seconds, 0: none) it ran past:
-    then it is stopped, its compile workers with it (its own process group)."""
+    then it is stopped, its compile workers with it (its own process group). So is it when this process is
+    interrupted (Ctrl-C reaches only this process's group)."""
     t0 = time.perf_counter()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                           env=dict(os.environ, **{LAUNCHED: repr(time.time())})) as process:
         try:
             _, stderr = process.communicate(timeout=timeout or None)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            stop(process)
             return dict(keys, error=f"stopped: still running after {timeout:g} s", process_s=timeout)
+        except BaseException:
+            stop(process)
+            raise
     wall = dict(process_s=round(time.perf_counter() - t0, 1))
     rows = json.loads(Path(path).read_text())["bench" if "row" in keys else "epoch"] if Path(path).is_file() else []
     if len(rows) == 1:
         return dict(rows[0], **wall)
     return dict(keys, **wall, error=f"exit status {process.returncode}: {first_line_of_error(stderr)[:200]}"
                 if process.returncode else "no row reported")
+
+
+def stop(process):
+    """Kill a row's process and everything it started (its process group), and wait for it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group has already gone
+        pass
+    process.communicate()
 
 
 def first_line_of_error(stderr):

@@ -454,9 +454,7 @@ def test_a_row_past_its_timeout_is_stopped_with_its_workers_and_the_rows_after_i
 
     def fake(args, rows, batches, json, **changes):
         if rows == ["peft-oft-ro"]:
-            return [sys.executable, "-c", "import subprocess, sys, time; child = subprocess.Popen([sys.executable, "
-                    f"'-c', 'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); "
-                    "time.sleep(60)"]
+            return sleeper_with_a_child(pid_file)
         row = dict(row=rows[0], batch=batches[0], ms=2.0, loop_ms=1.5, first_step_s=0.0, loss=0.7, mode="graph",
                    device="GPU", process=0)
         return [sys.executable, "-c", f"import json; json.dump({dict(bench=[row])!r}, open({str(json)!r}, 'w'))"]
@@ -471,19 +469,52 @@ def test_a_row_past_its_timeout_is_stopped_with_its_workers_and_the_rows_after_i
     stopped, ours = report["bench"]
     assert stopped == dict(row="peft-oft-ro", batch=4, error="stopped: still running after 3 s", process_s=3.0)
     assert ours["ms"] == 2.0 and 0 <= ours["process_s"] < 30
-    child = int(pid_file.read_text())
-    for _ in range(50):  # the killed child is reaped by init; until then it may linger as a zombie
-        try:
-            os.kill(child, 0)
-            state = Path(f"/proc/{child}/stat").read_text().split()[2] if Path(f"/proc/{child}").exists() else "X"
-        except ProcessLookupError:
-            break
-        if state in "ZX":
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the row's child process outlived the timeout")
+    assert gone(int(pid_file.read_text())), "the row's child process outlived the timeout"
     assert "peft-oft-ro batch 4: FAILED (stopped: still running after 3 s)" in capsys.readouterr().out
+
+
+def sleeper_with_a_child(pid_file):
+    """A row's command standing in: a Python that starts a child (as Inductor's compile workers), writes the child's
+    pid to `pid_file`, and both sleep 60 s."""
+    return [sys.executable, "-c", "import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
+            f"'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)"]
+
+
+def gone(pid, seconds=5.0):
+    """Whether process `pid` ends within `seconds` (a killed orphan lingers as a zombie until init reaps it)."""
+    for _ in range(int(seconds / 0.1)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{pid}/stat")
+        if not stat.exists() or stat.read_text().split()[2] in "ZX":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_an_interrupted_table_stops_the_row_s_process_and_its_children(tmp_path, monkeypatch):
+    """Ctrl-C reaches only the table's own process group (each row's process has a session of its own): the row's
+    process and what it started are stopped before the interrupt goes on, not left running for their 60 s."""
+    pid_file = tmp_path / "child.pid"
+    communicate = subprocess.Popen.communicate
+
+    def interrupted(process, input=None, timeout=None):
+        if not getattr(process, "interrupted", False):  # the first wait: Ctrl-C once the child is up
+            process.interrupted = True
+            for _ in range(100):
+                if pid_file.exists() and pid_file.read_text():
+                    break
+                time.sleep(0.1)
+            raise KeyboardInterrupt
+        return communicate(process, input, timeout)
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        peft_bench.in_own_process(sleeper_with_a_child(pid_file), tmp_path / "row.json", dict(row="ours-lora", batch=4))
+    assert time.perf_counter() - t0 < 30 and gone(int(pid_file.read_text()))
 
 
 def test_one_compile_worker_or_the_cpu_compiles_in_the_row_s_process(monkeypatch):
