@@ -44,6 +44,7 @@ PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers:
 its own process. Without transformers or peft the PEFT rows are skipped (one line says so).
 """
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -317,6 +318,17 @@ def in_own_process(argv, path, keys, timeout=0):
                 if process.returncode else "no row reported")
 
 
+@contextlib.contextmanager
+def terminated_as_exit():
+    """SIGTERM (`timeout`, a job's end) raises SystemExit here, as Ctrl-C raises KeyboardInterrupt, so that the row's
+    process, in a session of its own that no signal to this one reaches, is stopped too (in_own_process)."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def stop(process):
     """Kill a row's process and everything it started (its process group), and wait for it."""
     try:
@@ -337,7 +349,7 @@ def first_line_of_error(stderr):
 
 def run_each_in_own_process(args, libraries, report):
     """Every (row, batch) and epoch row in a process of its own (in_own_process), in turn; the rows into `report`."""
-    with tempfile.TemporaryDirectory(prefix="peft_bench.") as folder:
+    with tempfile.TemporaryDirectory(prefix="peft_bench.") as folder, terminated_as_exit():
         for batch, row in ((b, r) for b in args.batches for r in args.rows if libraries or r.startswith("ours")):
             path = Path(folder) / f"{row}.{batch}.json"
             argv = command(args, rows=[row], batches=[batch], minilm=None, sst2=None, json=path, same_process=True)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -494,27 +495,35 @@ def gone(pid, seconds=5.0):
     return False
 
 
-def test_an_interrupted_table_stops_the_row_s_process_and_its_children(tmp_path, monkeypatch):
-    """Ctrl-C reaches only the table's own process group (each row's process has a session of its own): the row's
-    process and what it started are stopped before the interrupt goes on, not left running for their 60 s."""
-    pid_file = tmp_path / "child.pid"
+@pytest.mark.parametrize("interrupt", ["ctrl-c", "sigterm"])
+def test_an_interrupted_table_stops_the_row_s_process_and_its_children(tmp_path, monkeypatch, interrupt):
+    """Ctrl-C and SIGTERM (`timeout`) reach only the table's own process (each row's process has a session of its
+    own): the row's process and what it started are stopped before the interrupt goes on, not left running for their
+    60 s, and the table's SIGTERM handler is the previous one again afterwards."""
+    pid_file, when = tmp_path / "child.pid", {}
     communicate = subprocess.Popen.communicate
 
     def interrupted(process, input=None, timeout=None):
-        if not getattr(process, "interrupted", False):  # the first wait: Ctrl-C once the child is up
+        if not getattr(process, "interrupted", False):  # the first wait: the interrupt once the child is up
             process.interrupted = True
             for _ in range(100):
                 if pid_file.exists() and pid_file.read_text():
                     break
                 time.sleep(0.1)
-            raise KeyboardInterrupt
+            when["interrupted"] = time.perf_counter()
+            if interrupt == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once
         return communicate(process, input, timeout)
 
     monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
-    t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        peft_bench.in_own_process(sleeper_with_a_child(pid_file), tmp_path / "row.json", dict(row="ours-lora", batch=4))
-    assert time.perf_counter() - t0 < 30 and gone(int(pid_file.read_text()))
+    monkeypatch.setattr(peft_bench, "command", lambda *args, **changes: sleeper_with_a_child(pid_file))
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt if interrupt == "ctrl-c" else SystemExit):
+        peft_bench.run(peft_bench.parse_args(["--device", "cpu", "--batches", "4", "--rows", "ours-lora"]))
+    assert time.perf_counter() - when["interrupted"] < 4 and gone(int(pid_file.read_text()))  # not the 5 s sleep
+    assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_one_compile_worker_or_the_cpu_compiles_in_the_row_s_process(monkeypatch):
