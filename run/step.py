@@ -14,9 +14,9 @@ and to a length bucket (padding tokens, masked out: the model never attends to t
 them) in that shape's static input buffers, and the network for its shape the model's forward and backward,
 each captured once as a CUDA graph and replayed (GraphedPasses): one launch for ~1000 kernels, where an eager
 step is bound by ~30 µs of Python and launch time per kernel. The backward graph adds each gradient into the
-parameter's static .grad (attach_gradients), as an eager backward would. One pair of graphs per (rows, length,
-which tensors train), captured on first use, all in one memory pool; LoCA's phases train different tensors, so
-each gets its own. The loss, the optimizer and the schedules stay eager. Before capturing, the adapted layers
+parameter's static .grad (attach_gradients), as an eager backward would, all in one multi-tensor kernel
+(backward_into). One pair of graphs per (rows, length, which tensors train), captured on first use, all in one
+memory pool; LoCA's phases train different tensors, so each gets its own. The loss, the optimizer and the schedules stay eager. Before capturing, the adapted layers
 (--compile: or each transformer layer, or the whole model) are torch.compiled in place (compile_in_place):
 Inductor fuses what a method adds around its matrix products.
 Under bf16 / fp16 autocast the frozen backbone's nn.Linear layers are stored in that dtype (store_frozen_linears):
@@ -165,19 +165,20 @@ class GraphedPasses:
     gradient into the static .grad it was captured with (Speed.attach_gradients). Two graphs, not one, so that
     the loss between them stays train.py's own line; per micro-batch only the loss's few kernels run eagerly.
     inputs: the static (rows, length) buffers (input_ids, mask, types) the graphs read; grads: the static
-    gradient buffers, restored after the warm-up passes (which add into them)."""
+    gradient buffers, restored after the warm-up passes (which add into them); attached: the (parameter, its static
+    .grad) pairs that train, which the captured backward adds into in one multi-tensor kernel (backward_into)."""
 
-    def __init__(self, model, inputs, *, autocast, pool, stream, grads):
+    def __init__(self, model, inputs, *, autocast, pool, stream, grads, attached):
         self.inputs = inputs
         saved = [g.clone() for g in grads]  # the gradients of the micro-batches already through this step
         try:
-            self.capture(model, autocast, pool, stream)
+            self.capture(model, autocast, pool, stream, attached)
         finally:
             for g, before in zip(grads, saved):
                 g.copy_(before)
         self.anchor = torch.empty(0, device=self.logits.device, requires_grad=True)  # the replay's logits require grad
 
-    def capture(self, model, autocast, pool, stream):
+    def capture(self, model, autocast, pool, stream, attached):
         """Warm-up passes on the capture stream (as torch.cuda.graphs requires), then the two captures."""
         current = torch.cuda.current_stream(stream.device)
         stream.wait_stream(current)
@@ -196,7 +197,7 @@ class GraphedPasses:
             self.trains, self.grad_logits = logits.requires_grad, torch.zeros_like(logits)  # backward's static input
             if self.trains:
                 with torch.cuda.graph(self.backward_graph, pool=pool, stream=stream):
-                    logits.backward(self.grad_logits)
+                    backward_into(logits, self.grad_logits, attached)
         self.logits = logits.detach()  # forward's static output
 
     def __call__(self, input_ids, mask, types):
@@ -211,6 +212,25 @@ class GraphedPasses:
     def backward(self, grad_logits):
         self.grad_logits.copy_(grad_logits)
         self.backward_graph.replay()
+
+
+def backward_into(logits, grad_logits, attached):
+    """logits.backward(grad_logits), each gradient added into its parameter's static .grad as autograd would, but
+    all in one multi-tensor kernel rather than one addition kernel per parameter (autograd's AccumulateGrad: 48 for
+    LoRA on roberta-base's q and v). attached: the (parameter, its static .grad) pairs. During the pass each .grad is
+    None, so that autograd can hand each gradient over without a kernel; then the static ones come back, and
+    torch._foreach_add_ adds the gradients into them: the same float additions, micro-batch after micro-batch (a
+    parameter used twice in one pass has its two gradients summed before they are added)."""
+    for p, _ in attached:
+        p.grad = None
+    try:
+        logits.backward(grad_logits)
+        pairs = [(static, p.grad) for p, static in attached if p.grad is not None]  # none: it took no part
+    finally:
+        for p, static in attached:
+            p.grad = static
+    if pairs:
+        torch._foreach_add_([static for static, _ in pairs], [new for _, new in pairs])
 
 
 class _Replay(torch.autograd.Function):
@@ -337,7 +357,7 @@ class Speed:
             try:
                 self.graphed[key] = GraphedPasses(self.model, self.inputs[rows, length], autocast=self.autocast,
                                                   pool=self.graph_pool(), stream=capture_stream(self.device),
-                                                  grads=self.flat)
+                                                  grads=self.flat, attached=self.attached)
             except Exception as error:
                 torch.cuda.current_stream(self.device).wait_stream(capture_stream(self.device))
                 self.capture_failed(error)

@@ -247,6 +247,38 @@ def test_eager_flag_is_accepted_and_the_cpu_runs_eager_either_way(tmp_path):
     assert other["config"]["compile"] == "model" and other["final"] == plain["final"]
 
 
+@settings(max_examples=25, deadline=None)
+@given(micro=st.integers(1, 3), trains=st.lists(st.booleans(), min_size=4, max_size=4), seed=st.integers(0, 2**16))
+def test_backward_into_adds_the_gradients_into_the_static_grads_as_autograd_does(micro, trains, seed):
+    """The graphed backward's one multi-tensor addition (step.backward_into) leaves every static .grad with exactly
+    the bits autograd's own accumulation gives over `micro` micro-batches, the .grad tensors the same objects; a
+    parameter the pass never reaches keeps its gradient as it was, and one that does not train gets none."""
+    from run.step import backward_into
+
+    torch.manual_seed(seed)
+    layers = [torch.nn.Linear(5, 5) for _ in range(2)]
+    unused = torch.nn.Parameter(torch.randn(3))
+    params = [layers[0].weight, layers[0].bias, layers[1].weight, unused]
+    for p, t in zip(params, trains):
+        p.requires_grad_(t)
+    xs = [torch.randn(4, 5, requires_grad=True) for _ in range(micro)]  # the input requires grad: a pass always runs
+    grads = {}
+    for way in ("autograd", "backward_into"):
+        attached = [(p, torch.zeros_like(p)) for p in params if p.requires_grad]
+        for p, static in attached:
+            p.grad = static
+        for x in xs:
+            logits = layers[1](torch.tanh(layers[0](x)))
+            if way == "autograd":
+                logits.backward(torch.ones_like(logits))
+            else:
+                backward_into(logits, torch.ones_like(logits), attached)
+        assert all(p.grad is static for p, static in attached)
+        grads[way] = [p.grad.clone() for p, _ in attached]
+    assert all(torch.equal(a, b) for a, b in zip(grads["autograd"], grads["backward_into"]))
+    assert unused.grad is None or not unused.grad.any()
+
+
 def test_padded_micro_batches_add_their_gradients_into_static_buffers_that_stay_put():
     """What a graphed backward relies on: every trained parameter's .grad is the same static buffer at every step
     (the addresses the graph was captured with), zeroed when a step starts, and two micro-batches of one shape add
