@@ -12,7 +12,8 @@ The first command runs everything, each row in its own process: the script runs 
 table. --same-process runs the rows one after another in this process instead. --row-timeout stops a row's process
 that runs too long (its row then says so and the next one runs), so that one call can bound the whole table.
 Inductor compiles with its pool of workers (--compile-workers), started before a row builds its model: a compiled
-row's first step takes what a user's would, and no worker starts beside a timed step. Each row's line ends with its
+row's first step takes what a user's would, and no worker starts beside a timed step (a row that compiles nothing,
+PEFT eager or our floor's default, starts none). Each row's line ends with its
 process's seconds and where they went (start: Python and the imports; setup; the model; the steps), which is what a
 call's plan needs: most of a full table's time is spent outside the timed steps.
 
@@ -80,6 +81,13 @@ def parts(row):
     ('ours', 'lora', 'model')."""
     side, method, *variant = row.split("-")
     return side, method, variant[0] if variant else "default"
+
+
+def compiles(row):
+    """Whether a bench row goes through Inductor: PEFT-RO, and ours but the floor's default (no adapted layer to
+    compile); not PEFT eager. A row that compiles nothing starts no compile workers."""
+    side, method, variant = parts(row)
+    return variant != "eager" and not (side, method, variant) == ("ours", "floor", "default")
 
 
 def hf_libraries():
@@ -371,7 +379,8 @@ def run_in_this_process(args, libraries, report):
     """Every row in this process, one after another (--same-process; a row's process runs its one row so)."""
     started = time.time()
     device, report["device"] = cvr.setup(args)
-    default_threads = compile_workers(args.compile_workers, device)
+    workers = args.compile_workers if any(map(compiles, args.rows)) else 1  # none for rows that compile nothing
+    default_threads = compile_workers(workers, device)
     launched = float(os.environ.get(LAUNCHED, started))  # the parent's clock at this process's start, if it set one
     stamp = dict(device=report["device"], process=os.getpid(), start_s=round(started - launched, 2),
                  setup_s=round(time.time() - started, 2))

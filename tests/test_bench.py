@@ -539,6 +539,19 @@ def test_one_compile_worker_or_the_cpu_compiles_in_the_row_s_process(monkeypatch
         assert peft_bench.compile_workers(workers, torch.device("cuda")) == 8 and pool == [(1, False), (started, True)]
 
 
+def test_a_row_that_compiles_nothing_starts_no_compile_workers(monkeypatch):
+    """PEFT eager and our floor's default step go through no Inductor: their processes compile in-process (1, no
+    pool to start); every other row gets --compile-workers."""
+    assert {row for row in peft_bench.ROWS if not peft_bench.compiles(row)} == {
+        *(f"peft-{m}-eager" for m in peft_bench.SHARED), "ours-floor"}
+    asked = []
+    monkeypatch.setattr(peft_bench, "compile_workers", lambda workers, device: asked.append(workers) or 1)
+    for rows, workers in (("ours-floor", 1), ("ours-floor,ours-lora", 3), ("ours-floor-layers", 3)):
+        asked.clear()
+        peft_bench.run(peft_bench.parse_args(PEFT_SMOKE + ["--rows", rows, "--same-process", "--compile-workers", "3"]))
+        assert asked == [workers]
+
+
 def test_a_process_of_our_rows_alone_does_not_import_the_peers(monkeypatch, capsys):
     """A row's process for ours starts without importing transformers and peft (seconds per row on a full table)."""
     def refuse():
