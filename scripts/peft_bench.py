@@ -13,9 +13,9 @@ table. --same-process runs the rows one after another in this process instead. -
 that runs too long (its row then says so and the next one runs), so that one call can bound the whole table.
 Inductor compiles with its pool of workers (--compile-workers), started before a row builds its model: a compiled
 row's first step takes what a user's would, and no worker starts beside a timed step (a row that compiles nothing,
-PEFT eager or our floor's default, starts none). Each row's line ends with its
-process's seconds and where they went (start: Python and the imports; setup; the model; the steps), which is what a
-call's plan needs: most of a full table's time is spent outside the timed steps.
+PEFT eager or our floor's default, starts none). Each row's line ends with its process's seconds and where they
+went (start: Python and the imports; setup; the model; the steps), which is what a call's plan needs: most of a
+full table's time is spent outside the timed steps.
 
 The bench: roberta-base's shape with random weights (transformers' RobertaConfig defaults; ours: bench.build),
 random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median optimizer step (CUDA events), and
