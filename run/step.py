@@ -16,9 +16,9 @@ each captured once as a CUDA graph and replayed (GraphedPasses): one launch for 
 step is bound by ~30 µs of Python and launch time per kernel. The backward graph adds each gradient into the
 parameter's static .grad (attach_gradients), as an eager backward would, all in one multi-tensor kernel
 (backward_into). One pair of graphs per (rows, length, which tensors train), captured on first use, all in one
-memory pool; LoCA's phases train different tensors, so each gets its own. The loss, the optimizer and the schedules stay eager. Before capturing, the adapted layers
-(--compile: or each transformer layer, or the whole model) are torch.compiled in place (compile_in_place):
-Inductor fuses what a method adds around its matrix products.
+memory pool; LoCA's phases train different tensors, so each gets its own. The loss, the optimizer and the schedules
+stay eager. Before capturing, the adapted layers (--compile: or each transformer layer, or the whole model) are
+torch.compiled in place (compile_in_place): Inductor fuses what a method adds around its matrix products.
 Under bf16 / fp16 autocast the frozen backbone's nn.Linear layers are stored in that dtype (store_frozen_linears):
 autocast would cast them to the same values at every use, so only the cast kernels go. Graphs need capturable
 factorizations (OFT's inverses): cuSOLVER's (capturable_linear_algebra); a capture that fails leaves torch's
