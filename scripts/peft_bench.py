@@ -7,15 +7,18 @@ row in a process of its own (rows sharing a process moved each other by ~10%, wh
     python scripts/peft_bench.py --minilm .minilm --sst2 .sst2 --rows ''                      # the real run only
     python scripts/peft_bench.py --device cpu --layers 2 --hidden 64 --steps 2 --warmup 1 --seq 16 --batches 4   # smoke
 
-The first command runs everything, each row in its own process: the script runs itself once per row and batch
-(the same flags, --rows that row, --same-process, a JSON file per row in a temporary folder), then prints one
-table. --same-process runs the rows one after another in this process instead. --row-timeout stops a row's process
-that runs too long (its row then says so and the next one runs), so that one call can bound the whole table.
-Inductor compiles with its pool of workers (--compile-workers), started before a row builds its model: a compiled
-row's first step takes what a user's would, and no worker starts beside a timed step (a row that compiles nothing,
-PEFT eager or our floor's default, starts none). Each row's line ends with its process's seconds and where they
-went (start: Python and the imports; setup; the model; the steps), which is what a call's plan needs: most of a
-full table's time is spent outside the timed steps.
+The first command runs everything, each row in its own process: the script forks itself once per row and batch
+(the row's process runs the same flags with --rows that row, --same-process and a JSON file in a temporary folder),
+then prints one table. Forked, a row's process starts with the imports done (a fresh Python took 8-16 s for them on
+the H100 machine) and everything after them its own: CUDA, the allocator, Dynamo's caches. --same-process runs the
+rows one after another in this process instead. --row-timeout stops a row's process that runs too long (its row
+then says so and the next one runs), so that one call can bound the whole table. Inductor compiles in the row's
+process (--compile-workers 1, the default: on the H100 machine torch's pool took ~10 s to start and made no
+compiled row's first step shorter); --compile-workers 0 starts torch's pool instead, before the row builds its model,
+so that no worker starts beside a timed step (a row that compiles nothing, PEFT eager or our floor's default,
+starts none). The real run's rows compile as a user's run does, with torch's pool. Each row's line ends with its
+process's seconds and where they went (start: from the fork to the row's setup; setup; the model; the steps), which
+is what a call's plan needs: most of a full table's time is spent outside the timed steps.
 
 The bench: roberta-base's shape with random weights (transformers' RobertaConfig defaults; ours: bench.build),
 random tokens, batch x --seq, bf16 autocast, fused AdamW (lr 1e-4), the median optimizer step (CUDA events), and
@@ -49,10 +52,10 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
@@ -188,7 +191,7 @@ def say(result):
 
 def process_seconds(result):
     """', its process S s (start, setup, model, steps: S s each)' where the row ran in a process of its own: the
-    process's wall clock, then from its start to its setup (Python and the imports), the device's setup (CUDA,
+    process's wall clock, then from its fork to its setup (parsing its flags), the device's setup (CUDA,
     cuBLAS's workspaces, the compile workers), building the model, and its steps (the first, compilation and capture,
     included); what is left is the process's exit. '' where it ran in this process."""
     if "process_s" not in result:
@@ -273,9 +276,9 @@ def parser():
                    help="run the rows one after another in this process (default: each in its own)")
     p.add_argument("--row-timeout", type=bounded(float, 0.0), default=0.0,
                    help="seconds a row's process may take before it is stopped and the row reported so (0: no limit)")
-    p.add_argument("--compile-workers", type=bounded(int, 0), default=0,
-                   help="Inductor's compile workers for the bench rows, their pool started before the row's model is "
-                        "built (0: torch's default; 1: compile in the row's process)")
+    p.add_argument("--compile-workers", type=bounded(int, 0), default=1,
+                   help="Inductor's compile workers for the bench rows (1: compile in the row's process; 0: torch's "
+                        "default pool, N: N workers, started and waited for before the row's model is built)")
     p.set_defaults(model="roberta-base")  # the shape of our rows (bench.build)
     return p
 
@@ -302,34 +305,85 @@ def command(args, **changes):
 
 
 def in_own_process(argv, path, keys, timeout=0):
-    """Run one row's command (it writes its report to `path`) -> its row (its report's only bench or epoch row, with
-    the row's own error where the process caught one, and the process's wall seconds), or `keys` with the process's
-    exit status and the first line of the error it died of, or with the `timeout` (seconds, 0: none) it ran past:
-    then it is stopped, its compile workers with it (its own process group). So is it when this process is
-    interrupted (Ctrl-C reaches only this process's group)."""
+    """Run one row's command line (this script's flags; it writes its report to `path`) in a process of its own
+    -> its row (its report's only bench or epoch row, with the row's own error where the process caught one, and the
+    process's wall seconds), or `keys` with the process's exit status and the first line of the error it died of, or
+    with the `timeout` (seconds, 0: none) it ran past: then it is stopped, its compile workers with it (its own
+    process group). So is it when this process is interrupted (Ctrl-C reaches only this process's group).
+    The process is forked from this one (fork_row), so it starts with the imports done."""
     t0 = time.perf_counter()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                          env=dict(os.environ, **{LAUNCHED: repr(time.time())})) as process:
+    with tempfile.TemporaryFile("w+") as stderr:
+        pid = fork_row(argv[2:], stderr)
+        status = None
         try:
-            _, stderr = process.communicate(timeout=timeout or None)
-        except subprocess.TimeoutExpired:
-            stop(process)
-            return dict(keys, error=f"stopped: still running after {timeout:g} s", process_s=timeout)
-        except BaseException:
-            stop(process)
-            raise
+            status = wait_for_row(pid, timeout)
+        finally:
+            stop(pid, reaped=status is not None)
+        stderr.seek(0)
+        errors = stderr.read()
+    if status is None:
+        return dict(keys, error=f"stopped: still running after {timeout:g} s", process_s=timeout)
     wall = dict(process_s=round(time.perf_counter() - t0, 1))
     rows = json.loads(Path(path).read_text())["bench" if "row" in keys else "epoch"] if Path(path).is_file() else []
     if len(rows) == 1:
         return dict(rows[0], **wall)
-    return dict(keys, **wall, error=f"exit status {process.returncode}: {first_line_of_error(stderr)[:200]}"
-                if process.returncode else "no row reported")
+    return dict(keys, **wall, error=f"exit status {status}: {first_line_of_error(errors)[:200]}"
+                if status else "no row reported")
+
+
+def row_main(flags):
+    """What a row's process runs: this script's command line, `flags` being the row's (command(...)[2:])."""
+    return cli(flags)
+
+
+def fork_row(flags, stderr):
+    """Fork this process into a row's -> its pid. The row's process, in a process group of its own, its output
+    discarded and its errors written to the file `stderr`, runs row_main(flags) and exits with its status.
+    Forked, it starts with this process's imports (torch; transformers and PEFT for a PEFT row) instead of paying
+    them again: a fresh Python took 8-16 s to reach its setup on the H100 machine (REPRODUCE §3k). This process
+    neither touches the GPU nor computes with torch before it forks: CUDA cannot be used in a process forked after
+    it was, and a process forked after an OpenMP parallel region hangs in its first one."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    launched = time.time()
+    pid = os.fork()
+    if pid:
+        with contextlib.suppress(OSError):  # the child does the same; whichever runs first, the group exists
+            os.setpgid(pid, pid)
+        return pid
+    status = 1
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        quiet = os.open(os.devnull, os.O_RDWR)
+        os.dup2(quiet, 0), os.dup2(quiet, 1), os.dup2(stderr.fileno(), 2)
+        sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", buffering=1, closefd=False)
+        os.environ[LAUNCHED] = repr(launched)
+        status = row_main(flags)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)  # never back into the caller's code; nothing of its own to tear down
+
+
+def wait_for_row(pid, timeout):
+    """The exit status of row process `pid` once it ends, or None once it has run `timeout` seconds (0: no limit)."""
+    deadline = time.monotonic() + timeout if timeout else float("inf")
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    return None
 
 
 @contextlib.contextmanager
 def terminated_as_exit():
     """SIGTERM (`timeout`, a job's end) raises SystemExit here, as Ctrl-C raises KeyboardInterrupt, so that the row's
-    process, in a session of its own that no signal to this one reaches, is stopped too (in_own_process)."""
+    process, in a process group of its own that no signal to this one reaches, is stopped too (in_own_process)."""
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         yield
@@ -337,13 +391,13 @@ def terminated_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-def stop(process):
-    """Kill a row's process and everything it started (its process group), and wait for it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:  # the group has already gone
-        pass
-    process.communicate()
+def stop(pid, reaped):
+    """Kill row process `pid` and everything it started (its process group; after the row ends, what is left of
+    it: Inductor's compile workers), and reap it unless it was."""
+    with contextlib.suppress(ProcessLookupError):  # the group has already gone
+        os.killpg(pid, signal.SIGKILL)
+    if not reaped:
+        os.waitpid(pid, 0)
 
 
 def first_line_of_error(stderr):
@@ -389,7 +443,7 @@ def run_in_this_process(args, libraries, report):
                                                 device), **stamp))
         cvr.save(report, args.json)
     if args.minilm:
-        cvr.inductor_threads(default_threads, warm=True)  # the real run compiles as a user's run does
+        cvr.inductor_threads(default_threads, warm=args.epoch_rows != ["peft-eager"])  # as a user's run compiles
         train, dev, pad_id = cvr.load_sst2(args)
         for row in (r for r in args.epoch_rows if libraries or r.startswith("ours")):
             result = (cvr.attempt(dict(variant=row), cvr.epoch_row, args, row, train, dev, pad_id, device)
