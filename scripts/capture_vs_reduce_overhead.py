@@ -529,6 +529,9 @@ def check_args(p, args, bench_rows):
     for flag, folder in (("--minilm", args.minilm), ("--sst2", args.sst2)):
         if folder and not Path(folder).is_dir():
             p.error(f"{flag} {folder}: not a folder")
+    missing = [name for name in ("train.tsv", "dev.tsv") if args.sst2 and not (Path(args.sst2) / name).is_file()]
+    if missing:
+        p.error(f"--sst2 {args.sst2}: lacks {' and '.join(missing)} (GLUE SST-2's train.tsv and dev.tsv)")
     if args.hidden % 2:
         p.error(f"--hidden {args.hidden}: must be even (the narrow model has 2 attention heads)")
     if args.device is None and not torch.cuda.is_available():

@@ -562,3 +562,11 @@ def test_a_process_of_our_rows_alone_does_not_import_the_peers(monkeypatch, caps
     monkeypatch.setattr(peft_bench, "hf_libraries", refuse)
     report = peft_bench.run(peft_bench.parse_args(PEFT_SMOKE + ["--rows", "ours-floor", "--same-process"]))
     assert [r["row"] for r in report["bench"]] == ["ours-floor"] and report["versions"] == {"torch": torch.__version__}
+
+
+def test_the_real_run_s_folders_are_checked_before_anything_runs(tmp_path, capsys):
+    """--sst2 without GLUE SST-2's files is one line and exit status 2 (the table tokenizes it before its rows)."""
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n")
+    assert peft_bench.cli(PEFT_SMOKE + ["--minilm", str(tmp_path), "--sst2", str(tmp_path), "--rows", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"peft_bench.py: error: --sst2 {tmp_path}: lacks dev.tsv (GLUE SST-2's train.tsv and dev.tsv)"
