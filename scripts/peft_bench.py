@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
@@ -352,7 +353,9 @@ def fork_row(flags, stderr):
     sys.stdout.flush()
     sys.stderr.flush()
     launched = time.time()
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python 3.12 warns of any thread; here the imports' (torch's import starts one)
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        pid = os.fork()
     if pid:
         with contextlib.suppress(OSError):  # the child does the same; whichever runs first, the group exists
             os.setpgid(pid, pid)
