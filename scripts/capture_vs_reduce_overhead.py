@@ -54,7 +54,7 @@ from run.step import bucket_length, compile_in_place, pad_to_shape
 from encoder.tokenization import load_tokenizer
 
 BENCH_VARIANTS = ("ours", "ours-layers", "ours-model", "reduce-overhead", "reduce-overhead-adapters")
-EPOCH_VARIANTS = ("ours", "ours-layers", "reduce-overhead", "reduce-overhead-unbucketed")
+EPOCH_VARIANTS = ("ours", "ours-layers", "ours-none", "reduce-overhead", "reduce-overhead-unbucketed")
 KEEP_OURS_BELOW = 0.95  # ours / reduce-overhead: ours must be at least 5% faster to be kept
 READ_EVERY = 10  # the real run reads a loss back every 10 steps, as train.py does
 GUARD_LOSS_RTOL, GUARD_GRAD_RTOL = 2e-2, 1e-1  # bf16 autocast, two compilations of the same sums; a bug is O(1)
@@ -118,7 +118,7 @@ def make_step(variant, model, optimizer, scheduler, device, dtype, rows, max_len
     """The step of one variant. On the CPU, ours runs mode 'padded' after compile_in_place with aot_eager and the
     compiled variants use aot_eager: the same code paths, no CUDA graphs."""
     cuda = device.type == "cuda"
-    if variant in ("ours", "ours-layers", "ours-model"):
+    if variant in ("ours", "ours-layers", "ours-model", "ours-none"):
         scope = variant.partition("-")[2] or "adapters"  # --compile's scope
         if not cuda:
             compile_in_place(model, scope, backend="aot_eager")

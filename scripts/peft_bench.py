@@ -44,8 +44,9 @@ PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours in a loo
 The real run (--minilm, --sst2): one SST-2 epoch of MiniLM, batch 32, max length 64, LoRA as ours (the pooler
 trained too, as our head's), in epoch_permutation(0, 0, n) order, wall clock with compilation: transformers'
 BertForSequenceClassification + PEFT, eager and under reduce-overhead (each batch at its own padded length, as a
-PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers: --compile layers), each also in
-its own process. Without transformers or peft the PEFT rows are skipped (one line says so).
+PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers: --compile layers; ours-none:
+--compile none, CUDA graphs alone, nothing compiled), each also in its own process. Without transformers or peft
+the PEFT rows are skipped (one line says so).
 """
 import argparse
 import contextlib
@@ -78,7 +79,7 @@ SHARED = tuple(method for method in spectral_ft.METHODS if spectral_ft.declared(
 ROWS = (*(f"{row}-{method}{variant}" for method in SHARED
           for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""), ("ours", "-layers"))),
         "peft-floor-ro", "ours-floor", "ours-floor-layers", "ours-lora-model", "ours-floor-model")
-EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours", "ours-layers")
+EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours", "ours-layers", "ours-none")
 BAR = 1.15  # PEFT-RO / ours the default step must reach for every shared method (issue 27)
 TOKENIZED = {}  # (minilm, sst2, max length) -> cvr.load_sst2's splits, tokenized once per table (sst2)
 LAUNCHED = "PEFT_BENCH_LAUNCHED"  # a row's process: when its parent started it (time.time()), for its start_s

@@ -18,6 +18,7 @@ import torch
 import bench
 import export
 import spectral_ft
+from command_line import WORDS
 from run.errors import UsageError
 
 
@@ -570,3 +571,26 @@ def test_the_real_run_s_folders_are_checked_before_anything_runs(tmp_path, capsy
     assert peft_bench.cli(PEFT_SMOKE + ["--minilm", str(tmp_path), "--sst2", str(tmp_path), "--rows", ""]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"peft_bench.py: error: --sst2 {tmp_path}: lacks dev.tsv (GLUE SST-2's train.tsv and dev.tsv)"
+
+
+def test_the_real_run_s_rows_each_run_an_epoch_in_a_process_forked_after_the_table_tokenized(kit, tmp_path):
+    """The real run's rows of ours on the kit's tiny BERT and an SST-2-format folder over its words, the table in a
+    Python of its own (it tokenizes SST-2, then forks): each row an epoch in its own process, with its wall
+    time, loss and dev accuracy; `ours-none` (graphs alone: nothing compiled) beside the default."""
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    for name, n in (("train.tsv", 48), ("dev.tsv", 12)):
+        lines = [f"{WORDS[i % 12]} {WORDS[(i * 5) % 12]} {'yes' if i % 2 else 'no'}\t{i % 2}" for i in range(n)]
+        (sst2 / name).write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "epoch.json"
+    table = subprocess.run([sys.executable, peft_bench.__file__, "--device", "cpu", "--minilm", str(kit["model"]),
+                            "--sst2", str(sst2), "--rows", "", "--epoch-rows", "ours,ours-none", "--batch", "8",
+                            "--max-length", "16", "--json", str(out)], capture_output=True, text=True, timeout=240)
+    assert table.returncode == 0, table.stderr[-2000:]
+    epoch = json.loads(out.read_text())["epoch"]
+    assert [r["variant"] for r in epoch] == ["ours", "ours-none"]
+    for r in epoch:
+        assert r["steps"] == 6 and r["wall_s"] > 0 and math.isfinite(r["loss_last100"]) and r["mode"] == "padded"
+        assert 0 <= r["dev_accuracy"] <= 1 and r["start_s"] < r["process_s"]
+    assert len({r["process"] for r in epoch}) == 2
+    assert "ours-none" in table.stdout.split("# real run")[1]
