@@ -114,8 +114,9 @@ def build(args, row, device):
     if row == "floor":  # make the gradient flow from the head down to the embeddings
         model.embeddings.register_forward_hook(lambda module, inputs, output: output.requires_grad_())
     if row != "full":
+        head = set(model.head_parameter_names())
         for name, p in model.named_parameters():
-            if name in model.head_parameter_names():
+            if name in head:
                 p.requires_grad_(True)
     return model.to(device)
 
