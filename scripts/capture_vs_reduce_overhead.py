@@ -332,17 +332,19 @@ def lora_optimizer(named_parameters, in_head, args, device, total_steps):
 
 @torch.no_grad()
 def accuracy(model, encoded, labels, pad_id, device, batch, forward=None):
-    """Dev accuracy, eager (bf16 autocast), in batches padded to their longest; forward(input_ids, mask, types)
-    -> logits (B, num_labels), the model itself by default."""
+    """Dev accuracy, eager (bf16 autocast; compiled modules run their Python, so that no row pays for compiling
+    evaluation's programs after its timed epoch), in batches padded to their longest; forward(input_ids, mask,
+    types) -> logits (B, num_labels), the model itself by default."""
     forward = forward or model
     model.eval()
     correct = 0
-    for start in range(0, len(encoded), batch):
-        indices = range(start, min(start + batch, len(encoded)))
-        input_ids, mask, types, y, _ = pad_examples(encoded, labels, indices, pad_id)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            logits = forward(input_ids.to(device), mask.to(device), types.to(device))  # (B, 2)
-        correct += (logits.argmax(-1).cpu() == y).sum().item()
+    with torch.compiler.set_stance("force_eager"):
+        for start in range(0, len(encoded), batch):
+            indices = range(start, min(start + batch, len(encoded)))
+            input_ids, mask, types, y, _ = pad_examples(encoded, labels, indices, pad_id)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                logits = forward(input_ids.to(device), mask.to(device), types.to(device))  # (B, 2)
+            correct += (logits.argmax(-1).cpu() == y).sum().item()
     model.train()
     return correct / len(encoded)
 
