@@ -350,7 +350,7 @@ def fork_row(flags, stderr):
     neither touches the GPU nor computes with torch before it forks: CUDA cannot be used in a process forked after
     it was, and a process forked after an OpenMP parallel region hangs in its first one."""
     if torch.cuda.is_initialized():
-        raise RuntimeError("peft_bench: CUDA was initialized in the table's process; its rows' processes could not use it")
+        raise RuntimeError("CUDA was initialized in the table's process: its rows' processes could not use it")
     sys.stdout.flush()
     sys.stderr.flush()
     launched = time.time()
@@ -366,7 +366,9 @@ def fork_row(flags, stderr):
         os.setpgid(0, 0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         quiet = os.open(os.devnull, os.O_RDWR)
-        os.dup2(quiet, 0), os.dup2(quiet, 1), os.dup2(stderr.fileno(), 2)
+        os.dup2(quiet, 0)
+        os.dup2(quiet, 1)
+        os.dup2(stderr.fileno(), 2)
         sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", buffering=1, closefd=False)
         os.environ[LAUNCHED] = repr(launched)
         status = row_main(flags)
