@@ -427,21 +427,27 @@ def run_each_in_own_process(args, libraries, report):
         for batch, row in ((b, r) for b in args.batches for r in args.rows if libraries or r.startswith("ours")):
             path = Path(folder) / f"{row}.{batch}.json"
             argv = command(args, rows=[row], batches=[batch], minilm=None, sst2=None, json=path, same_process=True)
-            report["bench"].append(result := in_own_process(argv, path, dict(row=row, batch=batch), args.row_timeout))
-            say(result)
-            cvr.save(report, args.json)
+            result = in_own_process(argv, path, dict(row=row, batch=batch), args.row_timeout)
+            say(kept(report, "bench", result, args.json))
         epoch_rows = [r for r in args.epoch_rows if libraries or r.startswith("ours")] if args.minilm else []
         if epoch_rows:
             sst2(args)  # here, once: each epoch row's process is forked with it
         for row in epoch_rows:
             path = Path(folder) / f"epoch.{row}.json"
             argv = command(args, rows=[], epoch_rows=[row], json=path, same_process=True)
-            report["epoch"].append(result := in_own_process(argv, path, dict(variant=row), args.row_timeout))
+            result = kept(report, "epoch", in_own_process(argv, path, dict(variant=row), args.row_timeout), args.json)
             print(f"  epoch {row}: FAILED ({result['error']})" if "error" in result else
                   f"  epoch {row:<27} {result['wall_s']:8.1f} s  ({result['steps']} steps, dev accuracy "
                   f"{result['dev_accuracy']:.4f}, {result['mode']})", flush=True)
-            cvr.save(report, args.json)
-    report["device"] = next((r["device"] for r in report["bench"] + report["epoch"] if "device" in r), None)
+
+
+def kept(report, kind, result, path):
+    """`result` appended to report[kind], the report's device taken from the first row that names it, and the report
+    so far saved to `path`, so that a table stopped midway keeps its rows and its device -> `result`."""
+    report[kind].append(result)
+    report["device"] = report["device"] or result.get("device")
+    cvr.save(report, path)
+    return result
 
 
 def run_in_this_process(args, libraries, report):

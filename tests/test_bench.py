@@ -365,6 +365,7 @@ def test_peft_bench_without_peft_runs_our_rows_each_in_its_own_process(tmp_path,
     printed = table.communicate(timeout=240)[0]
     assert table.returncode == 0, printed
     report = json.loads(out.read_text())
+    assert report["device"] == "CPU"
     assert "is not installed (the PEFT rows need transformers and peft): skipping them" in printed
     assert [r["row"] for r in report["bench"]] == ["ours-lora", "ours-floor"]
     assert all(r["ms"] > 0 and r["loop_ms"] > 0 and r["mode"] == "padded" and r["device"] == "CPU"
@@ -505,12 +506,17 @@ def gone(pid, seconds=5.0):
 
 @pytest.mark.parametrize("interrupt", ["ctrl-c", "sigterm"])
 def test_an_interrupted_table_stops_the_row_s_process_and_its_children(tmp_path, monkeypatch, interrupt):
-    """Ctrl-C and SIGTERM (`timeout`) reach only the table's own process (each row's process has a session of its
-    own): the row's process and what it started are stopped before the interrupt goes on, not left running for their
-    60 s, and the table's SIGTERM handler is the previous one again afterwards."""
-    pid_file, when = tmp_path / "child.pid", {}
+    """Ctrl-C and SIGTERM (`timeout`) reach only the table's own process (each row's process has a process group of
+    its own): the second row's process and what it started are stopped before the interrupt goes on, not left running
+    for their 60 s; the table's SIGTERM handler is the previous one again afterwards; and the report saved so far
+    keeps the first row and the device it named."""
+    pid_file, when, out = tmp_path / "child.pid", {}, tmp_path / "table.json"
+    wait = peft_bench.wait_for_row
 
-    def interrupted(pid, timeout):  # the wait for the row: the interrupt once the row's child is up
+    def interrupted(pid, timeout):  # the wait for the second row: the interrupt once the row's child is up
+        if not when:
+            when["first"] = wait(pid, timeout)
+            return when["first"]
         for _ in range(100):
             if pid_file.exists() and pid_file.read_text():
                 break
@@ -521,13 +527,23 @@ def test_an_interrupted_table_stops_the_row_s_process_and_its_children(tmp_path,
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises at once
 
+    def row(flags):
+        args = peft_bench.parse_args(flags)
+        if args.rows == ["ours-dora"]:
+            sleep_with_a_child(pid_file)
+        reported(args, ms=2.0, loop_ms=1.5)
+        return 0
+
     monkeypatch.setattr(peft_bench, "wait_for_row", interrupted)
-    monkeypatch.setattr(peft_bench, "row_main", lambda flags: sleep_with_a_child(pid_file))
+    monkeypatch.setattr(peft_bench, "row_main", row)
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt if interrupt == "ctrl-c" else SystemExit):
-        peft_bench.run(peft_bench.parse_args(["--device", "cpu", "--batches", "4", "--rows", "ours-lora"]))
+        peft_bench.run(peft_bench.parse_args(["--device", "cpu", "--batches", "4", "--rows", "ours-lora,ours-dora",
+                                              "--json", str(out)]))
     assert time.perf_counter() - when["interrupted"] < 4 and gone(int(pid_file.read_text()))  # not the 5 s sleep
     assert signal.getsignal(signal.SIGTERM) is handler
+    saved = json.loads(out.read_text())
+    assert [r["row"] for r in saved["bench"]] == ["ours-lora"] and saved["device"] == "GPU"
 
 
 def test_one_compile_worker_or_the_cpu_compiles_in_the_row_s_process(monkeypatch):
