@@ -45,10 +45,11 @@ HYPERPARAMETER_DEFAULTS = {{"seed": "adapter_seed"}.get(name, name): default for
 RESUME_MAY_CHANGE = ("resume", "device", "precision", "save_every", "save_minutes", "eval_every", "log_every",
                      "micro_batch_size", "eager", "compile")
 NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes", "log_every", "eager", "compile")  # left out of the hash
-# Runs of at least this many optimizer steps compile each transformer layer (--compile layers): on an H100 its steps
-# are 1.3-1.5 ms (14-18%) shorter on roberta-base at 32 x 128, for ~4 s more compilation at the start (a MiniLM
-# SST-2 epoch: 12.1 s with 'adapters', 15.7 s with 'layers'). Here 10,000 steps save ~14 s; a shorter run keeps
-# 'adapters', which starts sooner (REPRODUCE §3g).
+# Runs of at least this many optimizer steps compile each transformer layer (--compile layers); shorter ones compile
+# nothing (--compile none: CUDA graphs alone). On one H100 (REPRODUCE §3l) 'layers' makes roberta-base's step at
+# 32 x 128 1.46 ms (17%) shorter than 'none' for 10.9 s more before the first step, one length bucket alone: ~7,500
+# steps to break even, more with each further bucket, and far more on a small model (a MiniLM SST-2 epoch of 2,105
+# steps: 8.2 s with 'none', 26.3 s with 'layers'; an RTE epoch, 78 steps: 16.5 s against 32.7 s, the whole process).
 LAYERS_FROM_STEPS = 10_000
 ADAPTER_FLOOR = 2**26  # parameters an adapter may always hold (256 MiB in float32), whatever the model's size
 
@@ -279,10 +280,11 @@ def decide_method_settings(config, total):
 
 def decide_compile(scope, given, total):
     """What mode 'graph' compiles (run/step.py's compile_in_place): --compile, or by the run's `total` steps:
-    'layers' from LAYERS_FROM_STEPS on, 'adapters' below or where the length is unknown (REPRODUCE §3g)."""
+    'layers' from LAYERS_FROM_STEPS on, where the faster step repays its compilation; below, or where the length is
+    unknown, 'none' (CUDA graphs alone), which starts soonest (REPRODUCE §3g, §3l)."""
     if given:
         return scope
-    return "layers" if total is not None and total >= LAYERS_FROM_STEPS else "adapters"
+    return "layers" if total is not None and total >= LAYERS_FROM_STEPS else "none"
 
 
 def count_training_examples(task, data_dir, download=True):
@@ -428,7 +430,7 @@ def build_parser(description):
     a("--compile", choices=COMPILE_SCOPES, help="inside the CUDA graphs, torch.compile the adapted layers "
       "(adapters), each transformer layer (layers: the backbone fused too, one program for all), the whole model "
       f"(model: the longest start) or nothing (none); default: layers for a run of {LAYERS_FROM_STEPS:,} steps or "
-      "more, else adapters")
+      "more, else none")
     a("--seed", type=bounded(int, 0, 2**32), help="the run's seed (default 0)")
     a("--out", help="output folder (default runs/<method>-<task>-<model>-s<seed>-<hash of the settings>)")
     a("--save-every", type=bounded(int, 1), help="checkpoint every N steps (always at each epoch end)")

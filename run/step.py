@@ -289,7 +289,7 @@ class Speed:
     def for_run(cls, config, model, device, world, pad_id, regression):
         """(Speed, the line saying what it does) for a run's configuration: on a GPU, unless --eager or fp16, each
         micro-batch padded to a length bucket through the model's CUDA graphs (--compile's scope compiled first)."""
-        scope, mode = config.compile or "adapters", step_mode(device, config.precision, config.eager)
+        scope, mode = config.compile or "none", step_mode(device, config.precision, config.eager)
         rows = min(config.micro_batch_size or math.ceil(config.batch_size / world), math.ceil(config.batch_size / world))
         speed = cls(model, device=device, dtype=DTYPES[config.precision], mode=mode, rows=rows,
                     max_length=config.max_length, pad_id=pad_id, regression=regression, world=world, compile=scope)

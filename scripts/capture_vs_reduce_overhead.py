@@ -10,7 +10,7 @@ doing the capture, in one process, so that both are measured in the same call.
 (a) the bench: for each method and batch, roberta-base's shape with random weights (bench.build), bf16 autocast,
 fused AdamW, random tokens at --seq; the median optimizer step (CUDA events) of each variant, a fresh model and
 torch._dynamo.reset() before each:
-    ours                      TrainStep, mode 'graph', the adapted layers compiled (train.py's default)
+    ours                      TrainStep, mode 'graph', the adapted layers compiled (--compile adapters)
     ours-model                the same, the whole model compiled (--compile model)
     reduce-overhead           CompiledStep: each micro-batch padded to (rows, length bucket), forward + weighted
                               loss under torch.compile(mode="reduce-overhead", dynamic=False), backward eager
@@ -21,7 +21,8 @@ dropout (a --guard-layers model): their losses and gradients must agree to bf16 
 (b) the real run (--minilm, --sst2): all-MiniLM-L6-v2 × SST-2, one epoch of batch 32 at max length 64, in
 epoch_permutation(0, 0, n) order, LoRA r=8 alpha=8 on query,value (lr 5e-4, head 5e-4, weight decay 0.1, 6%
 warmup then linear decay: the same for every variant); wall clock from before the first step (compilation
-included) to after the last, then dev accuracy (eager). Variants: ours, reduce-overhead (length buckets),
+included) to after the last, then dev accuracy (eager). Variants: ours, ours-layers, ours-none (--compile's scopes;
+ours-none is train.py's default for this run of 2,105 steps), reduce-overhead (length buckets),
 reduce-overhead-unbucketed (each batch at its own padded length, dynamic=None: as a PEFT user runs it).
 Verdict: keep ours only if it takes at most 95% of reduce-overhead's time on every bench row and on
 the real run. On --device cpu the compiled variants use backend aot_eager and ours runs mode 'padded': a smoke

@@ -29,7 +29,7 @@ steptime   From `bench.py --json` (whole steps, not --per-layer): per row, the e
            eager only, divided by the floor's eager step, and says so.
 peft       From `scripts/peft_bench.py --json` files (a row in a later file replaces the same row of an earlier
            one): per method PEFT shares with us, and the floor, four bars on one log axis of ms: our step as a
-           short run takes it (adapted layers compiled), as a long run takes it (each layer compiled), PEFT's
+           short run takes it (CUDA graphs alone), as a long run takes it (each layer compiled), PEFT's
            whole model under torch.compile(mode="reduce-overhead"), PEFT eager. Each bar is the median step
            timed alone; its label adds the steps in a row ("loop"). A row that failed or did not run is named.
 loss       Training loss against step from each run's log.jsonl: every line with a numeric "loss" (the
@@ -512,8 +512,15 @@ def bench_description(data):
         + (f", {processes} processes (DDP), batch per process" if processes > 1 else ""))
 
 
-PEFT_VARIANTS = (("ours", "ours, short runs (adapters compiled)"), ("ours-layers", "ours, long runs (layers compiled)"),
+PEFT_VARIANTS = (("ours-none", "ours, short runs (CUDA graphs alone)"), ("ours-layers", "ours, long runs (layers compiled)"),
                  ("peft-ro", "PEFT, reduce-overhead"), ("peft-eager", "PEFT, eager"))
+
+
+def peft_bench_row(variant, method):
+    """The row of scripts/peft_bench.py that draws `variant` of PEFT_VARIANTS for `method`: 'ours-none', 'lora' ->
+    'ours-lora-none'; the floor's 'ours-none' is 'ours-floor' (no adapted layer: its default compiles nothing)."""
+    side, _, way = variant.partition("-")
+    return f"{side}-{method}" + ("" if (method, way) == ("floor", "none") else f"-{way}")
 
 
 def read_peft_bench(paths):
@@ -539,8 +546,7 @@ def read_peft_bench(paths):
         raise InputError(f"{', '.join(map(str, paths))}: rows of several batch sizes; give files of one")
     names = dict.fromkeys(r.split("-")[1] for r in rows)
     methods = [m for m in names if m != "floor"] + [m for m in names if m == "floor"]
-    table = [(m, {v: rows.get(f"{v.split('-')[0]}-{m}" + ("-" + v.split("-")[1] if "-" in v else ""))
-                  for v, _ in PEFT_VARIANTS}) for m in methods]
+    table = [(m, {v: rows.get(peft_bench_row(v, m)) for v, _ in PEFT_VARIANTS}) for m in methods]
     batch = next(iter(rows.values())).get("batch", "?")
     shape_text = (f"roberta-base's shape, batch {batch} × {args.get('seq', '?')}, bf16 autocast, fused AdamW, each row in "
                   f"its own process")
@@ -783,7 +789,7 @@ def peft_svg(methods, description, title=None):
     x = Scale(low, high * 2.2, 110, WIDTH - 30, log=True)  # room right of the longest bar for its label
     y = Scale(0, len(methods), top + band * len(methods), top)
     draw_axes(svg, x, y, "ms per optimizer step (log scale)", None, y_ticks=False)
-    styles = {"ours": (0.55, None), "ours-layers": (1.0, None), "peft-ro": (1.0, "#555555"), "peft-eager": (0.35, "#555555")}
+    styles = {"ours-none": (0.55, None), "ours-layers": (1.0, None), "peft-ro": (1.0, "#555555"), "peft-eager": (0.35, "#555555")}
     for i, (method, variants) in enumerate(methods):
         first = y.end + band * i + 6
         svg.open("g", class_="mark", data_method=method)

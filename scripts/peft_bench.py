@@ -29,23 +29,28 @@ each METHOD PEFT shares with us (spectral_ft's classes with a `peft` declaration
                         (modules_to_save), the whole model under torch.compile(model, mode="reduce-overhead"): one
                         line for a PEFT user
     peft-METHOD-eager   the same, eager
-    ours-METHOD         bench.TrainStep (train.py's step), mode 'graph', the adapted layers compiled (short runs' default)
+    ours-METHOD-none    bench.TrainStep (train.py's step), mode 'graph': CUDA graphs alone, nothing compiled (a run of
+                        fewer than 10,000 steps: run.config.decide_compile)
+    ours-METHOD-layers  the same, each transformer layer compiled first (a run of 10,000 steps or more)
+    ours-METHOD         the same, the adapted layers compiled first (--compile adapters)
 PEFT's adapter is ours: its config is the adapter_config.json export.py writes for bench.build's model (targets
 query,value, the class's defaults; on a --hidden model bench.SMALL's), read by peft.get_peft_config
 (tests/test_bench.py checks that both train the same tensors, shape for shape). And the floors:
     peft-floor-ro       the transformers model frozen but its classifier, the gradient still flowing down to the
                         embeddings' output (a forward hook makes it require grad, as bench.py's floor), same compile
     ours-floor          bench.TrainStep on bench.py's floor (CUDA graphs alone: no adapted layer to compile)
-    ours-METHOD-layers, ours-floor-layers   ours with each transformer layer compiled (a run of 10,000 steps or more)
+    ours-floor-layers   the floor with each transformer layer compiled
     ours-lora-model, ours-floor-model   ours with the whole model compiled (--compile model)
 each after torch._dynamo.reset(), on a fresh model. The table: per method ours, PEFT-RO and PEFT-eager ms, and
 PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours in a loop, and whether ours is at least
-1.15x faster than PEFT-RO (the median step: issue 27's measure).
+1.15x faster than PEFT-RO (the median step: issue 27's measure), for a short run's default (none) and a long run's
+(layers).
 The real run (--minilm, --sst2): one SST-2 epoch of MiniLM, batch 32, max length 64, LoRA as ours (the pooler
 trained too, as our head's), in epoch_permutation(0, 0, n) order, wall clock with compilation: transformers'
 BertForSequenceClassification + PEFT, eager and under reduce-overhead (each batch at its own padded length, as a
-PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-layers: --compile layers; ours-none:
---compile none, CUDA graphs alone, nothing compiled), each also in its own process. Without transformers or peft
+PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-none: --compile none, CUDA graphs
+alone, which train.py takes for this run of 2,105 steps; ours: --compile adapters; ours-layers: --compile layers),
+each also in its own process. Without transformers or peft
 the PEFT rows are skipped (one line says so).
 """
 import argparse
@@ -77,7 +82,7 @@ from run.step import capturable_linear_algebra
 
 SHARED = tuple(method for method in spectral_ft.METHODS if spectral_ft.declared(method, "peft"))  # PEFT has a tuner
 ROWS = (*(f"{row}-{method}{variant}" for method in SHARED
-          for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""), ("ours", "-layers"))),
+          for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""), ("ours", "-layers"), ("ours", "-none"))),
         "peft-floor-ro", "ours-floor", "ours-floor-layers", "ours-lora-model", "ours-floor-model")
 EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours", "ours-layers", "ours-none")
 BAR = 1.15  # PEFT-RO / ours the default step must reach for every shared method (issue 27)
@@ -159,8 +164,8 @@ def compile_options(device):
 
 
 def hf_bench_model(libraries, args, method, device):
-    """transformers' RoBERTa classifier (RobertaConfig's defaults: roberta-base's shape), random weights (seed 0),
-    with PEFT's tuner for `method` configured as our adapter of bench.build's row (peft_config; a one-layer model
+    """transformers' RoBERTa classifier (RobertaConfig's defaults: roberta-base's shape), random weights (seed 0)
+    drawn on `device` as bench.build's, with PEFT's tuner for `method` configured as our adapter of bench.build's row (peft_config; a one-layer model
     of ours is built on the CPU to read it), or ('floor') frozen but the classifier, the embeddings' output
     requiring grad."""
     transformers, peft = libraries
@@ -172,8 +177,9 @@ def hf_bench_model(libraries, args, method, device):
     if args.hidden:  # as bench.py narrows its smoke-test model
         overrides.update(hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_attention_heads=2,
                          vocab_size=1000)
-    model = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
-        num_labels=2, problem_type="single_label_classification", **overrides))
+    with torch.device(device):
+        model = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
+            num_labels=2, problem_type="single_label_classification", **overrides))
     if method != "floor":
         model = peft.get_peft_model(model, config)
     else:
@@ -499,12 +505,13 @@ def compile_workers(workers, device):
 
 
 def bench_table(rows):
-    """Per batch, one line per method and way of ours (ours-METHOD; ours-METHOD-layers as 'METHOD layers'): ours,
+    """Per batch, one line per method and way of ours (ours-METHOD as 'METHOD adapters', ours-METHOD-layers as
+    'METHOD layers', ...): ours,
     PEFT-RO and PEFT-eager ms ('failed' where a row raised, '-' where it did not run), PEFT-RO / ours and
     PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours of the steps in a row (loop_ms), and whether ours is at
     least BAR times faster than PEFT-RO; the failed rows' errors below; per batch, whether train.py's default step
-    meets the bar for every shared method: a short run's (ours-METHOD, adapted layers compiled) and a long run's
-    (ours-METHOD-layers: run.config.decide_compile's choice from LAYERS_FROM_STEPS steps). -> ({batch: {method:
+    meets the bar for every shared method: a short run's (ours-METHOD-none) and a long run's (ours-METHOD-layers:
+    run.config.decide_compile's choice from LAYERS_FROM_STEPS steps). -> ({batch: {method:
     PEFT-RO / ours, or None}} of the short runs' default, the same of the long runs') over the shared methods."""
     print(f"\n# bench: median optimizer step, ms (PEFT / ours > 1: ours faster; loop: the steps in a row)\n"
           f"{'method':<15} {'batch':>5} {'ours':>8} {'peft-ro':>8} {'peft-eager':>10} {'ro/ours':>8} {'eager/ours':>10} "
@@ -515,17 +522,19 @@ def bench_table(rows):
     for batch in dict.fromkeys(r["batch"] for r in rows):
         by_row = {r["row"]: r for r in rows if r["batch"] == batch}
         methods = dict.fromkeys(parts(row)[1] for row in ROWS if row in by_row)
-        name = lambda method, variant: f"ours-{method}" + ("" if variant == "default" else f"-{variant}")
-        lines = [(m, v) for m in methods for v in ("default", "layers", "model")
-                 if name(m, v) in by_row or v == "default"]
+        # the row of ours for (method, variant); the floor's default row compiles nothing: it is the floor's 'none'
+        name = lambda method, variant: f"ours-{method}" + (
+            "" if variant == "default" or (method, variant) == ("floor", "none") else f"-{variant}")
+        lines = [(m, v) for m in methods for v in ("none", "layers", "default", "model")
+                 if (m, v) != ("floor", "default") and (name(m, v) in by_row or v == "none")]
         short_runs[batch], long_runs[batch] = {}, {}
         for method, variant in lines:
             ours = by_row.get(name(method, variant))
             ro, eager = by_row.get(f"peft-{method}-ro"), by_row.get(f"peft-{method}-eager")
             over_ro, over_eager, loop_over_ro = ratio(ro, ours), ratio(eager, ours), ratio(ro, ours, "loop_ms")
-            if method in SHARED and variant in ("default", "layers"):
-                (short_runs if variant == "default" else long_runs)[batch][method] = over_ro
-            label = method + ("" if variant == "default" else " " + variant)
+            if method in SHARED and variant in ("none", "layers"):
+                (short_runs if variant == "none" else long_runs)[batch][method] = over_ro
+            label = f"{method} {'adapters' if variant == 'default' else variant}"
             print(f"{label:<15} {batch:>5} {cell(ours, 8)} {cell(ro, 8)} "
                   f"{cell(eager, 10)} " + (f"{over_ro:8.3f}" if over_ro else f"{'-':>8}") + " "
                   + (f"{over_eager:10.3f}" if over_eager else f"{'-':>10}") + " "
@@ -534,7 +543,7 @@ def bench_table(rows):
         for r in by_row.values():
             if "error" in r:
                 print(f"  {r['row']} failed: {r['error']}")
-        for runs, which in ((short_runs, "a short run's default step (adapted layers compiled)"),
+        for runs, which in ((short_runs, "a short run's default step (CUDA graphs alone)"),
                             (long_runs, f"a long run's default step ({LAYERS_FROM_STEPS:,} steps or more: layers "
                                         f"compiled)")):
             if runs[batch]:

@@ -98,11 +98,11 @@ def test_print_config_is_the_configuration_the_run_records(tmp_path, capsys):
 @given(total=st.one_of(st.none(), st.integers(1, 10**6)), scope=st.sampled_from(COMPILE_SCOPES), given_=st.booleans())
 def test_the_compile_scope_follows_the_run_s_length_unless_given(total, scope, given_):
     """--compile wins; without it a run of LAYERS_FROM_STEPS steps or more compiles each layer, a shorter run (or
-    one whose length is unknown) the adapted layers."""
+    one whose length is unknown) nothing: CUDA graphs alone."""
     from run.config import LAYERS_FROM_STEPS, decide_compile
 
     long_run = total is not None and total >= LAYERS_FROM_STEPS
-    assert decide_compile(scope, given_, total) == (scope if given_ else "layers" if long_run else "adapters")
+    assert decide_compile(scope, given_, total) == (scope if given_ else "layers" if long_run else "none")
 
 
 def test_print_config_shows_the_compile_scope_the_run_s_length_decides(capsys):
@@ -113,7 +113,7 @@ def test_print_config_shows_the_compile_scope_the_run_s_length_decides(capsys):
                for steps in (LAYERS_FROM_STEPS - 1, LAYERS_FROM_STEPS)}
     given = train.main([*flags, "--max-steps", str(LAYERS_FROM_STEPS), "--compile", "adapters"])["config"]["compile"]
     capsys.readouterr()
-    assert decided == {LAYERS_FROM_STEPS - 1: "adapters", LAYERS_FROM_STEPS: "layers"} and given == "adapters"
+    assert decided == {LAYERS_FROM_STEPS - 1: "none", LAYERS_FROM_STEPS: "layers"} and given == "adapters"
 
 
 def test_a_row_s_max_length_is_cut_to_the_model_s_positions_and_a_flag_beyond_them_refused():

@@ -360,14 +360,14 @@ def test_peft_bench_without_peft_runs_our_rows_each_in_its_own_process(tmp_path,
     if importlib.util.find_spec("peft") and importlib.util.find_spec("transformers"):
         pytest.skip("peft is installed: this test is about its absence")
     out = tmp_path / "peft.json"  # the table in a Python of its own: it forks, and pytest's process has computed
-    table = subprocess.Popen([sys.executable, peft_bench.__file__, *PEFT_SMOKE, "--rows", "ours-lora,peft-lora-ro,"
+    table = subprocess.Popen([sys.executable, peft_bench.__file__, *PEFT_SMOKE, "--rows", "ours-lora-none,peft-lora-ro,"
                               "ours-floor", "--json", str(out)], stdout=subprocess.PIPE, text=True)
     printed = table.communicate(timeout=240)[0]
     assert table.returncode == 0, printed
     report = json.loads(out.read_text())
     assert report["device"] == "CPU"
     assert "is not installed (the PEFT rows need transformers and peft): skipping them" in printed
-    assert [r["row"] for r in report["bench"]] == ["ours-lora", "ours-floor"]
+    assert [r["row"] for r in report["bench"]] == ["ours-lora-none", "ours-floor"]
     assert all(r["ms"] > 0 and r["loop_ms"] > 0 and r["mode"] == "padded" and r["device"] == "CPU"
                for r in report["bench"])
     processes = {r["process"] for r in report["bench"]}
@@ -375,8 +375,8 @@ def test_peft_bench_without_peft_runs_our_rows_each_in_its_own_process(tmp_path,
     for r in report["bench"]:  # where each process's time went: start (from the fork), setup, model, steps; its exit
         stages = [r["start_s"], r["setup_s"], r["build_s"], r["timing_s"]]
         assert min(stages) >= 0 and r["timing_s"] >= r["first_step_s"] - 0.01 and sum(stages) <= r["process_s"] + 0.2
-    lora = next(line for line in printed.splitlines() if line.startswith("lora "))
-    assert lora.split()[3:] == ["-"] * 5  # peft-ro, peft-eager and the three ratios: not run
+    lora = next(line for line in printed.splitlines() if line.startswith("lora none "))
+    assert float(lora.split()[3]) > 0 and lora.split()[4:] == ["-"] * 5  # peft-ro, peft-eager, the ratios: not run
 
 
 def test_a_row_whose_process_dies_shows_failed_with_the_first_line_of_its_error_and_the_others_run(
@@ -385,23 +385,24 @@ def test_a_row_whose_process_dies_shows_failed_with_the_first_line_of_its_error_
     after it still run, and the table says 'failed' with the error's first line."""
     def fake(flags):
         args = peft_bench.parse_args(flags)
-        if args.rows == ["ours-dora"]:
+        if args.rows == ["ours-dora-none"]:
             raise RuntimeError("CUDA error: out of memory\nsecond line")
-        reported(args, ms={"ours-lora": 2.0}.get(args.rows[0], 3.0), loop_ms={"ours-lora": 1.0}.get(args.rows[0], 2.5))
+        reported(args, ms={"ours-lora-none": 2.0}.get(args.rows[0], 3.0),
+                 loop_ms={"ours-lora-none": 1.0}.get(args.rows[0], 2.5))
         return 0
 
     monkeypatch.setattr(peft_bench, "row_main", fake)
     stand_in = lambda name: types.SimpleNamespace(__name__=name, __version__="0")  # no module is imported
     monkeypatch.setattr(peft_bench, "hf_libraries", lambda: (stand_in("transformers"), stand_in("peft")))
     report = peft_bench.run(peft_bench.parse_args(["--device", "cpu", "--batches", "4", "--rows",
-                                                   "peft-lora-ro,ours-lora,ours-dora,peft-dora-ro"]))
-    assert [r["row"] for r in report["bench"]] == ["peft-lora-ro", "ours-lora", "ours-dora", "peft-dora-ro"]
+                                                   "peft-lora-ro,ours-lora-none,ours-dora-none,peft-dora-ro"]))
+    assert [r["row"] for r in report["bench"]] == ["peft-lora-ro", "ours-lora-none", "ours-dora-none", "peft-dora-ro"]
     assert report["bench"][2]["error"] == "exit status 1: RuntimeError: CUDA error: out of memory"
     printed = capsys.readouterr().out
-    assert "ours-dora failed: exit status 1: RuntimeError: CUDA error: out of memory" in printed
+    assert "ours-dora-none failed: exit status 1: RuntimeError: CUDA error: out of memory" in printed
     lines = {line.split()[0]: line.split() for line in printed.splitlines()[-6:] if line.split()}
-    assert lines["lora"][2:8] == ["2.000", "3.000", "-", "1.500", "-", "2.500"] and lines["lora"][-1] == "yes"
-    assert lines["dora"][2:4] == ["failed", "3.000"]
+    assert lines["lora"][1] == "none" and lines["lora"][3:9] == ["2.000", "3.000", "-", "1.500", "-", "2.500"]
+    assert lines["lora"][-1] == "yes" and lines["dora"][3:5] == ["failed", "3.000"]
     assert report["peft_ro_over_ours"] == {4: {"lora": 1.5, "dora": None}}
 
 

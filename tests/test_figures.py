@@ -282,10 +282,10 @@ def peft_bench_file(path, rows):
 
 def test_peft_svg_has_four_bars_per_method_a_later_file_replacing_a_row_and_names_what_is_missing(tmp_path):
     first = peft_bench_file(tmp_path / "a.json", [
-        ("peft-lora-ro", 9.0, 7.0), ("peft-lora-eager", 30.0, 31.0), ("ours-lora", 8.0, 7.5),
+        ("peft-lora-ro", 9.0, 7.0), ("peft-lora-eager", 30.0, 31.0), ("ours-lora-none", 8.0, 7.5),
         ("ours-lora-layers", "RuntimeError: capture"), ("peft-floor-ro", 7.0, 6.0), ("ours-floor", 6.0, 5.5),
         ("ours-floor-layers", 5.0, 4.5), ("peft-oft-ro", "stopped: still running after 80 s"),
-        ("ours-oft", "RuntimeError: capture")])
+        ("ours-oft-none", "RuntimeError: capture"), ("ours-lora", 5.0, 4.0)])  # --compile adapters: not drawn
     later = peft_bench_file(tmp_path / "b.json", [("ours-lora-layers", 7.0, 6.5)])
     out = tmp_path / "peft.svg"
     assert figures.cli(["peft", str(first), str(later), "--out", str(out)]) == 0
@@ -293,16 +293,16 @@ def test_peft_svg_has_four_bars_per_method_a_later_file_replacing_a_row_and_name
     marks = elements(root, "g", "mark")
     assert [m.get("data-method") for m in marks] == ["lora", "oft", "floor"]
     bars = {m.get("data-method"): [r.get("class") for r in m.iter(SVG + "rect")] for m in marks}
-    assert bars == {"lora": ["bar ours", "bar ours-layers", "bar peft-ro", "bar peft-eager"],
-                    "oft": [], "floor": ["bar ours", "bar ours-layers", "bar peft-ro"]}
+    assert bars == {"lora": ["bar ours-none", "bar ours-layers", "bar peft-ro", "bar peft-eager"],
+                    "oft": [], "floor": ["bar ours-none", "bar ours-layers", "bar peft-ro"]}
     assert [t.text for t in elements(root, "text", "missing")] == [
-        "ours, short runs (adapters compiled): failed", "ours, long runs (layers compiled): not run",
+        "ours, short runs (CUDA graphs alone): failed", "ours, long runs (layers compiled): not run",
         "PEFT, reduce-overhead: no step in 80 s", "PEFT, eager: not run", "PEFT, eager: not run"]  # oft's, the floor's
     assert "NVIDIA H100" in elements(root, "text", "title")[0].text
     labels = [t.text for m in marks for t in m.iter(SVG + "text")]
     assert "7.00 ms (6.50)" in labels and "9.00 ms (7.00)" in labels  # the later file's row; a step and its loop
     table = {(r["method"], r["variant"]): r for r in csv.DictReader(out.with_suffix(".csv").open())}
-    assert table["lora", "ours-layers"]["source"] == str(later) and float(table["lora", "ours"]["ms"]) == 8.0
+    assert table["lora", "ours-layers"]["source"] == str(later) and float(table["lora", "ours-none"]["ms"]) == 8.0
     widths = {m.get("data-method"): [float(r.get("width")) for r in m.iter(SVG + "rect")] for m in marks}
     assert widths["lora"][1] < widths["lora"][0] < widths["lora"][2] < widths["lora"][3]  # 7 < 8 < 9 < 30 ms
 
