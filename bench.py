@@ -50,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import spectral_ft
+from run.config import LAYERS_FROM_STEPS
 from run.errors import Parser, UsageError, bounded
 from encoder.model import KNOWN_CONFIGS, ModelConfig, SequenceClassifier
 from run.step import COMPILE_SCOPES, Speed, capture_stream, compile_in_place
@@ -479,7 +480,8 @@ def step_arguments(parser):
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
     parser.add_argument("--device", help="cuda (default), cuda:N, or cpu for a smoke test")
     parser.add_argument("--compile", choices=COMPILE_SCOPES, default="adapters",
-                        help="what train.py's graph step compiles before capturing (as train.py --compile)")
+                        help="what train.py's graph step compiles before capturing (as train.py --compile; without it "
+                             f"train.py takes none below {LAYERS_FROM_STEPS:,} steps and layers from there)")
 
 
 def rows_of(parser, methods):

@@ -82,7 +82,8 @@ from run.step import capturable_linear_algebra
 
 SHARED = tuple(method for method in spectral_ft.METHODS if spectral_ft.declared(method, "peft"))  # PEFT has a tuner
 ROWS = (*(f"{row}-{method}{variant}" for method in SHARED
-          for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", ""), ("ours", "-layers"), ("ours", "-none"))),
+          for row, variant in (("peft", "-ro"), ("peft", "-eager"), ("ours", "-none"), ("ours", "-layers"),
+                               ("ours", ""))),
         "peft-floor-ro", "ours-floor", "ours-floor-layers", "ours-lora-model", "ours-floor-model")
 EPOCH_ROWS = ("peft-eager", "peft-reduce-overhead", "ours", "ours-layers", "ours-none")
 BAR = 1.15  # PEFT-RO / ours the default step must reach for every shared method (issue 27)
@@ -165,9 +166,9 @@ def compile_options(device):
 
 def hf_bench_model(libraries, args, method, device):
     """transformers' RoBERTa classifier (RobertaConfig's defaults: roberta-base's shape), random weights (seed 0)
-    drawn on `device` as bench.build's, with PEFT's tuner for `method` configured as our adapter of bench.build's row (peft_config; a one-layer model
-    of ours is built on the CPU to read it), or ('floor') frozen but the classifier, the embeddings' output
-    requiring grad."""
+    drawn on `device` as bench.build's, with PEFT's tuner for `method` configured as our adapter of bench.build's
+    row (peft_config; a one-layer model of ours is built on the CPU to read it), or ('floor') frozen but the
+    classifier, the embeddings' output requiring grad."""
     transformers, peft = libraries
     if method != "floor":
         config = peft_config(peft, bench.build(argparse.Namespace(**dict(vars(args), layers=1)), method,

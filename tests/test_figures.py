@@ -201,10 +201,11 @@ def test_loss_curves_average_the_seeds_at_the_steps_all_of_them_logged(tmp_path)
     assert curves["loca"]["runs"] == 2 and curves["lora"]["loss"] == [0.5]
 
 
-def bench_file(path, graphs=True):
+def bench_file(path, graphs=True, **args):
     rows = [("floor", 40.0, 20.0), ("lora", 50.0, 25.0), ("loca", 80.0, None)]
     path.write_text(json.dumps({
-        "args": {"model": "roberta-base", "batch": 32, "seq": 128, "layers": 0, "hidden": 0, "precision": "bf16"},
+        "args": {"model": "roberta-base", "batch": 32, "seq": 128, "layers": 0, "hidden": 0, "precision": "bf16",
+                 **args},
         "device": "NVIDIA H200", "processes": 1, "delta": [],
         "steps": [dict(row=r, ms=e, **({"step_ms": g} if g and graphs else {})) for r, e, g in rows]}))
     return path
@@ -215,7 +216,9 @@ def test_read_bench_reads_rows_and_names_gpu_and_shape(tmp_path):
     assert [(r["name"], r["eager_ms"], r["graph_ms"]) for r in rows] == [
         ("floor", 40.0, 20.0), ("lora", 50.0, 25.0), ("loca", 80.0, None)]
     assert device == "NVIDIA H200"
-    assert shape.startswith("roberta-base (hidden 768, 12 layers), batch 32 × 128, bf16")
+    assert shape.startswith("roberta-base (hidden 768, 12 layers), batch 32 × 128, bf16") and "compile" not in shape
+    _, (_, shape) = figures.read_bench(bench_file(tmp_path / "scoped.json", compile="layers"))
+    assert shape.endswith(", graph steps after --compile layers")  # which step the graph bars are
 
 
 # -----------------------------------------------------------------------------
