@@ -50,8 +50,7 @@ trained too, as our head's), in epoch_permutation(0, 0, n) order, wall clock wit
 BertForSequenceClassification + PEFT, eager and under reduce-overhead (each batch at its own padded length, as a
 PEFT user runs it), and ours (capture_vs_reduce_overhead.epoch_row; ours-none: --compile none, CUDA graphs
 alone, which train.py takes for this run of 2,105 steps; ours: --compile adapters; ours-layers: --compile layers),
-each also in its own process. Without transformers or peft
-the PEFT rows are skipped (one line says so).
+each also in its own process. Without transformers or peft the PEFT rows are skipped (one line says so).
 """
 import argparse
 import contextlib
