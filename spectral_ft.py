@@ -355,8 +355,7 @@ class VeRA(Adapter):
     @classmethod
     def shared(cls, model, layers, chosen):  # one random pair at the largest shape; chosen: every hyperparameter
         largest_in, largest_out = max(m.in_features for m in layers), max(m.out_features for m in layers)
-        pair = vera_projections(chosen["r"], largest_in, largest_out, chosen["seed"])  # drawn on the CPU, as PEFT's
-        return {"projections": VeRAProjections(*(t.to(layers[0].weight.device) for t in pair))}  # beside the layers
+        return {"projections": VeRAProjections(*vera_projections(chosen["r"], largest_in, largest_out, chosen["seed"]))}
 
     def __init__(self, base, r=1024, d_initial=0.1, seed=0, projections=None):
         super().__init__(base)

@@ -133,12 +133,12 @@ def test_the_delta_table_keeps_its_default_sizes_at_full_width_and_takes_explici
 @pytest.mark.parametrize("row", [r for r in bench.ROWS if r not in ("fora", "dfora")])
 def test_a_row_s_model_is_made_on_the_device_it_is_built_for_adapters_and_all(row, monkeypatch):
     """bench.build makes the backbone on its device (a GPU initializes it in a fraction of the CPU's time) and the
-    adapters follow their frozen layer there, with no module moved afterwards (Module.to does nothing here): on the
+    adapters follow their frozen layer there, with the model not moved afterwards (its .to does nothing here): on the
     meta device every tensor must be made there. FoRA and DFoRA read W0's statistics as numbers (.item()), which a
     meta tensor has none of."""
     import argparse
 
-    monkeypatch.setattr(torch.nn.Module, "to", lambda module, *args, **kwargs: module)
+    monkeypatch.setattr(bench.SequenceClassifier, "to", lambda model, *args, **kwargs: model)
     model = bench.build(argparse.Namespace(model="roberta-base", layers=1, hidden=0), row, torch.device("meta"))
     assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
 
