@@ -419,6 +419,38 @@ def test_a_row_whose_process_dies_shows_failed_with_the_first_line_of_its_error_
     assert report["peft_ro_over_ours"] == {4: {"lora": 1.5, "dora": None}}
 
 
+row_times = st.fixed_dictionaries(dict(first_step_s=st.floats(0.0, 100.0), ms=st.floats(0.5, 100.0)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(ro=row_times, short=row_times, long=row_times, layers_from=st.integers(2, 50))
+def test_worst_run_is_the_least_wall_clock_ratio_over_every_run_length(ro, short, long, layers_from):
+    """A run of N steps on the fixed shape: its first step, then N - 1 median steps, under train.py's default (the
+    short rows below `layers_from` steps, the long rows from there). worst_run's ratio is PEFT-RO's wall clock over
+    ours at no run length above it, and is reached at the length it names (or, endless, the steps' ratio)."""
+    worst = peft_bench.worst_run(ro, short, long, layers_from)
+    wall = lambda r, n: r["first_step_s"] + (n - 1) * r["ms"] / 1e3
+    ours = lambda n: wall(short if n < layers_from else long, n)
+    ratio = lambda n: wall(ro, n) / ours(n) if ours(n) else math.inf
+    assert all(worst["ratio"] <= ratio(n) * (1 + 1e-12) for n in [*range(1, 3 * layers_from), 10**6, 10**12])
+    assert worst["ratio"] == (ro["ms"] / long["ms"] if worst["steps"] is None else ratio(worst["steps"]))
+    assert peft_bench.worst_run(None, short, long) is None and peft_bench.worst_run(ro, {"error": "x"}, long) is None
+
+
+def test_the_table_says_whether_a_run_of_any_length_ends_sooner_than_under_peft_reduce_overhead(capsys):
+    """The verdict over run lengths reads train.py's default rows: 'none' below LAYERS_FROM_STEPS, 'layers' from
+    there, and names each method's least ratio and where it falls."""
+    row = lambda name, first, ms: dict(row=name, batch=8, first_step_s=first, ms=ms, loop_ms=ms)
+    rows = [row("peft-lora-ro", 40.0, 9.0), row("ours-lora-none", 0.5, 8.0), row("ours-lora-layers", 10.0, 7.5),
+            row("peft-vera-ro", 40.0, 9.0), row("ours-vera-none", 0.5, 10.0), row("ours-vera-layers", 10.0, 8.5)]
+    short, long, any_run = peft_bench.bench_table(rows)
+    assert short[8]["vera"] < 1 and any_run[8]["lora"] == dict(ratio=1.2, steps=None)
+    assert any_run[8]["vera"]["steps"] is None and any_run[8]["vera"]["ratio"] == pytest.approx(9.0 / 8.5)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("batch 8: a run of any length") and ": NO (vera 1.059x); the least over run" in last
+    assert last.endswith("lora 1.200x endless, vera 1.059x endless")
+
+
 def test_peft_s_adapter_trains_the_same_tensors_as_ours_for_every_shared_method():
     """The rows compare like with like: PEFT's config, read from our class's declarations (peft_bench.peft_config),
     gives on the smoke test's model the tensors export.py writes for ours (names and shapes, the head included) and
