@@ -6,6 +6,7 @@ row in a process of its own (rows sharing a process moved each other by ~10%, wh
     python scripts/peft_bench.py --json out.json                                             # the bench
     python scripts/peft_bench.py --minilm .minilm --sst2 .sst2 --rows ''                      # the real run only
     python scripts/peft_bench.py --device cpu --layers 2 --hidden 64 --steps 2 --warmup 1 --seq 16 --batches 4   # smoke
+    python scripts/peft_bench.py --table out.json                                             # its tables again
 
 The first command runs everything, each row in its own process: the script forks itself once per row and batch
 (the row's process runs the same flags with --rows that row, --same-process and a JSON file in a temporary folder),
@@ -286,6 +287,7 @@ def parser():
     p.add_argument("--lr-head", type=bounded(float, 0.0), default=5e-4)
     p.add_argument("--device", default=None, help="cuda (default) or cpu (a smoke test)")
     p.add_argument("--json", help="write every number here")
+    p.add_argument("--table", metavar="JSON", help="print the tables of a file written with --json, and run nothing")
     p.add_argument("--same-process", action="store_true",
                    help="run the rows one after another in this process (default: each in its own)")
     p.add_argument("--row-timeout", type=bounded(float, 0.0), default=0.0,
@@ -300,7 +302,7 @@ def parser():
 def parse_args(argv):
     p = parser()
     args = p.parse_args(argv)
-    return cvr.check_args(p, args, args.rows)
+    return args if args.table else cvr.check_args(p, args, args.rows)  # --table runs nothing
 
 
 def command(args, **changes):
@@ -604,19 +606,42 @@ def run(args):
         + (f"; Inductor's compile workers: {args.compile_workers or 'torch default'}" if args.rows else ""), flush=True)
     report = dict(args=vars(args), device=None, versions=versions, bench=[], epoch=[])
     (run_in_this_process if args.same_process else run_each_in_own_process)(args, libraries, report)
-    if report["bench"]:
-        print(f"# {report['device'] or 'no row reported its device'}")
-        (report["peft_ro_over_ours"], report["peft_ro_over_ours_layers"],
-         report["peft_ro_over_ours_any_run"]) = bench_table(report["bench"])
-    if report["epoch"]:
-        cvr.epoch_table(report["epoch"], against="peft-reduce-overhead")
+    report.update(tables(report))
     cvr.save(report, args.json)
     return report
 
 
+def tables(report):
+    """Print the report's bench and real-run tables -> its verdicts (the report's keys)."""
+    verdicts = {}
+    if report["bench"]:
+        print(f"# {report['device'] or 'no row reported its device'}")
+        keys = "peft_ro_over_ours", "peft_ro_over_ours_layers", "peft_ro_over_ours_any_run"
+        verdicts = dict(zip(keys, bench_table(report["bench"])))
+    if report["epoch"]:
+        cvr.epoch_table(report["epoch"], against="peft-reduce-overhead")
+    return verdicts
+
+
+def reprint(path):
+    """--table: the tables of a file this script wrote with --json, with today's verdicts; nothing runs."""
+    try:
+        report = json.loads(Path(path).read_text())
+        rows = report["bench"], report["epoch"]
+        named = lambda r, *keys: isinstance(r, dict) and all(key in r for key in keys)
+        if not all(named(r, "row", "batch") for r in rows[0]) or not all(named(r, "variant") for r in rows[1]):
+            raise ValueError("a row without its name")
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UsageError(f"--table: {path} is not a JSON file that peft_bench.py --json wrote "
+                         f"({type(e).__name__}: {e})") from None
+    print(f"# {path}: {', '.join(f'{k} {v}' for k, v in report.get('versions', {}).items())}")
+    return tables(dict(report, bench=rows[0], epoch=rows[1]))
+
+
 def cli(argv=None):
     try:
-        run(parse_args(argv))
+        args = parse_args(argv)
+        reprint(args.table) if args.table else run(args)
         return 0
     except UsageError as e:
         print(f"peft_bench.py: error: {e}", file=sys.stderr)

@@ -451,6 +451,23 @@ def test_the_table_says_whether_a_run_of_any_length_ends_sooner_than_under_peft_
     assert last.endswith("lora 1.200x endless, vera 1.059x endless")
 
 
+def test_table_prints_a_written_file_s_tables_again_and_a_file_it_did_not_write_is_one_line(tmp_path, capsys):
+    """--table FILE runs nothing (no GPU needed): it prints the file's bench and real-run tables with today's
+    verdicts; a file that is not such a report gets one line naming it, exit status 2."""
+    row = lambda name, first, ms: dict(row=name, batch=8, first_step_s=first, ms=ms, loop_ms=ms)
+    report = dict(versions={"torch": "0"}, device="GPU", epoch=[], bench=[
+        row("peft-lora-ro", 40.0, 9.0), row("ours-lora-none", 1.0, 7.0), row("ours-lora-layers", 1.0, 6.0)])
+    (tmp_path / "out.json").write_text(json.dumps(report))
+    assert peft_bench.cli(["--table", str(tmp_path / "out.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "lora none" in printed and "lora layers" in printed and "lora 1.500x endless" in printed
+    (tmp_path / "bad.json").write_text(json.dumps(dict(report, bench=[{"ms": 1.0}])))
+    for bad in ("bad.json", "missing.json"):
+        assert peft_bench.cli(["--table", str(tmp_path / bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"peft_bench.py: error: --table: {tmp_path / bad} is not a JSON file") and err.count("\n") == 1
+
+
 def test_peft_s_adapter_trains_the_same_tensors_as_ours_for_every_shared_method():
     """The rows compare like with like: PEFT's config, read from our class's declarations (peft_bench.peft_config),
     gives on the smoke test's model the tensors export.py writes for ours (names and shapes, the head included) and
