@@ -526,8 +526,9 @@ def peft_bench_row(variant, method):
 
 
 def read_peft_bench(paths):
-    """scripts/peft_bench.py --json files -> (methods, description). methods: [(method, {variant: row or None})] in the
-    bench's order, the floor last; a row: ms, loop_ms, device, or error (failed). One batch size for all rows."""
+    """scripts/peft_bench.py --json files -> (methods, description). methods: [(method, {variant: row or None})] in
+    spectral_ft.METHODS' order, the floor last; a row: ms, loop_ms, device, or error (failed). One batch size for
+    all rows."""
     shape = "expected scripts/peft_bench.py --json output: an object with 'args' and a 'bench' list of rows with 'row'"
     rows, devices, args = {}, [], None
     for path in paths:
@@ -547,7 +548,8 @@ def read_peft_bench(paths):
     if len({r.get("batch") for r in rows.values()}) > 1:
         raise InputError(f"{', '.join(map(str, paths))}: rows of several batch sizes; give files of one")
     names = dict.fromkeys(r.split("-")[1] for r in rows)
-    methods = [m for m in names if m != "floor"] + [m for m in names if m == "floor"]
+    order = {m: i for i, m in enumerate([*spectral_ft.METHODS, "floor"])}  # a file's own follows its call's plan
+    methods = sorted(names, key=lambda m: order.get(m, len(order)))
     table = [(m, {v: rows.get(peft_bench_row(v, m)) for v, _ in PEFT_VARIANTS}) for m in methods]
     batch = next(iter(rows.values())).get("batch", "?")
     shape_text = (f"roberta-base's shape, batch {batch} × {args.get('seq', '?')}, bf16 autocast, fused AdamW, each row in "

@@ -520,8 +520,8 @@ def bench_table(rows):
     default, the same of the long runs', {batch: {method: worst_run's {ratio, steps}, or None}}) over the shared
     methods."""
     print(f"\n# bench: median optimizer step, ms (PEFT / ours > 1: ours faster; loop: the steps in a row)\n"
-          f"{'method':<17} {'batch':>5} {'ours':>8} {'peft-ro':>8} {'peft-eager':>10} {'ro/ours':>8} {'eager/ours':>10} "
-          f"{'loop ro/ours':>12}  ours >= {BAR}x ro")
+          f"{'method':<17} {'batch':>5} {'ours':>8} {'peft-ro':>8} {'peft-eager':>10} {'ro/ours':>8} "
+          f"{'eager/ours':>10} {'loop ro/ours':>12}  ours >= {BAR}x ro")
     cell = lambda r, width: f"{r['ms']:{width}.3f}" if r and "ms" in r else f"{'failed' if r else '-':>{width}}"
     ratio = lambda peft, ours, key="ms": peft[key] / ours[key] if peft and ours and key in peft and key in ours else None
     short_runs, long_runs, any_run = {}, {}, {}

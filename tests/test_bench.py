@@ -465,7 +465,8 @@ def test_table_prints_a_written_file_s_tables_again_and_a_file_it_did_not_write_
     for bad in ("bad.json", "missing.json"):
         assert peft_bench.cli(["--table", str(tmp_path / bad)]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"peft_bench.py: error: --table: {tmp_path / bad} is not a JSON file") and err.count("\n") == 1
+        assert err.startswith(f"peft_bench.py: error: --table: {tmp_path / bad} is not a JSON file")
+        assert err.count("\n") == 1
 
 
 def test_peft_s_adapter_trains_the_same_tensors_as_ours_for_every_shared_method():
