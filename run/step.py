@@ -125,9 +125,9 @@ def compile_in_place(model, scope, backend="inductor"):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     # Inductor would draw dropout's masks from its own Philox stream (the same distribution, other masks: a compiled
     # run would end as another seed's); fallback_random draws them from torch's generator, as the plain model does.
-    # combo_kernels: Inductor launches independent small kernels of one program (the casts of each adapter's
-    # factors and gradients, say) as one kernel: LoRA's `layers` step 6.68 -> 6.48 ms in a loop on an H100, every
-    # shared method faster (REPRODUCE §3m); results agree to rounding, as any two Inductor programs do.
+    # combo_kernels: Inductor launches independent small kernels of one program as one kernel: LoRA's `layers` step
+    # 6.68 -> 6.48 ms in a loop on an H100, every shared method faster (REPRODUCE §3m); results agree to rounding,
+    # as any two Inductor programs do.
     options = {"options": {"fallback_random": True, "combo_kernels": True}} if backend == "inductor" else {}
     for module in modules:
         module.compile(backend=backend, **options)
