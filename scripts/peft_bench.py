@@ -510,15 +510,13 @@ def compile_workers(workers, device):
 
 def bench_table(rows):
     """Per batch, one line per method and way of ours (ours-METHOD as 'METHOD adapters', ours-METHOD-layers as
-    'METHOD layers', ...): ours,
-    PEFT-RO and PEFT-eager ms ('failed' where a row raised, '-' where it did not run), PEFT-RO / ours and
-    PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours of the steps in a row (loop_ms), and whether ours is at
-    least BAR times faster than PEFT-RO; the failed rows' errors below; per batch, whether train.py's default step
-    meets the bar for every shared method: a short run's (ours-METHOD-none) and a long run's (ours-METHOD-layers:
-    run.config.decide_compile's choice from LAYERS_FROM_STEPS steps), and whether a run of any length ends that much
-    sooner under train.py's default (worst_run). -> ({batch: {method: PEFT-RO / ours, or None}} of the short runs'
-    default, the same of the long runs', {batch: {method: worst_run's {ratio, steps}, or None}}) over the shared
-    methods."""
+    'METHOD layers', ...): ours, PEFT-RO and PEFT-eager ms ('failed' where a row raised, '-' where it did not run),
+    PEFT-RO / ours and PEFT-eager / ours (> 1: ours faster), PEFT-RO / ours of the steps in a row (loop_ms), and
+    whether ours is at least BAR times faster than PEFT-RO; the failed rows' errors below; per batch,
+    print_verdicts: train.py's default step against the bar, a short run's (ours-METHOD-none) and a long run's
+    (ours-METHOD-layers: run.config.decide_compile's choice from LAYERS_FROM_STEPS steps), and a run of any length
+    (worst_run). -> ({batch: {method: PEFT-RO / ours, or None}} of the short runs' default, the same of the long
+    runs', {batch: {method: worst_run's {ratio, steps}, or None}}) over the shared methods."""
     print(f"\n# bench: median optimizer step, ms (PEFT / ours > 1: ours faster; loop: the steps in a row)\n"
           f"{'method':<17} {'batch':>5} {'ours':>8} {'peft-ro':>8} {'peft-eager':>10} {'ro/ours':>8} "
           f"{'eager/ours':>10} {'loop ro/ours':>12}  ours >= {BAR}x ro")
@@ -551,19 +549,25 @@ def bench_table(rows):
         for r in by_row.values():
             if "error" in r:
                 print(f"  {r['row']} failed: {r['error']}")
-        for runs, which in ((short_runs, "a short run's default step (CUDA graphs alone)"),
-                            (long_runs, f"a long run's default step ({LAYERS_FROM_STEPS:,} steps or more: layers "
-                                        f"compiled)")):
-            if runs[batch]:
-                print(f"batch {batch}: {which} is at least {BAR}x faster than PEFT under reduce-overhead for every "
-                      f"method PEFT shares with us: {verdict(runs[batch])}")
-        if any_run[batch]:
-            ratios = {m: w and w["ratio"] for m, w in any_run[batch].items()}
-            print(f"batch {batch}: a run of any length on this shape (train.py's default: none below "
-                  f"{LAYERS_FROM_STEPS:,} steps, layers from there; its first step, then median steps) ends at least "
-                  f"{BAR}x sooner than under PEFT reduce-overhead for every method PEFT shares with us: "
-                  f"{verdict(ratios)}; the least over run lengths: {least_over_lengths(any_run[batch])}")
+        print_verdicts(batch, short_runs[batch], long_runs[batch], any_run[batch])
     return short_runs, long_runs, any_run
+
+
+def print_verdicts(batch, short_run, long_run, any_run):
+    """Whether train.py's default meets BAR for every shared method: a short run's step ({method: PEFT-RO / none}),
+    a long run's ({method: PEFT-RO / layers}), and a run of any length ({method: worst_run's}); a line each."""
+    for ratios, which in ((short_run, "a short run's default step (CUDA graphs alone)"),
+                          (long_run, f"a long run's default step ({LAYERS_FROM_STEPS:,} steps or more: layers "
+                                     f"compiled)")):
+        if ratios:
+            print(f"batch {batch}: {which} is at least {BAR}x faster than PEFT under reduce-overhead for every "
+                  f"method PEFT shares with us: {verdict(ratios)}")
+    if any_run:
+        ratios = {m: w and w["ratio"] for m, w in any_run.items()}
+        print(f"batch {batch}: a run of any length on this shape (train.py's default: none below "
+              f"{LAYERS_FROM_STEPS:,} steps, layers from there; its first step, then median steps) ends at least "
+              f"{BAR}x sooner than under PEFT reduce-overhead for every method PEFT shares with us: "
+              f"{verdict(ratios)}; the least over run lengths: {least_over_lengths(any_run)}")
 
 
 def least_over_lengths(runs):
