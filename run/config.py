@@ -50,6 +50,8 @@ NOT_IN_RUN_NAME = ("out", "save_every", "save_minutes", "log_every", "eager", "c
 # 32 x 128 1.46 ms (17%) shorter than 'none' for 10.9 s more before the first step, one length bucket alone: ~7,500
 # steps to break even, more with each further bucket, and far more on a small model (a MiniLM SST-2 epoch of 2,105
 # steps: 8.2 s with 'none', 26.3 s with 'layers'; an RTE epoch, 78 steps: 16.5 s against 32.7 s, the whole process).
+# Those are first runs on a machine: with Inductor's caches warm from an earlier run of the same model, 'layers' costs
+# ~1.6 s more and repays from ~1,000 steps on roberta-base (REPRODUCE §3m); the rule does not guess at the caches.
 LAYERS_FROM_STEPS = 10_000
 ADAPTER_FLOOR = 2**26  # parameters an adapter may always hold (256 MiB in float32), whatever the model's size
 
