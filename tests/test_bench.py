@@ -636,6 +636,24 @@ def test_a_row_that_compiles_nothing_starts_no_compile_workers(monkeypatch):
         assert asked == [workers]
 
 
+def test_a_real_run_s_row_that_compiles_nothing_starts_no_compile_workers(monkeypatch, tmp_path):
+    """The real run's rows start torch's compile pool before their timed epoch where they compile (PEFT-RO, ours
+    adapters and layers), and not for PEFT eager and ours-none (CUDA graphs alone), as a user's run of them."""
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / name).write_text("sentence\tlabel\n")
+    warmed = []
+    monkeypatch.setattr(peft_bench.cvr, "inductor_threads", lambda threads, warm=False: warmed.append(warm) or 8)
+    monkeypatch.setattr(peft_bench, "sst2", lambda args: (None, None, 0))
+    monkeypatch.setattr(peft_bench.cvr, "epoch_row", lambda args, row, *rest: dict(variant=row))
+    monkeypatch.setattr(peft_bench, "hf_epoch_row", lambda libraries, args, row, *rest: dict(variant=row))
+    for row in peft_bench.EPOCH_ROWS:
+        warmed.clear()
+        args = peft_bench.parse_args(PEFT_SMOKE + ["--rows", "", "--minilm", str(tmp_path), "--sst2", str(tmp_path),
+                                                   "--epoch-rows", row, "--same-process"])
+        peft_bench.run_in_this_process(args, ("transformers", "peft"), dict(device=None, bench=[], epoch=[]))
+        assert warmed == [False, row not in ("peft-eager", "ours-none")], row
+
+
 def test_a_process_of_our_rows_alone_does_not_import_the_peers(monkeypatch, capsys):
     """A row's process for ours starts without importing transformers and peft (seconds per row on a full table)."""
     def refuse():
