@@ -31,8 +31,8 @@ DROPOUT = 0.1
 BATCHES = [([9, 6, 4], 9), ([12, 5, 3], 12), ([7, 7, 2], 7)]  # (lengths, padded length) of three rows each
 
 
-def build(kind, method, device):
-    """A tiny float64 model of `kind` with dropout DROPOUT, `method` on its query and value projections."""
+def build(kind, method):
+    """A tiny float64 model of `kind` on the CPU with dropout DROPOUT, `method` on its query and value projections."""
     torch.manual_seed(0)
     if kind == "deberta":
         model = tiny_deberta(dict(V3_TINY, hidden_dropout_prob=DROPOUT, attention_probs_dropout_prob=DROPOUT))
@@ -41,15 +41,16 @@ def build(kind, method, device):
         config = tiny_config("bert", VOCAB)
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = DROPOUT
         model, targets = SequenceClassifier(config, 2), ["query", "value"]
-    return prepare_model(model.double().train(), method, targets, SMALL.get(method, {})).to(device)
+    return prepare_model(model.double().train(), method, targets, SMALL.get(method, {}))
 
 
 def compare(kind, method, scope, device):
     """{logits, gradient: largest differences over BATCHES, seconds} of the model compiled in `scope` against
     the plain one from the same weights."""
-    plain = nonzero(build(kind, method, device), 5)
-    compiled = build(kind, method, device)
+    plain = nonzero(build(kind, method), 5).to(device)  # nonzero draws on the CPU: before the move
+    compiled = build(kind, method)
     compiled.load_state_dict(plain.state_dict())
+    compiled.to(device)
     torch._dynamo.reset()
     compile_in_place(compiled, scope)
     schedules = ([spectral_ft.LoCASchedule(m, B_a=1, B_l=1, T_s=len(BATCHES)) for m in (plain, compiled)]
