@@ -17,7 +17,8 @@ then says so and the next one runs), so that one call can bound the whole table.
 process (--compile-workers 1, the default: on the H100 machine torch's pool took ~10 s to start and made no
 compiled row's first step shorter); --compile-workers 0 starts torch's pool instead, before the row builds its model,
 so that no worker starts beside a timed step (a row that compiles nothing, PEFT eager or our floor's default,
-starts none). The real run's rows compile as a user's run does, with torch's pool. Each row's line ends with its
+starts none). The real run's rows compile as a user's run does, with torch's pool (started before the epoch; not
+for PEFT eager and ours-none, which compile nothing: epoch_compiles). Each row's line ends with its
 process's seconds and where they went (start: from the fork to the row's setup; setup; the model; the steps), which
 is what a call's plan needs: most of a full table's time is spent outside the timed steps.
 
