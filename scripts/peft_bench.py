@@ -110,8 +110,8 @@ def compiles(row):
 
 def epoch_compiles(row):
     """Whether a real run's row goes through Inductor: all but PEFT eager and ours-none (CUDA graphs alone). A row
-    that compiles nothing starts no compile workers, as a user's run of it starts none (torch's pool took ~10 s to start on
-    the H100 machine, outside the timed epoch but inside the call)."""
+    that compiles nothing starts no compile workers, as a user's run of it starts none (torch's pool took ~10 s to
+    start on the H100 machine, outside the timed epoch but inside the call)."""
     return row not in ("peft-eager", "ours-none")
 
 
